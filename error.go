@@ -1,0 +1,76 @@
+package dlm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes, as they appear on the wire (SPEC §3 "Errors"). The HTTP layer
+// maps each to its status in one table; clients map them back.
+const (
+	CodeInvalidArgument      = "invalid_argument"
+	CodeUnauthenticated      = "unauthenticated"
+	CodePermissionDenied     = "permission_denied"
+	CodeNotFound             = "not_found"
+	CodeLockConflict         = "lock_conflict"
+	CodeWaitTimeout          = "wait_timeout"
+	CodeLeaseEnded           = "lease_ended"
+	CodePayloadTooLarge      = "payload_too_large"
+	CodeIdempotencyKeyReused = "idempotency_key_reused"
+	CodeLimitExceeded        = "limit_exceeded"
+	CodeUnavailable          = "unavailable"
+	CodeInternal             = "internal"
+)
+
+// Error is the one error type that crosses package boundaries with a code a
+// caller can act on. Anything else is internal: logged, never shown.
+type Error struct {
+	Code    string
+	Message string
+	// Holders is set for lock_conflict and wait_timeout: who holds the lock.
+	Holders []Lease
+	// Reason is set for lease_ended.
+	Reason EndReason
+	// Field is set for invalid_argument: which input was wrong.
+	Field string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Is makes errors.Is(err, &Error{Code: c}) match any *Error with code c.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && t.Message == ""
+}
+
+// Errorf returns an *Error with the given code and a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Invalid returns an invalid_argument error naming field.
+func Invalid(field, format string, args ...any) *Error {
+	return &Error{Code: CodeInvalidArgument, Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of err if it is (or wraps) an *Error, and
+// CodeInternal otherwise.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// Sentinels for errors.Is. Each matches every *Error of its code.
+var (
+	ErrNotFound             = &Error{Code: CodeNotFound}
+	ErrLockConflict         = &Error{Code: CodeLockConflict}
+	ErrWaitTimeout          = &Error{Code: CodeWaitTimeout}
+	ErrLeaseEnded           = &Error{Code: CodeLeaseEnded}
+	ErrIdempotencyKeyReused = &Error{Code: CodeIdempotencyKeyReused}
+	ErrLimitExceeded        = &Error{Code: CodeLimitExceeded}
+	ErrUnavailable          = &Error{Code: CodeUnavailable}
+	ErrUnauthenticated      = &Error{Code: CodeUnauthenticated}
+)

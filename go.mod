@@ -1,0 +1,3 @@
+module github.com/dlmhq/dlm
+
+go 1.26.8

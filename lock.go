@@ -1,0 +1,320 @@
+package dlm
+
+import (
+	"slices"
+	"time"
+)
+
+// LockState is everything about one lock that a decision needs: the fencing
+// high-water mark, the holders and the FIFO queue of waiters.
+//
+// A store loads it in a transaction, calls one of its methods with the
+// transaction's "now", and writes the resulting Change back. The methods never
+// read a clock and never do I/O.
+type LockState struct {
+	Key Key
+	// Token is the last fencing token issued on this lock, 0 if none. It
+	// only grows.
+	Token   int64
+	Holders []Lease
+	Waiters []Waiter // ordered by Seq
+}
+
+// Change records what one operation did to a LockState, so that a store can
+// persist exactly that and nothing else. No lease or waiter ID appears in
+// more than one list, so the lists may be applied in any order.
+type Change struct {
+	Granted  []Lease      // new holders, directly or from the queue
+	Renewed  []Lease      // holders with a new expiry
+	Ended    []EndedLease // holders that stopped holding
+	Queued   []Waiter     // waiters added to the queue
+	Retaken  []Waiter     // waiters taken over by a retried request
+	Dequeued []Waiter     // waiters removed: granted, cancelled or timed out
+	Events   []Event
+}
+
+// Empty reports whether c records nothing.
+func (c *Change) Empty() bool {
+	return len(c.Granted)+len(c.Renewed)+len(c.Ended)+len(c.Queued)+len(c.Retaken)+len(c.Dequeued)+len(c.Events) == 0
+}
+
+// Request is an acquire as the core sees it: validated, with the ID the lease
+// or waiter will get chosen by the caller.
+type Request struct {
+	ID             string // lease ID if granted, waiter ID and ticket if queued
+	Tenant         string
+	Key            Key
+	Mode           Mode
+	HolderID       string
+	TTL            time.Duration
+	Wait           time.Duration // 0: try once
+	IdempotencyKey string
+}
+
+// Outcome is how an acquire ended.
+type Outcome uint8
+
+// Outcomes of LockState.Acquire.
+const (
+	Granted  Outcome = 1 // a new lease
+	Replayed Outcome = 2 // the live lease of an earlier request with the same idempotency key
+	Conflict Outcome = 3 // not compatible and not allowed to wait
+	Queued   Outcome = 4 // a waiter was queued (or taken over)
+)
+
+// Acquire tries to grant r at now. If it cannot and r may wait, it queues r
+// (or, for a retried idempotent request, takes over its earlier queue entry).
+//
+// It returns the lease for Granted and Replayed, the waiter for Queued, and
+// an idempotency_key_reused error when the key names a different request.
+func (s *LockState) Acquire(now time.Time, r Request, c *Change) (Outcome, Lease, Waiter, error) {
+	s.Expire(now, c)
+	if r.IdempotencyKey != "" {
+		for i := range s.Holders {
+			h := &s.Holders[i]
+			if h.Tenant == r.Tenant && h.IdempotencyKey == r.IdempotencyKey {
+				if h.Mode != r.Mode || h.HolderID != r.HolderID || h.TTL != r.TTL {
+					return 0, Lease{}, Waiter{}, reusedKey()
+				}
+				return Replayed, *h, Waiter{}, nil
+			}
+		}
+		for i := range s.Waiters {
+			w := &s.Waiters[i]
+			if w.Tenant == r.Tenant && w.IdempotencyKey == r.IdempotencyKey {
+				if w.Mode != r.Mode || w.HolderID != r.HolderID || w.TTL != r.TTL || r.Wait == 0 {
+					return 0, Lease{}, Waiter{}, reusedKey()
+				}
+				// The retry takes over the queue entry and keeps its place.
+				w.Ticket = r.ID
+				w.Deadline = now.Add(r.Wait)
+				c.Retaken = append(c.Retaken, *w)
+				return Queued, Lease{}, *w, nil
+			}
+		}
+	}
+	if len(s.Waiters) == 0 && s.compatible(r.Mode) {
+		l := s.grant(now, r.ID, r.Tenant, r.Mode, r.HolderID, r.TTL, r.IdempotencyKey, c)
+		return Granted, l, Waiter{}, nil
+	}
+	if r.Wait <= 0 {
+		return Conflict, Lease{}, Waiter{}, nil
+	}
+	w := Waiter{
+		ID: r.ID, Tenant: r.Tenant, Key: s.Key, Mode: r.Mode,
+		Seq: 1, HolderID: r.HolderID, TTL: r.TTL, IdempotencyKey: r.IdempotencyKey,
+		Ticket: r.ID, QueuedAt: now, Deadline: now.Add(r.Wait),
+	}
+	if n := len(s.Waiters); n > 0 {
+		w.Seq = s.Waiters[n-1].Seq + 1
+	}
+	s.Waiters = append(s.Waiters, w)
+	c.Queued = append(c.Queued, w)
+	c.Events = append(c.Events, Event{Type: EventWaiting, Key: s.Key, HolderID: w.HolderID, Mode: w.Mode, At: now})
+	return Queued, Lease{}, w, nil
+}
+
+func reusedKey() error {
+	return Errorf(CodeIdempotencyKeyReused, "idempotency key was used for a different request")
+}
+
+// WouldGrant reports whether an acquire in mode m would be granted at now,
+// without changing s (a dry run).
+func (s *LockState) WouldGrant(now time.Time, m Mode) bool {
+	v := s.View(now)
+	return len(v.Waiters) == 0 && v.compatible(m)
+}
+
+// View returns a copy of s as it stands at now: expired holders and waiters
+// past their deadline are left out, and no waiter is granted. Reads use it
+// so that an expired lease is never shown as held.
+func (s *LockState) View(now time.Time) LockState {
+	v := LockState{Key: s.Key, Token: s.Token, Holders: []Lease{}, Waiters: []Waiter{}}
+	for _, h := range s.Holders {
+		if h.Live(now) {
+			v.Holders = append(v.Holders, h)
+		}
+	}
+	for _, w := range s.Waiters {
+		if now.Before(w.Deadline) {
+			v.Waiters = append(v.Waiters, w)
+		}
+	}
+	return v
+}
+
+// Renew extends the live lease id to now+ttl (ttl 0: the lease's own TTL).
+// It reports false if id holds nothing at now.
+func (s *LockState) Renew(now time.Time, id string, ttl time.Duration, c *Change) (Lease, bool) {
+	s.Expire(now, c)
+	i := s.holder(id)
+	if i < 0 {
+		return Lease{}, false
+	}
+	h := &s.Holders[i]
+	if ttl > 0 {
+		h.TTL = ttl
+	}
+	h.ExpiresAt = now.Add(h.TTL)
+	c.Renewed = append(c.Renewed, *h)
+	c.Events = append(c.Events, leaseEvent(EventRenewed, h, now))
+	return *h, true
+}
+
+// Release ends the live lease id and grants the waiters it was blocking. It
+// reports false if id holds nothing at now.
+func (s *LockState) Release(now time.Time, id string, c *Change) (EndedLease, bool) {
+	s.dropExpired(now, c)
+	i := s.holder(id)
+	if i < 0 {
+		s.grantWaiters(now, c)
+		return EndedLease{}, false
+	}
+	e := s.end(i, Released, now, c)
+	s.grantWaiters(now, c)
+	return e, true
+}
+
+// ForceRelease ends every live lease and grants the waiters.
+func (s *LockState) ForceRelease(now time.Time, c *Change) []EndedLease {
+	s.dropExpired(now, c)
+	ended := []EndedLease{}
+	for len(s.Holders) > 0 {
+		ended = append(ended, s.end(0, ForceReleased, now, c))
+	}
+	s.grantWaiters(now, c)
+	return ended
+}
+
+// CancelWait removes the waiter id if ticket still owns it, then grants
+// whoever that unblocks. If the waiter was already granted, it returns that
+// lease and true.
+func (s *LockState) CancelWait(now time.Time, id, ticket string, c *Change) (Lease, bool) {
+	s.Expire(now, c)
+	if i := s.holder(id); i >= 0 {
+		return s.Holders[i], true
+	}
+	for i := range s.Waiters {
+		if s.Waiters[i].ID == id {
+			if s.Waiters[i].Ticket == ticket {
+				s.dequeue(i, c)
+				s.grantWaiters(now, c)
+			}
+			break
+		}
+	}
+	return Lease{}, false
+}
+
+// Expire ends the holders whose lease has run out at now, drops waiters past
+// their deadline, and grants the waiters that this unblocks. Every write
+// operation applies expiry first, so it happens lazily as well as by the
+// sweeper.
+func (s *LockState) Expire(now time.Time, c *Change) {
+	s.dropExpired(now, c)
+	s.grantWaiters(now, c)
+}
+
+// dropExpired is Expire without granting, for operations that change the
+// holders themselves before the queue moves.
+func (s *LockState) dropExpired(now time.Time, c *Change) {
+	for i := 0; i < len(s.Holders); {
+		if s.Holders[i].Live(now) {
+			i++
+			continue
+		}
+		s.end(i, Expired, now, c)
+	}
+	for i := 0; i < len(s.Waiters); {
+		if now.Before(s.Waiters[i].Deadline) {
+			i++
+			continue
+		}
+		s.dequeue(i, c)
+	}
+}
+
+// NextDue returns the earliest time at which s changes by itself: a lease
+// expiry or a waiter deadline. It returns the zero time if nothing is due.
+func (s *LockState) NextDue() time.Time {
+	var t time.Time
+	for _, h := range s.Holders {
+		if t.IsZero() || h.ExpiresAt.Before(t) {
+			t = h.ExpiresAt
+		}
+	}
+	for _, w := range s.Waiters {
+		if t.IsZero() || w.Deadline.Before(t) {
+			t = w.Deadline
+		}
+	}
+	return t
+}
+
+// grantWaiters grants waiters from the head of the queue for as long as each
+// is compatible with the holders, so consecutive shared waiters are granted
+// together and nobody overtakes an earlier waiter.
+func (s *LockState) grantWaiters(now time.Time, c *Change) {
+	for len(s.Waiters) > 0 && s.compatible(s.Waiters[0].Mode) {
+		w := s.Waiters[0]
+		s.dequeue(0, c)
+		s.grant(now, w.ID, w.Tenant, w.Mode, w.HolderID, w.TTL, w.IdempotencyKey, c)
+	}
+}
+
+func (s *LockState) compatible(m Mode) bool {
+	for i := range s.Holders {
+		if !Compatible(m, s.Holders[i].Mode) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *LockState) grant(now time.Time, id, tenant string, m Mode, holder string, ttl time.Duration, idem string, c *Change) Lease {
+	s.Token++
+	l := Lease{
+		ID: id, Tenant: tenant, Key: s.Key, Mode: m, HolderID: holder,
+		Token: s.Token, TTL: ttl, AcquiredAt: now, ExpiresAt: now.Add(ttl),
+		IdempotencyKey: idem,
+	}
+	s.Holders = append(s.Holders, l)
+	c.Granted = append(c.Granted, l)
+	c.Events = append(c.Events, leaseEvent(EventAcquired, &l, now))
+	return l
+}
+
+func (s *LockState) end(i int, why EndReason, now time.Time, c *Change) EndedLease {
+	e := EndedLease{Lease: s.Holders[i], Reason: why, EndedAt: now}
+	t := EventReleased
+	switch why {
+	case Expired:
+		// It ended when it ran out, not when somebody noticed.
+		e.EndedAt = e.ExpiresAt
+		t = EventExpired
+	case ForceReleased:
+		t = EventForceReleased
+	}
+	s.Holders = slices.Delete(s.Holders, i, i+1)
+	c.Ended = append(c.Ended, e)
+	c.Events = append(c.Events, leaseEvent(t, &e.Lease, e.EndedAt))
+	return e
+}
+
+func (s *LockState) dequeue(i int, c *Change) {
+	c.Dequeued = append(c.Dequeued, s.Waiters[i])
+	s.Waiters = slices.Delete(s.Waiters, i, i+1)
+}
+
+func (s *LockState) holder(id string) int {
+	for i := range s.Holders {
+		if s.Holders[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func leaseEvent(t EventType, l *Lease, now time.Time) Event {
+	return Event{Type: t, Key: l.Key, HolderID: l.HolderID, Mode: l.Mode, Token: l.Token, At: now}
+}
