@@ -75,9 +75,6 @@ type Tx interface {
 	PutAPIKey(ctx context.Context, k APIKey) error
 	// RevokeAPIKey marks a key of tenant revoked; false if there is none.
 	RevokeAPIKey(ctx context.Context, tenant, id string) (bool, error)
-	// DropWaiters removes every stored waiter: an embedded server calls it
-	// on start, since the requests that waited died with the last process.
-	DropWaiters(ctx context.Context) error
 	// PruneEnded forgets ended leases that ended before t.
 	PruneEnded(ctx context.Context, before time.Time) error
 }

@@ -1,0 +1,329 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/dlmhq/dlm"
+)
+
+// querier is what a read needs: the write connection's statement cache or a
+// read-only transaction.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+type readTx struct {
+	q   querier
+	now time.Time
+}
+
+type writeTx struct {
+	readTx
+	c     *committer
+	delta map[string]usage // this Update's change to the usage counts
+}
+
+var (
+	_ dlm.ReadTx = (*readTx)(nil)
+	_ dlm.Tx     = (*writeTx)(nil)
+)
+
+func (tx *readTx) Now() time.Time { return tx.now }
+
+func nanos(t time.Time) int64     { return t.UnixNano() }
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// queryEach runs query and calls scan for each row.
+func (tx *readTx) queryEach(ctx context.Context, scan func(*sql.Rows) error, query string, args ...any) error {
+	rows, err := tx.q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+const leaseCols = `id, tenant, ns, name, mode, holder, token, ttl, acquired_at, expires_at`
+
+func scanLease(rows *sql.Rows, l *dlm.Lease, extra ...any) error {
+	var ttl, acq, exp int64
+	err := rows.Scan(append([]any{&l.ID, &l.Tenant, &l.Key.Namespace, &l.Key.Name, &l.Mode,
+		&l.HolderID, &l.Token, &ttl, &acq, &exp}, extra...)...)
+	l.TTL, l.AcquiredAt, l.ExpiresAt = time.Duration(ttl), fromNanos(acq), fromNanos(exp)
+	return err
+}
+
+func (tx *readTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
+	s := &dlm.LockState{Key: key}
+	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
+		`SELECT token FROM locks WHERE ns = ? AND name = ?`, key.Namespace, key.Name)
+	if err != nil {
+		return nil, err
+	}
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		var l dlm.Lease
+		var idem sql.NullString
+		err := scanLease(r, &l, &idem)
+		l.IdempotencyKey = idem.String
+		s.Holders = append(s.Holders, l)
+		return err
+	}, `SELECT `+leaseCols+`, idem FROM leases WHERE ns = ? AND name = ? ORDER BY token`, key.Namespace, key.Name)
+	if err != nil {
+		return nil, err
+	}
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		var w dlm.Waiter
+		var idem sql.NullString
+		var ttl, queued, deadline int64
+		err := r.Scan(&w.ID, &w.Tenant, &w.Seq, &w.Mode, &w.HolderID, &ttl, &idem, &w.Ticket, &queued, &deadline)
+		w.Key, w.TTL, w.IdempotencyKey = key, time.Duration(ttl), idem.String
+		w.QueuedAt, w.Deadline = fromNanos(queued), fromNanos(deadline)
+		s.Waiters = append(s.Waiters, w)
+		return err
+	}, `SELECT id, tenant, seq, mode, holder, ttl, idem, ticket, queued_at, deadline
+		FROM waiters WHERE ns = ? AND name = ? ORDER BY seq`, key.Namespace, key.Name)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (tx *readTx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *dlm.EndedLease, err error) {
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		var l dlm.Lease
+		var idem sql.NullString
+		err := scanLease(r, &l, &idem)
+		l.IdempotencyKey = idem.String
+		live = &l
+		return err
+	}, `SELECT `+leaseCols+`, idem FROM leases WHERE id = ?`, id)
+	if err != nil || live != nil {
+		return live, nil, err
+	}
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		var e dlm.EndedLease
+		var endedAt int64
+		err := scanLease(r, &e.Lease, &e.Reason, &endedAt)
+		e.EndedAt = fromNanos(endedAt)
+		ended = &e
+		return err
+	}, `SELECT `+leaseCols+`, reason, ended_at FROM ended_leases WHERE id = ?`, id)
+	return nil, ended, err
+}
+
+func (tx *readTx) FindIdempotent(ctx context.Context, tenant, idem string) (key dlm.Key, ok bool, err error) {
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		ok = true
+		return r.Scan(&key.Namespace, &key.Name)
+	}, `SELECT ns, name FROM leases WHERE tenant = ?1 AND idem = ?2
+		UNION ALL SELECT ns, name FROM waiters WHERE tenant = ?1 AND idem = ?2 LIMIT 1`, tenant, idem)
+	return key, ok, err
+}
+
+func (tx *readTx) ListLocks(ctx context.Context, ns, prefix, after string, limit int) ([]dlm.LockState, error) {
+	// Names are ASCII below 0x7f, so prefix+"\x7f" bounds every name that
+	// starts with prefix.
+	var names []string
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var n string
+		names = append(names, n)
+		return r.Scan(&names[len(names)-1])
+	}, `SELECT name FROM leases WHERE ns = ?1 AND name > ?2 AND name >= ?3 AND name < ?4 AND expires_at > ?5
+		UNION SELECT name FROM waiters WHERE ns = ?1 AND name > ?2 AND name >= ?3 AND name < ?4 AND deadline > ?5
+		ORDER BY name LIMIT ?6`, ns, after, prefix, prefix+"\x7f", nanos(tx.now), limit)
+	if err != nil {
+		return nil, err
+	}
+	locks := make([]dlm.LockState, 0, len(names))
+	for _, n := range names {
+		s, err := tx.LoadLock(ctx, dlm.Key{Namespace: ns, Name: n})
+		if err != nil {
+			return nil, err
+		}
+		locks = append(locks, s.View(tx.now))
+	}
+	return locks, nil
+}
+
+func (tx *readTx) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
+	var keys []dlm.Key
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var k dlm.Key
+		err := r.Scan(&k.Namespace, &k.Name)
+		keys = append(keys, k)
+		return err
+	}, `SELECT ns, name FROM leases WHERE expires_at <= ?1
+		UNION SELECT ns, name FROM waiters WHERE deadline <= ?1 LIMIT ?2`, nanos(tx.now), limit)
+	return keys, err
+}
+
+func (tx *readTx) NextDue(ctx context.Context) (time.Time, error) {
+	var next sql.NullInt64
+	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&next) },
+		`SELECT min(t) FROM (SELECT min(expires_at) AS t FROM leases UNION ALL SELECT min(deadline) FROM waiters)`)
+	if err != nil || !next.Valid {
+		return time.Time{}, err
+	}
+	return fromNanos(next.Int64), nil
+}
+
+func (tx *readTx) Tenants(ctx context.Context) ([]dlm.Tenant, error) {
+	var ts []dlm.Tenant
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var t dlm.Tenant
+		var at int64
+		err := r.Scan(&t.Name, &at)
+		t.CreatedAt = fromNanos(at)
+		ts = append(ts, t)
+		return err
+	}, `SELECT name, created_at FROM tenants ORDER BY name`)
+	return ts, err
+}
+
+func (tx *readTx) Tenant(ctx context.Context, name string) (t dlm.Tenant, ok bool, err error) {
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		var at int64
+		ok = true
+		err := r.Scan(&t.Name, &at)
+		t.CreatedAt = fromNanos(at)
+		return err
+	}, `SELECT name, created_at FROM tenants WHERE name = ?`, name)
+	return t, ok, err
+}
+
+func (tx *readTx) APIKey(ctx context.Context, id string) (k dlm.APIKey, ok bool, err error) {
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		var at int64
+		ok = true
+		err := r.Scan(&k.ID, &k.Tenant, &k.Hash, &at, &k.Revoked)
+		k.CreatedAt = fromNanos(at)
+		return err
+	}, `SELECT id, tenant, hash, created_at, revoked FROM api_keys WHERE id = ?`, id)
+	return k, ok, err
+}
+
+func (tx *writeTx) Usage(ctx context.Context, tenant string) (leases, waiters int64, err error) {
+	u := tx.c.usage[tenant]
+	d := tx.delta[tenant]
+	if u != nil {
+		leases, waiters = u.leases, u.waiters
+	}
+	return leases + d.leases, waiters + d.waiters, nil
+}
+
+func (tx *writeTx) count(tenant string, leases, waiters int64) {
+	d := tx.delta[tenant]
+	d.leases += leases
+	d.waiters += waiters
+	tx.delta[tenant] = d
+}
+
+func (tx *writeTx) exec(ctx context.Context, query string, args ...any) error {
+	_, err := tx.q.ExecContext(ctx, query, args...)
+	return err
+}
+
+func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
+	k := s.Key
+	if len(c.Granted) > 0 {
+		if err := tx.exec(ctx, `INSERT INTO locks (ns, name, token) VALUES (?, ?, ?)
+			ON CONFLICT (ns, name) DO UPDATE SET token = excluded.token`, k.Namespace, k.Name, s.Token); err != nil {
+			return err
+		}
+	}
+	for _, e := range c.Ended {
+		if err := tx.exec(ctx, `DELETE FROM leases WHERE id = ?`, e.ID); err != nil {
+			return err
+		}
+		if err := tx.exec(ctx, `INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			e.ID, e.Tenant, k.Namespace, k.Name, e.Mode, e.HolderID, e.Token, int64(e.TTL),
+			nanos(e.AcquiredAt), nanos(e.ExpiresAt), e.Reason, nanos(e.EndedAt)); err != nil {
+			return err
+		}
+		tx.count(e.Tenant, -1, 0)
+	}
+	for _, w := range c.Dequeued {
+		if err := tx.exec(ctx, `DELETE FROM waiters WHERE id = ?`, w.ID); err != nil {
+			return err
+		}
+		tx.count(w.Tenant, 0, -1)
+	}
+	for _, l := range c.Granted {
+		if err := tx.exec(ctx, `INSERT INTO leases (`+leaseCols+`, idem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			l.ID, l.Tenant, k.Namespace, k.Name, l.Mode, l.HolderID, l.Token, int64(l.TTL),
+			nanos(l.AcquiredAt), nanos(l.ExpiresAt), nullable(l.IdempotencyKey)); err != nil {
+			return err
+		}
+		tx.count(l.Tenant, 1, 0)
+	}
+	for _, l := range c.Renewed {
+		if err := tx.exec(ctx, `UPDATE leases SET ttl = ?, expires_at = ? WHERE id = ?`,
+			int64(l.TTL), nanos(l.ExpiresAt), l.ID); err != nil {
+			return err
+		}
+	}
+	for _, w := range c.Queued {
+		if err := tx.exec(ctx, `INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			w.ID, w.Tenant, k.Namespace, k.Name, w.Seq, w.Mode, w.HolderID, int64(w.TTL),
+			nullable(w.IdempotencyKey), w.Ticket, nanos(w.QueuedAt), nanos(w.Deadline)); err != nil {
+			return err
+		}
+		tx.count(w.Tenant, 0, 1)
+	}
+	for _, w := range c.Retaken {
+		if err := tx.exec(ctx, `UPDATE waiters SET ticket = ?, deadline = ? WHERE id = ?`,
+			w.Ticket, nanos(w.Deadline), w.ID); err != nil {
+			return err
+		}
+	}
+	for i := range c.Events {
+		e := &c.Events[i]
+		res, err := tx.q.ExecContext(ctx, `INSERT INTO events (type, ns, name, holder, mode, token, at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, e.Type, e.Key.Namespace, e.Key.Name, e.HolderID, e.Mode, e.Token, nanos(e.At))
+		if err != nil {
+			return err
+		}
+		if e.ID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (tx *writeTx) CreateTenant(ctx context.Context, t dlm.Tenant) error {
+	return tx.exec(ctx, `INSERT INTO tenants (name, created_at) VALUES (?, ?)`, t.Name, nanos(t.CreatedAt))
+}
+
+func (tx *writeTx) PutAPIKey(ctx context.Context, k dlm.APIKey) error {
+	return tx.exec(ctx, `INSERT INTO api_keys (id, tenant, hash, created_at) VALUES (?, ?, ?, ?)`,
+		k.ID, k.Tenant, k.Hash, nanos(k.CreatedAt))
+}
+
+func (tx *writeTx) RevokeAPIKey(ctx context.Context, tenant, id string) (bool, error) {
+	res, err := tx.q.ExecContext(ctx, `UPDATE api_keys SET revoked = 1 WHERE tenant = ? AND id = ?`, tenant, id)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+func (tx *writeTx) PruneEnded(ctx context.Context, before time.Time) error {
+	return tx.exec(ctx, `DELETE FROM ended_leases WHERE ended_at < ?`, nanos(before))
+}
