@@ -87,6 +87,8 @@ var migrations = []string{
 		created_at INTEGER NOT NULL,
 		revoked    INTEGER NOT NULL DEFAULT 0
 	) WITHOUT ROWID;`,
+	`CREATE INDEX events_lock ON events (ns, name, id);
+	CREATE INDEX events_at ON events (at);`,
 }
 
 // migrate brings the schema up to date on the writer connection.
