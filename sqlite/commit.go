@@ -12,10 +12,16 @@ type committer struct {
 	stmts stmtCache
 	// usage counts each tenant's stored leases and waiters, so that the
 	// per-tenant caps cost no query. Only the committer touches it.
-	usage map[string]*usage
+	usage map[string]usage
 	mem   *memTable
 	batch *overlay
 	tx    *writeTx
+
+	args     []any                // reused argument list for flush
+	expanded map[expansion]string // multi-row statements by size
+	// lastEvent is the last event ID committed: IDs are given out by the
+	// committer, in commit order, and never reused even after pruning.
+	lastEvent int64
 }
 
 type usage struct{ leases, waiters int64 }
@@ -87,16 +93,23 @@ func (s *Store) newCommitter(ctx context.Context) (*committer, error) {
 	c := &committer{
 		conn:  conn,
 		stmts: stmtCache{conn: conn, stmts: map[string]*sql.Stmt{}},
-		usage: map[string]*usage{},
+		usage: map[string]usage{},
 		mem:   newMemTable(),
 		batch: newOverlay(),
+
+		expanded: map[expansion]string{},
 	}
-	c.tx = &writeTx{readTx: readTx{q: &c.stmts}, c: c, delta: map[string]usage{}, op: newOverlay(), batch: c.batch}
-	if err := c.countUsage(ctx); err != nil {
-		conn.Close()
-		return nil, err
+	c.tx = &writeTx{readTx: readTx{q: &c.stmts}, c: c, op: newOverlay(), batch: c.batch}
+	err = conn.QueryRowContext(ctx, `SELECT max(
+		coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+		coalesce((SELECT max(id) FROM events), 0))`).Scan(&c.lastEvent)
+	if err == nil {
+		err = c.countUsage(ctx)
 	}
-	if err := c.mem.load(ctx, conn); err != nil {
+	if err == nil {
+		err = c.mem.load(ctx, conn)
+	}
+	if err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -127,7 +140,9 @@ func (c *committer) countUsage(ctx context.Context) error {
 				rows.Close()
 				return err
 			}
-			*q.field(c.tenantUsage(tenant)) = n
+			u := c.usage[tenant]
+			*q.field(&u) = n
+			c.usage[tenant] = u
 		}
 		if err := rows.Close(); err != nil {
 			return err
@@ -136,18 +151,10 @@ func (c *committer) countUsage(ctx context.Context) error {
 	return nil
 }
 
-func (c *committer) tenantUsage(t string) *usage {
-	u := c.usage[t]
-	if u == nil {
-		u = &usage{}
-		c.usage[t] = u
-	}
-	return u
-}
-
-// run executes batch as one transaction. Each request gets a savepoint, so
-// an fn that fails undoes only its own writes. If the commit itself fails,
-// every request that had succeeded fails with unavailable.
+// run executes batch as one transaction: each Update's fn decides on the
+// in-memory state, then flush writes what they all saved, and one COMMIT
+// makes it durable. An fn that fails leaves nothing behind: its saves are
+// dropped and its rare direct writes rolled back to its savepoint.
 func (c *committer) run(batch []*request) {
 	ctx := context.Background()
 	if err := c.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
@@ -158,15 +165,17 @@ func (c *committer) run(batch []*request) {
 	}
 	tx := c.tx
 	tx.now = time.Now()
+	tx.lastEvent = c.lastEvent
 	c.batch.reset()
-	committed := map[string]usage{}
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.err = context.Cause(r.ctx)
 			continue
 		}
 		tx.begin()
+		lastEvent := tx.lastEvent
 		if r.err = r.fn(tx); r.err != nil {
+			tx.lastEvent = lastEvent
 			if tx.savepoint {
 				if err := c.exec(ctx, `ROLLBACK TO op`); err != nil {
 					// The batch cannot be trusted any more.
@@ -177,24 +186,24 @@ func (c *committer) run(batch []*request) {
 			continue
 		}
 		c.batch.merge(tx.op)
-		for t, d := range tx.delta {
-			u := committed[t]
-			u.leases += d.leases
-			u.waiters += d.waiters
-			committed[t] = u
-		}
+	}
+	if err := c.flush(ctx, c.batch); err != nil {
+		c.fail(batch, err)
+		return
 	}
 	if err := c.exec(ctx, `COMMIT`); err != nil {
 		c.fail(batch, err)
 		return
 	}
+	c.lastEvent = tx.lastEvent
 	for _, s := range c.batch.locks {
 		c.mem.put(s)
 	}
-	for t, d := range committed {
-		u := c.tenantUsage(t)
+	for t, d := range c.batch.usage {
+		u := c.usage[t]
 		u.leases += d.leases
 		u.waiters += d.waiters
+		c.usage[t] = u
 	}
 }
 
