@@ -2,7 +2,10 @@ module github.com/dlmhq/dlm
 
 go 1.26.8
 
-require modernc.org/sqlite v1.62.0
+require (
+	github.com/anishathalye/porcupine v1.3.1
+	modernc.org/sqlite v1.62.0
+)
 
 require (
 	github.com/dustin/go-humanize v1.1.0 // indirect
