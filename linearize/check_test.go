@@ -56,7 +56,7 @@ func TestCheckerAcceptsLinearizableHistories(t *testing.T) {
 			hs.add(1, 6, 7, rel("L1"), granted("L1", 1))
 			hs.add(2, 8, 9, acq("b", dlm.Exclusive, ""), granted("L2", 2))
 			hs.add(1, 10, 11, rel("L1"), ended)
-			hs.add(3, 12, 13, inspectIn, inspect(2, Holder{2, dlm.Exclusive, "b"}))
+			hs.add(3, 12, 13, inspectIn, inspect(2, Holder{Token: 2, Mode: dlm.Exclusive, Holder: "b"}))
 		}},
 		{"concurrent grants may be ordered either way", func(hs *h) {
 			// b's grant overlaps a's release, so it may come after it.
@@ -68,7 +68,7 @@ func TestCheckerAcceptsLinearizableHistories(t *testing.T) {
 			hs.add(1, 0, 1, acq("a", dlm.Shared, ""), granted("L1", 1))
 			hs.add(2, 2, 3, acq("b", dlm.Shared, ""), granted("L2", 2))
 			hs.add(3, 4, 5, acq("c", dlm.Exclusive, ""), conflict)
-			hs.add(3, 6, 7, inspectIn, inspect(2, Holder{1, dlm.Shared, "a"}, Holder{2, dlm.Shared, "b"}))
+			hs.add(3, 6, 7, inspectIn, inspect(2, Holder{Token: 1, Mode: dlm.Shared, Holder: "a"}, Holder{Token: 2, Mode: dlm.Shared, Holder: "b"}))
 		}},
 		{"unknown acquire that happened, then replayed", func(hs *h) {
 			hs.add(1, 0, 0, acq("a", dlm.Exclusive, "k1"), unknown)

@@ -41,7 +41,7 @@ func (t engineTarget) Do(ctx context.Context, in linearize.Input) linearize.Outp
 		}
 		out := linearize.Output{LastToken: v.Token}
 		for _, h := range v.Holders {
-			out.Holders = append(out.Holders, linearize.Holder{Token: h.Token, Mode: h.Mode, Holder: h.HolderID})
+			out.Holders = append(out.Holders, linearize.Holder{Token: h.Token, Mode: h.Mode, Holder: h.HolderID, Expires: h.ExpiresAt})
 		}
 		return out
 	case linearize.ForceRelease:
@@ -62,7 +62,7 @@ func leaseOutput(l dlm.Lease, err error, replayed bool) linearize.Output {
 	if out, failed := errOutput(err); failed {
 		return out
 	}
-	return linearize.Output{Lease: l.ID, Token: l.Token, Replayed: replayed, ExpiresAt: l.ExpiresAt}
+	return linearize.Output{Lease: l.ID, Token: l.Token, Replayed: replayed, AcquiredAt: l.AcquiredAt, ExpiresAt: l.ExpiresAt}
 }
 
 // errOutput maps an engine error to an answer: unavailable, internal
@@ -173,4 +173,17 @@ func TestCheckerCatchesLostRelease(t *testing.T) {
 		t.Fatal("the checker passed a service that loses acknowledged releases")
 	}
 	t.Logf("first violation:\n%s", res.Violations[0])
+}
+
+func TestEngineExpiryEdges(t *testing.T) {
+	e := openEngine(t)
+	x := linearize.ExpiryEdges{Locks: 4, Rounds: 8, Seed: 7}
+	st, viol := x.Run(t.Context(), engineTarget{e})
+	t.Logf("expiry edges: %v", st)
+	for _, v := range viol {
+		t.Error(v)
+	}
+	if st.RenewedOK == 0 || st.RenewedLate == 0 {
+		t.Errorf("the rounds did not renew on both sides of the expiry: %v", st)
+	}
 }

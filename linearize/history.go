@@ -63,9 +63,10 @@ type Input struct {
 
 // Holder is one holder as inspect shows it (without its lease ID).
 type Holder struct {
-	Token  int64
-	Mode   dlm.Mode
-	Holder string
+	Token   int64
+	Mode    dlm.Mode
+	Holder  string
+	Expires time.Time // not part of the model; for expiry checks
 }
 
 // Output is what the client was answered.
@@ -78,10 +79,11 @@ type Output struct {
 	// Reason is details.reason of lease_ended.
 	Reason string
 	// Acquire, renew and release: the lease ID and token answered.
-	Lease     string
-	Token     int64
-	Replayed  bool
-	ExpiresAt time.Time
+	Lease      string
+	Token      int64
+	Replayed   bool
+	AcquiredAt time.Time
+	ExpiresAt  time.Time
 	// Inspect: the last token issued and the holders. ForceRelease: the
 	// tokens of the leases it ended, in Holders.
 	LastToken int64
