@@ -55,8 +55,9 @@ func Check(ops []Op, opts Options) Result {
 	byName := map[string][]Op{}
 	var names []string
 	for _, op := range ops {
-		// An unanswered read or renew changes nothing the model sees.
-		if op.Unknown && (op.Kind == Inspect || op.Kind == Renew) {
+		// An unanswered read or renew changes nothing the model sees, and
+		// a request that was never sent changes nothing at all.
+		if op.Unknown && (op.Kind == Inspect || op.Kind == Renew || op.NotSent) {
 			continue
 		}
 		if _, ok := byName[op.Name]; !ok {

@@ -176,8 +176,8 @@ func (x *ExpiryEdges) round(ctx context.Context, t Target, name string, round in
 		}
 	}()
 
-	// The holder renews around its expiry: from 4ms before to 2ms after.
-	delta := time.Duration(rng.IntN(7)-4) * time.Millisecond
+	// The holder renews around its expiry: from 6ms before to 2ms after.
+	delta := time.Duration(rng.IntN(9)-6) * time.Millisecond
 	sleepUntil(ctx, exp.Add(delta))
 	rn, renewOp := do(ctx, Input{Kind: Renew, LeaseID: a.Lease})
 	if d := renewOp.call.Sub(exp); d > -2*time.Millisecond && d < 2*time.Millisecond {

@@ -90,6 +90,9 @@ type Output struct {
 	Holders   []Holder
 	// Err is the transport error of an unknown outcome, for reports.
 	Err string
+	// NotSent marks an unknown outcome whose request certainly never
+	// reached the server (the connection was refused): Check drops it.
+	NotSent bool
 }
 
 // Op is one recorded operation. Call and Return are offsets from the start

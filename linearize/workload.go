@@ -208,7 +208,10 @@ func (c *client) do(ctx context.Context, in Input) (Output, bool) {
 			return out, true
 		}
 		c.st.Unknown.Add(1)
-		if try == c.w.Retries || in.Kind == Inspect || context.Cause(ctx) != nil && in.Kind != Release {
+		if in.Kind == Inspect {
+			return out, false // a read is not worth retrying
+		}
+		if try == c.w.Retries || context.Cause(ctx) != nil && in.Kind != Release {
 			c.st.GaveUp.Add(1)
 			return out, false
 		}

@@ -1,0 +1,252 @@
+package linearize_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dlmhq/dlm/linearize"
+)
+
+// dlmBin is the dlm binary the process tests run: $DLM_TEST_BIN, or one
+// built by TestMain from ./cmd/dlm. Empty if there is none.
+var (
+	dlmBin     string
+	dlmBinNote string // why there is none
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if b := os.Getenv("DLM_TEST_BIN"); b != "" {
+		dlmBin = b
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "dlm-linearize-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if _, err := os.Stat("../cmd/dlm"); err != nil {
+		dlmBinNote = "no ../cmd/dlm to build"
+		return m.Run()
+	}
+	bin := filepath.Join(dir, "dlm")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/dlm").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building dlm: %v\n%s", err, out)
+		return 1
+	}
+	dlmBin = bin
+	return m.Run()
+}
+
+// adminKey is given to every server as DLM_ADMIN_KEY.
+const adminKey = "linearize-admin-key-0123456789"
+
+// server is one `dlm serve` process on a fixed port and data directory, so
+// that it can be killed and started again in its place.
+type server struct {
+	t       testing.TB
+	dataDir string
+	addr    string
+	extra   []string // more flags
+	env     []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	logs *lockedBuffer
+	exit chan struct{} // closed when the process has been waited for
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func needBinary(t testing.TB) {
+	t.Helper()
+	if dlmBin == "" {
+		t.Skipf("no dlm binary (%s); set DLM_TEST_BIN to run the process tests", dlmBinNote)
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// newServer starts dlm serve on a fresh data directory and stops it at the
+// end of the test.
+func newServer(t testing.TB, extra ...string) *server {
+	t.Helper()
+	needBinary(t)
+	s := &server{t: t, dataDir: t.TempDir(), addr: freeAddr(t), extra: extra, logs: &lockedBuffer{}}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *server) URL() string { return "http://" + s.addr }
+
+// start runs the process and waits until it is ready.
+func (s *server) start() {
+	s.t.Helper()
+	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--log-level", "warn"}, s.extra...)
+	cmd := exec.Command(dlmBin, args...)
+	cmd.Env = append(os.Environ(), "DLM_ADMIN_KEY="+adminKey)
+	cmd.Env = append(cmd.Env, s.env...)
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("starting dlm: %v", err)
+	}
+	exit := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exit)
+	}()
+	s.mu.Lock()
+	s.cmd, s.exit = cmd, exit
+	s.mu.Unlock()
+	s.waitReady(exit)
+}
+
+// waitReady polls /readyz (there is no signal to wait on across processes)
+// until it answers 200, the process exits, or a generous deadline passes.
+func (s *server) waitReady(exit chan struct{}) {
+	s.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	c := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := c.Get(s.URL() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-exit:
+			s.t.Fatalf("dlm serve exited before it was ready:\n%s", s.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("dlm serve not ready after 30s:\n%s", s.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kill SIGKILLs the process and waits for it to be gone.
+func (s *server) kill() {
+	s.mu.Lock()
+	cmd, exit := s.cmd, s.exit
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-exit
+}
+
+// stop ends the process gracefully (SIGTERM), or kills it after a while.
+func (s *server) stop() {
+	s.mu.Lock()
+	cmd, exit := s.cmd, s.exit
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exit:
+	case <-time.After(15 * time.Second):
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-exit
+	}
+	if s.t.Failed() {
+		s.t.Logf("dlm serve output:\n%s", s.logs)
+	}
+}
+
+// tenantKey reads the default tenant's key that the first start saved.
+func (s *server) tenantKey() string {
+	s.t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "credentials.json"))
+	if err != nil {
+		s.t.Fatalf("reading the credentials: %v", err)
+	}
+	var c struct {
+		TenantKey string `json:"tenant_key"`
+		Tenant    string `json:"tenant"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil || c.TenantKey == "" {
+		s.t.Fatalf("credentials.json: %v %s", err, b)
+	}
+	return c.TenantKey
+}
+
+// target is an HTTP client of s (or of url, if given).
+func (s *server) target(url func() string) *linearize.HTTPTarget {
+	if url == nil {
+		url = s.URL
+	}
+	return &linearize.HTTPTarget{
+		URL: url, Key: s.tenantKey(), AdminKey: adminKey, Tenant: "default",
+		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+	}
+}
+
+func TestHTTPLinearizable(t *testing.T) {
+	s := newServer(t)
+	rec := linearize.NewRecorder()
+	w := linearize.Workload{Clients: 8, Ops: 150, Wait: true, Force: true, Seed: 11}
+	st := w.Run(t.Context(), s.target(nil), rec)
+	t.Logf("workload: %v", st)
+	if st.Unknown.Load() != 0 {
+		t.Errorf("%d operations got no answer from a healthy server", st.Unknown.Load())
+	}
+	mustCheck(t, "http", rec.Ops())
+}
+
+func TestHTTPExpiryEdges(t *testing.T) {
+	s := newServer(t)
+	x := linearize.ExpiryEdges{Locks: 4, Rounds: 6, Seed: 12}
+	st, viol := x.Run(t.Context(), s.target(nil))
+	t.Logf("expiry edges over HTTP: %v", st)
+	for _, v := range viol {
+		t.Error(v)
+	}
+}
