@@ -96,7 +96,6 @@ func (h *Handler) find(method, path string) (rt *route, params map[string]string
 	return nil, nil, allow, nil
 }
 
-
 // matchPattern matches an escaped path against pattern and returns the raw
 // (still escaped) parameters.
 //
