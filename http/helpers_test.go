@@ -98,6 +98,12 @@ func (a *api) do(method, path string, body any, hdr ...string) *response {
 		req.Header.Set("Authorization", "Bearer "+a.key)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if strings.EqualFold(hdr[i], "Transfer-Encoding") && hdr[i+1] == "chunked" {
+			// Hide the length so that net/http sends the body chunked.
+			req.ContentLength = -1
+			req.Body = io.NopCloser(io.MultiReader(req.Body))
+			continue
+		}
 		req.Header.Add(hdr[i], hdr[i+1])
 	}
 	resp, err := httpClient.Do(req)
