@@ -76,6 +76,9 @@ func readObject(w http.ResponseWriter, r *http.Request, allowed ...string) (obje
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
+		if unknown[0] == "" {
+			return nil, dlm.Invalid("body", "unknown field \"\" (allowed: %v)", allowed)
+		}
 		return nil, dlm.Invalid(unknown[0], "unknown field (allowed: %v)", allowed)
 	}
 	return o, nil
@@ -147,10 +150,14 @@ func parseQuery(r *http.Request, allowed []string) (query, error) {
 	q := query{}
 	for k, vs := range vals {
 		if !slices.Contains(allowed, k) {
-			if len(allowed) == 0 {
-				return nil, dlm.Invalid(k, "unknown query parameter: this route takes none")
+			field := k
+			if field == "" {
+				field = "query"
 			}
-			return nil, dlm.Invalid(k, "unknown query parameter (allowed: %v)", allowed)
+			if len(allowed) == 0 {
+				return nil, dlm.Invalid(field, "unknown query parameter %q: this route takes none", k)
+			}
+			return nil, dlm.Invalid(field, "unknown query parameter %q (allowed: %v)", k, allowed)
 		}
 		if len(vs) > 1 {
 			return nil, dlm.Invalid(k, "given %d times", len(vs))
