@@ -72,6 +72,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h.serve(sw, r); err != nil {
 		h.writeError(sw, r, err)
 	}
+	if sw.status == 0 {
+		sw.status = http.StatusOK // nothing written: net/http sends 200
+	}
 	h.log.Log(r.Context(), logLevel(sw.status), "request",
 		"method", r.Method, "path", r.URL.EscapedPath(), "status", sw.status,
 		"duration", time.Since(start), "remote", r.RemoteAddr)
