@@ -1,6 +1,7 @@
 package dlmhttp_test
 
 import (
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -435,4 +436,45 @@ func TestLockNamesInPaths(t *testing.T) {
 		}
 	}
 	a.wantError(400, "invalid_argument", "GET", "/v1/locks/", nil)
+}
+
+// TestRequestLogs: one debug line per request, and no lease ID in any of
+// them (it is a bearer capability).
+func TestRequestLogs(t *testing.T) {
+	var buf lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := testserver.New(t, &testserver.Options{Logger: logger})
+	a := tenantAPI(t, s)
+	id := a.acquire("logged", "h", nil)["lease_id"].(string)
+	a.must(200, "GET", "/v1/leases/"+id, nil)
+	a.must(200, "POST", "/v1/leases/"+id+"/renew", nil)
+	a.must(200, "DELETE", "/v1/leases/"+id, nil)
+	a.wantError(410, "lease_ended", "DELETE", "/v1/leases/"+id, nil)
+	logs := buf.String()
+	if strings.Contains(logs, id) {
+		t.Errorf("a lease ID appears in the logs:\n%s", logs)
+	}
+	if n := strings.Count(logs, "msg=request"); n != 5 {
+		t.Errorf("%d request lines, want 5:\n%s", n, logs)
+	}
+	if !strings.Contains(logs, "path=/v1/leases/{lease_id}/renew") {
+		t.Errorf("no redacted renew path in the logs:\n%s", logs)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

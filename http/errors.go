@@ -73,7 +73,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		status = StatusOf(de.Code)
 		body = wireError{Code: de.Code, Message: de.Message}
 		if status == http.StatusInternalServerError {
-			h.log.Error("internal error", "method", r.Method, "path", r.URL.EscapedPath(), "err", err)
+			h.log.Error("internal error", "method", r.Method, "path", logPath(r), "err", err)
 			body = wireError{Code: dlm.CodeInternal, Message: "internal error"}
 			break
 		}
@@ -82,11 +82,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dlm"`)
 		}
 	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
-		h.log.Debug("request ended before an answer", "method", r.Method, "path", r.URL.EscapedPath(), "err", err)
+		h.log.Debug("request ended before an answer", "method", r.Method, "path", logPath(r), "err", err)
 		status = http.StatusServiceUnavailable
 		body = wireError{Code: dlm.CodeUnavailable, Message: "request cancelled"}
 	default:
-		h.log.Error("internal error", "method", r.Method, "path", r.URL.EscapedPath(), "err", err)
+		h.log.Error("internal error", "method", r.Method, "path", logPath(r), "err", err)
 		status = http.StatusInternalServerError
 		body = wireError{Code: dlm.CodeInternal, Message: "internal error"}
 	}

@@ -76,7 +76,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sw.status = http.StatusOK // nothing written: net/http sends 200
 	}
 	h.log.Log(r.Context(), logLevel(sw.status), "request",
-		"method", r.Method, "path", r.URL.EscapedPath(), "status", sw.status,
+		"method", r.Method, "path", logPath(r), "status", sw.status,
 		"duration", time.Since(start), "remote", r.RemoteAddr)
 }
 
@@ -134,6 +134,20 @@ func bearer(r *http.Request) (string, error) {
 		return "", dlm.Errorf(dlm.CodeUnauthenticated, "malformed Authorization header: send Authorization: Bearer <key>")
 	}
 	return key, nil
+}
+
+// logPath returns r's path for logs, without lease IDs: a lease ID is a
+// bearer capability and logs are read by more people than its owner.
+func logPath(r *http.Request) string {
+	p := r.URL.EscapedPath()
+	rest, ok := strings.CutPrefix(p, "/v1/leases/")
+	if !ok {
+		return p
+	}
+	if _, suffix, ok := strings.Cut(rest, "/"); ok {
+		return "/v1/leases/{lease_id}/" + suffix
+	}
+	return "/v1/leases/{lease_id}"
 }
 
 // statusWriter records the status of a response for the request log. It
