@@ -1,7 +1,9 @@
 package dlmhttp_test
 
 import (
+	"context"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -477,4 +479,38 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestBlockingAcquireClientGone: a client that gives up while queued leaves
+// the queue, and the lock goes to the next waiter rather than to nobody.
+func TestBlockingAcquireClientGone(t *testing.T) {
+	s := testserver.New(t, nil)
+	a := tenantAPI(t, s)
+	held := a.acquire("q", "holder", nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", s.URL+"/v1/locks/q/acquire", strings.NewReader(`{"holder_id":"quitter","wait_ms":60000}`))
+	req.Header.Set("Authorization", "Bearer "+s.TenantKey)
+	gone := make(chan error, 1)
+	go func() {
+		resp, err := httpClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		gone <- err
+	}()
+	eventually(t, "the waiter to queue", func() bool {
+		return len(a.must(200, "GET", "/v1/locks/q", nil)["waiters"].([]any)) == 1
+	})
+	cancel()
+	if err := <-gone; err == nil {
+		t.Fatal("the cancelled request succeeded")
+	}
+	eventually(t, "the waiter to leave the queue", func() bool {
+		return len(a.must(200, "GET", "/v1/locks/q", nil)["waiters"].([]any)) == 0
+	})
+	a.must(200, "DELETE", "/v1/leases/"+held["lease_id"].(string), nil)
+	if m := a.must(200, "GET", "/v1/locks/q", nil); len(m["holders"].([]any)) != 0 {
+		t.Errorf("the lock went to the client that left: %v", m)
+	}
 }
