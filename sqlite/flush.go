@@ -7,7 +7,8 @@ import (
 
 // flush writes the rows that a batch's Updates saved, table by table, with
 // multi-row statements: a batch of 64 acquires costs a handful of statements
-// instead of hundreds. Every row's life runs insert → update → delete, and
+// instead of hundreds. Every write is idempotent, so that recovery can
+// apply the journal's batches again over a file that may hold some of them. Every row's life runs insert → update → delete, and
 // IDs are unique, so running the inserts of a table before its updates and
 // deletes is right whatever the order of the Updates.
 func (c *committer) flush(ctx context.Context, o *overlay) error {
@@ -21,9 +22,9 @@ func (c *committer) flush(ctx context.Context, o *overlay) error {
 		n     int
 		row   func(args []any, i int) []any
 	}{
-		{`INSERT INTO locks (ns, name, token) VALUES %s ON CONFLICT (ns, name) DO UPDATE SET token = excluded.token`,
+		{`INSERT INTO locks (ns, name, token) VALUES %s ON CONFLICT (ns, name) DO UPDATE SET token = max(token, excluded.token)`,
 			3, len(o.tokens), func(args []any, i int) []any { return append(args, tokens[3*i:3*i+3]...) }},
-		{`INSERT INTO leases (` + leaseCols + `, idem) VALUES %s`, 11, len(o.granted), func(args []any, i int) []any {
+		{`INSERT OR REPLACE INTO leases (` + leaseCols + `, idem) VALUES %s`, 11, len(o.granted), func(args []any, i int) []any {
 			l := &o.granted[i]
 			return append(args, l.ID, l.Tenant, l.Key.Namespace, l.Key.Name, l.Mode, l.HolderID, l.Token,
 				int64(l.TTL), nanos(l.AcquiredAt), nanos(l.ExpiresAt), nullable(l.IdempotencyKey))
@@ -35,12 +36,12 @@ func (c *committer) flush(ctx context.Context, o *overlay) error {
 		{`DELETE FROM leases WHERE id IN %s`, 1, len(o.ended), func(args []any, i int) []any {
 			return append(args, o.ended[i].ID)
 		}},
-		{`INSERT INTO ended_leases (` + leaseCols + `, reason, ended_at) VALUES %s`, 12, len(o.ended), func(args []any, i int) []any {
+		{`INSERT OR REPLACE INTO ended_leases (` + leaseCols + `, reason, ended_at) VALUES %s`, 12, len(o.ended), func(args []any, i int) []any {
 			e := &o.ended[i]
 			return append(args, e.ID, e.Tenant, e.Key.Namespace, e.Key.Name, e.Mode, e.HolderID, e.Token,
 				int64(e.TTL), nanos(e.AcquiredAt), nanos(e.ExpiresAt), e.Reason, nanos(e.EndedAt))
 		}},
-		{`INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline) VALUES %s`,
+		{`INSERT OR REPLACE INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline) VALUES %s`,
 			12, len(o.queued), func(args []any, i int) []any {
 				w := &o.queued[i]
 				return append(args, w.ID, w.Tenant, w.Key.Namespace, w.Key.Name, w.Seq, w.Mode, w.HolderID,
@@ -53,7 +54,7 @@ func (c *committer) flush(ctx context.Context, o *overlay) error {
 		{`DELETE FROM waiters WHERE id IN %s`, 1, len(o.dequeued), func(args []any, i int) []any {
 			return append(args, o.dequeued[i])
 		}},
-		{`INSERT INTO events (id, type, ns, name, holder, mode, token, at) VALUES %s`, 8, len(o.events), func(args []any, i int) []any {
+		{`INSERT OR REPLACE INTO events (id, type, ns, name, holder, mode, token, at) VALUES %s`, 8, len(o.events), func(args []any, i int) []any {
 			e := &o.events[i]
 			return append(args, e.ID, e.Type, e.Key.Namespace, e.Key.Name, e.HolderID, e.Mode, e.Token, nanos(e.At))
 		}},
