@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
@@ -103,8 +104,9 @@ func openEngine(t testing.TB) *engine.Engine {
 // mustCheck checks a recorded history and fails t with the report.
 func mustCheck(t *testing.T, label string, ops []linearize.Op) linearize.Result {
 	t.Helper()
+	start := time.Now()
 	res := linearize.Check(ops, linearize.Options{Label: label})
-	t.Logf("%s: %s", label, res.Summary())
+	t.Logf("%s: %s (checked in %v)", label, res.Summary(), time.Since(start).Round(time.Millisecond))
 	for _, v := range res.Violations {
 		t.Error(v)
 	}
@@ -116,9 +118,9 @@ func TestEngineLinearizable(t *testing.T) {
 		name string
 		w    linearize.Workload
 	}{
-		{"try", linearize.Workload{Clients: 8, Ops: 150, Seed: 1}},
-		{"wait", linearize.Workload{Clients: 8, Ops: 150, Wait: true, Seed: 2}},
-		{"wait-force", linearize.Workload{Clients: 6, Ops: 150, Wait: true, Force: true, Seed: 3}},
+		{"try", linearize.Workload{Clients: 8, Ops: 100, Seed: 1}},
+		{"wait", linearize.Workload{Clients: 8, Ops: 100, Wait: true, Seed: 2}},
+		{"wait-force", linearize.Workload{Clients: 6, Ops: 100, Wait: true, Force: true, Seed: 3}},
 		{"one-lock", linearize.Workload{Clients: 10, Ops: 100, Locks: []string{"lin/hot"}, Wait: true, Seed: 4}},
 	}
 	for _, tt := range tests {

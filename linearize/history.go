@@ -221,6 +221,21 @@ func describe(in Input, out Output) string {
 	return b.String()
 }
 
+// String describes the answer alone, for test messages.
+func (out Output) String() string {
+	switch {
+	case out.Unknown:
+		return "unknown (" + out.Err + ")"
+	case out.Code != "" && out.Reason != "":
+		return out.Code + "(" + out.Reason + ")"
+	case out.Code != "":
+		return out.Code
+	case out.Lease != "":
+		return fmt.Sprintf("ok %s t%d", short(out.Lease), out.Token)
+	}
+	return fmt.Sprintf("ok last=%d holders=%s", out.LastToken, fmtHolders(out.Holders))
+}
+
 // short abbreviates a lease ID for reports: IDs are long and random, their
 // tail tells them apart.
 func short(id string) string {
