@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,39 +19,44 @@ import (
 )
 
 // dlmBin is the dlm binary the process tests run: $DLM_TEST_BIN, or one
-// built by TestMain from ./cmd/dlm. Empty if there is none.
+// built from ./cmd/dlm the first time a test needs it (not in processes that
+// only fuzz or run in-process tests).
 var (
 	dlmBin     string
-	dlmBinNote string // why there is none
+	dlmBinErr  string // why there is none
+	dlmBinOnce sync.Once
+	dlmBinDir  string
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
+	code := m.Run()
+	if dlmBinDir != "" {
+		os.RemoveAll(dlmBinDir)
+	}
+	os.Exit(code)
 }
 
-func runMain(m *testing.M) int {
+func buildBinary() {
 	if b := os.Getenv("DLM_TEST_BIN"); b != "" {
 		dlmBin = b
-		return m.Run()
+		return
+	}
+	if _, err := os.Stat("../cmd/dlm"); err != nil {
+		dlmBinErr = "no ../cmd/dlm to build"
+		return
 	}
 	dir, err := os.MkdirTemp("", "dlm-linearize-bin-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		dlmBinErr = err.Error()
+		return
 	}
-	defer os.RemoveAll(dir)
-	if _, err := os.Stat("../cmd/dlm"); err != nil {
-		dlmBinNote = "no ../cmd/dlm to build"
-		return m.Run()
-	}
+	dlmBinDir = dir
 	bin := filepath.Join(dir, "dlm")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/dlm").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building dlm: %v\n%s", err, out)
-		return 1
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/dlm").CombinedOutput(); err != nil {
+		dlmBinErr = fmt.Sprintf("building dlm: %v\n%s", err, out)
+		return
 	}
 	dlmBin = bin
-	return m.Run()
 }
 
 // adminKey is given to every server as DLM_ADMIN_KEY.
@@ -88,10 +94,17 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// needBinary builds dlm once, or fails the test if the build fails, or
+// skips it if the module has no cmd/dlm.
 func needBinary(t testing.TB) {
 	t.Helper()
-	if dlmBin == "" {
-		t.Skipf("no dlm binary (%s); set DLM_TEST_BIN to run the process tests", dlmBinNote)
+	dlmBinOnce.Do(buildBinary)
+	switch {
+	case dlmBin != "":
+	case strings.HasPrefix(dlmBinErr, "building"):
+		t.Fatal(dlmBinErr)
+	default:
+		t.Skipf("no dlm binary (%s); set DLM_TEST_BIN to run the process tests", dlmBinErr)
 	}
 }
 
