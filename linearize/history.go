@@ -93,6 +93,8 @@ type Output struct {
 	// NotSent marks an unknown outcome whose request certainly never
 	// reached the server (the connection was refused): Check drops it.
 	NotSent bool
+	// Status is the HTTP status of an answer over HTTP, 0 if none came.
+	Status int
 }
 
 // Op is one recorded operation. Call and Return are offsets from the start

@@ -164,20 +164,21 @@ func (h *HTTPTarget) call(ctx context.Context, method, path, key string, body, r
 	if err != nil {
 		return Output{Unknown: true, Err: shortErr(err)}
 	}
+	st := resp.StatusCode
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case st >= 200 && st < 300:
 		if err := json.Unmarshal(b, res); err != nil {
-			return Output{Unknown: true, Err: "decoding the answer: " + err.Error()}
+			return Output{Unknown: true, Status: st, Err: "decoding the answer: " + err.Error()}
 		}
-		return Output{}
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		return Output{Status: st}
+	case st >= 400 && st < 500:
 		var we wireError
 		if err := json.Unmarshal(b, &we); err != nil || we.Error.Code == "" {
-			return Output{Code: fmt.Sprintf("http_%d", resp.StatusCode)}
+			return Output{Code: fmt.Sprintf("http_%d", st), Status: st}
 		}
-		return Output{Code: we.Error.Code, Reason: we.Error.Details.Reason}
+		return Output{Code: we.Error.Code, Reason: we.Error.Details.Reason, Status: st}
 	}
-	return Output{Unknown: true, Err: fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b))}
+	return Output{Unknown: true, Status: st, Err: fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b))}
 }
 
 // shortErr keeps a transport error readable in reports.
