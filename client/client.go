@@ -133,6 +133,10 @@ func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 	return c, nil
 }
 
+// Close closes the client's idle connections. It does not release locks;
+// the client remains usable.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
 // FromEnv returns a client configured from the environment: DLM_URL (default
 // DefaultURL) and DLM_KEY. opts is as for New.
 func FromEnv(opts *Options) (*Client, error) {
