@@ -35,10 +35,10 @@ type request struct {
 }
 
 // do sends r, retrying transient failures (see transient) with backoff for
-// up to the client's RetryTimeout, and decodes a 2xx JSON answer into out.
-// Retries resend the same body and Idempotency-Key.
+// up to the client's RetryTimeout after the first failure, and decodes a 2xx
+// JSON answer into out. Retries resend the same body and Idempotency-Key.
 func (c *Client) do(ctx context.Context, r request, out any) error {
-	giveUp := time.Now().Add(c.retryTimeout)
+	var giveUp time.Time
 	var last error // the last failure not caused by ctx ending
 	for attempt := 0; ; attempt++ {
 		err := c.send(ctx, r, out)
@@ -53,6 +53,9 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		}
 		if r.once || !transient(err) {
 			return err
+		}
+		if last == nil {
+			giveUp = time.Now().Add(c.retryTimeout)
 		}
 		last = err
 		d := backoff(attempt, 50*time.Millisecond, 2*time.Second)
