@@ -41,8 +41,9 @@ type Lock struct {
 	lost   chan struct{}
 
 	kctx  context.Context // the keep-alive's; ended by Release and loss
-	kstop context.CancelFunc
-	done  chan struct{} // closed when the keep-alive goroutine has exited
+	kstop   context.CancelFunc
+	done    chan struct{} // closed when the keep-alive goroutine has exited
+	renewed chan struct{} // signalled (without blocking) by every confirmed renewal
 
 	mu       sync.Mutex
 	ttl      time.Duration
@@ -64,7 +65,7 @@ func margin(ttl time.Duration) time.Duration { return min(ttl/10, time.Second) }
 // newLock wraps a lease whose grant was requested at sent.
 func newLock(c *Client, lease dlm.Lease, sent time.Time, keepAlive bool) *Lock {
 	l := &Lock{
-		c: c, lease: lease, lost: make(chan struct{}), done: make(chan struct{}),
+		c: c, lease: lease, lost: make(chan struct{}), done: make(chan struct{}), renewed: make(chan struct{}, 1),
 		ttl: lease.TTL, server: lease.ExpiresAt, deadline: sent.Add(lease.TTL),
 	}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
@@ -202,10 +203,13 @@ func (l *Lock) keepAlive() {
 			return
 		}
 		if !l.renewUntil(deadline.Add(-margin(ttl)), ttl) {
-			// Lost, released, or out of time: the loss timer fires at
-			// lostAt and ends kctx.
-			<-l.kctx.Done()
-			return
+			// Lost, released, or out of time, when the loss timer ends
+			// kctx; unless a manual Renew moved the deadline meanwhile.
+			select {
+			case <-l.kctx.Done():
+				return
+			case <-l.renewed:
+			}
 		}
 	}
 }
@@ -256,6 +260,10 @@ func (l *Lock) confirmed(lease *dlm.Lease, sent time.Time) {
 		l.deadline = d
 		l.timer.Stop()
 		l.timer.Reset(time.Until(d.Add(-margin(lease.TTL))))
+	}
+	select {
+	case l.renewed <- struct{}{}:
+	default:
 	}
 }
 
