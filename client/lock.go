@@ -40,7 +40,7 @@ type Lock struct {
 	cancel context.CancelCauseFunc
 	lost   chan struct{}
 
-	kctx  context.Context // the keep-alive's; ended by Release and loss
+	kctx    context.Context // the keep-alive's; ended by Release and loss
 	kstop   context.CancelFunc
 	done    chan struct{} // closed when the keep-alive goroutine has exited
 	renewed chan struct{} // signalled (without blocking) by every confirmed renewal
