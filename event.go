@@ -61,6 +61,7 @@ type Event struct {
 // EventFilter selects events for history and watch.
 type EventFilter struct {
 	// Namespaces the caller may see: its tenant and the global namespace.
+	// Nil means every namespace (the engine's own feed).
 	Namespaces []string
 	Name       string // exact name, or ""
 	Prefix     string // name prefix, or ""
@@ -75,6 +76,9 @@ func (f *EventFilter) Match(e *Event) bool {
 	}
 	if f.Prefix != "" && (len(e.Key.Name) < len(f.Prefix) || e.Key.Name[:len(f.Prefix)] != f.Prefix) {
 		return false
+	}
+	if f.Namespaces == nil {
+		return true
 	}
 	for _, ns := range f.Namespaces {
 		if ns == e.Key.Namespace {

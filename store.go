@@ -58,6 +58,18 @@ type ReadTx interface {
 	Tenant(ctx context.Context, name string) (Tenant, bool, error)
 	// APIKey returns a stored key by its ID.
 	APIKey(ctx context.Context, id string) (APIKey, bool, error)
+	// Events returns up to f.Limit events with IDs above f.Since that pass
+	// f, in ID order. An event must never become visible after one with a
+	// larger ID has been returned: a store that assigns IDs before commit
+	// holds back IDs above its oldest transaction still in flight, so that
+	// a reader tailing the log by ID sees no gap.
+	Events(ctx context.Context, f EventFilter) ([]Event, error)
+	// LastEventID returns the largest event ID Events can return now, or 0.
+	LastEventID(ctx context.Context) (int64, error)
+	// FirstEventID returns the smallest event ID still retained, or 0 if
+	// none is. A reader asking for events after an ID below FirstEventID-1
+	// has missed pruned events.
+	FirstEventID(ctx context.Context) (int64, error)
 }
 
 // Tx is a write transaction.
@@ -75,11 +87,20 @@ type Tx interface {
 	PutAPIKey(ctx context.Context, k APIKey) error
 	// RevokeAPIKey marks a key of tenant revoked; false if there is none.
 	RevokeAPIKey(ctx context.Context, tenant, id string) (bool, error)
-	// DropWaiters removes every stored waiter: an embedded server calls it
-	// on start, since the requests that waited died with the last process.
-	DropWaiters(ctx context.Context) error
 	// PruneEnded forgets ended leases that ended before t.
 	PruneEnded(ctx context.Context, before time.Time) error
+	// PruneEvents deletes up to limit of the oldest events that are older
+	// than before or not among the newest keep, and returns how many it
+	// deleted. The limit keeps each pruning transaction short.
+	PruneEvents(ctx context.Context, before time.Time, keep int64, limit int) (int, error)
+}
+
+// Notifier is implemented by stores that other processes write to as well.
+// Changes receives a value soon after any process commits a change with
+// events, so that parked acquires and watchers here learn of grants and
+// events made elsewhere without polling alone. Values may be coalesced.
+type Notifier interface {
+	Changes() <-chan struct{}
 }
 
 // Tenant is an isolated namespace of locks.

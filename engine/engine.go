@@ -5,3 +5,222 @@
 // It is the one implementation of the lock service; the HTTP layer and tests
 // call it, and every storage backend gets the same semantics through it.
 package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dlmhq/dlm"
+)
+
+// Options configure an Engine. The zero value of each field means its default.
+type Options struct {
+	// MaxTTL caps ttl_ms. Default 24h.
+	MaxTTL time.Duration
+	// MaxWait caps wait_ms. Default 5m.
+	MaxWait time.Duration
+	// MaxLeasesPerTenant caps the leases one tenant holds. Default 100,000.
+	MaxLeasesPerTenant int64
+	// MaxWaitersPerTenant caps the waiters one tenant has queued. Default 10,000.
+	MaxWaitersPerTenant int64
+	// EndedRetention is how long ended leases are remembered, so that their
+	// IDs answer 410 rather than 404. Default 24h (SPEC: at least 24h).
+	EndedRetention time.Duration
+	// WaitPoll, if set, makes a queued acquire also look for its grant this
+	// often, for stores whose grants can be made by another process and
+	// whose notifications might be missed. Default 0: rely on notification.
+	WaitPoll time.Duration
+	// EventRetention is how long events are kept. Default 168h.
+	EventRetention time.Duration
+	// EventRetentionCount caps how many events are kept. Default 1,000,000.
+	EventRetentionCount int64
+	// WatchBuffer is how many events a watcher may fall behind before it is
+	// dropped as too slow: a watcher may never slow the lock path down.
+	// Default 4096.
+	WatchBuffer int
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxTTL == 0 {
+		o.MaxTTL = 24 * time.Hour
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = 5 * time.Minute
+	}
+	if o.MaxLeasesPerTenant == 0 {
+		o.MaxLeasesPerTenant = 100_000
+	}
+	if o.MaxWaitersPerTenant == 0 {
+		o.MaxWaitersPerTenant = 10_000
+	}
+	if o.EndedRetention == 0 {
+		o.EndedRetention = 24 * time.Hour
+	}
+	if o.EventRetention == 0 {
+		o.EventRetention = 168 * time.Hour
+	}
+	if o.EventRetentionCount == 0 {
+		o.EventRetentionCount = 1_000_000
+	}
+	if o.WatchBuffer == 0 {
+		o.WatchBuffer = 4096
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Engine is the lock service over one Store. Its methods are safe for
+// concurrent use. Every method that changes state returns only after the
+// change is durable.
+type Engine struct {
+	store   dlm.Store
+	opts    Options
+	log     *slog.Logger
+	waiters hub
+	sweeper sweeper
+	feed    feed
+	// shared is true when other processes write to the store too, so grants
+	// and events can come from elsewhere.
+	shared bool
+
+	closing   chan struct{} // closed by Close
+	closeOnce sync.Once
+	wg        sync.WaitGroup // the sweeper and parked waiters
+}
+
+// New returns an Engine on store and starts its sweeper. Call Close to stop
+// it; Close leaves the store open.
+func New(store dlm.Store, opts Options) *Engine {
+	opts.setDefaults()
+	e := &Engine{
+		store:   store,
+		opts:    opts,
+		log:     opts.Logger,
+		closing: make(chan struct{}),
+	}
+	_, e.shared = store.(dlm.Notifier)
+	e.waiters.init()
+	e.sweeper.init()
+	e.feed.init()
+	ctx, cancel := context.WithCancel(context.Background())
+	e.wg.Add(3)
+	go func() {
+		defer e.wg.Done()
+		<-e.closing
+		cancel()
+	}()
+	go e.sweep(ctx)
+	go e.runFeed(ctx)
+	return e
+}
+
+// Close stops the engine: parked acquires are answered with unavailable and
+// leave the queue, the sweeper stops, and no new acquire may wait. Leases are
+// kept. Close waits for all of that and is safe to call more than once.
+func (e *Engine) Close() {
+	e.closeOnce.Do(func() { close(e.closing) })
+	e.wg.Wait()
+}
+
+// Ready reports whether the store answers.
+func (e *Engine) Ready(ctx context.Context) error {
+	return e.store.View(ctx, func(tx dlm.ReadTx) error {
+		_, _, err := tx.APIKey(ctx, adminKeyID)
+		return err
+	})
+}
+
+// idEncoding keeps the byte order of IDs in their text, so IDs sort by time.
+var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+
+// newID returns a lease ID: 48 bits of milliseconds since the epoch, then
+// 128 random bits, as 36 lowercase base32 characters. The random part makes
+// the ID a capability nobody can guess; the time prefix makes IDs of new
+// leases sort together, so the stores' indexes on them take appends rather
+// than writes all over the tree.
+func newID() string {
+	var b [22]byte
+	ms := uint64(time.Now().UnixMilli())
+	for i := range 6 {
+		b[i] = byte(ms >> (40 - 8*i))
+	}
+	rand.Read(b[6:])
+	return strings.ToLower(idEncoding.EncodeToString(b[:]))
+}
+
+// errShuttingDown answers requests that arrive or wait while Close runs.
+var errShuttingDown = dlm.Errorf(dlm.CodeUnavailable, "server is shutting down")
+
+// update runs fn in a write transaction and then tells waiters and the
+// sweeper what it changed. fn reports the change it saved through the
+// returned pointer so that work after the commit can see it.
+func (e *Engine) update(ctx context.Context, fn func(tx dlm.Tx) ([]dlm.Change, error)) error {
+	var changes []dlm.Change
+	err := e.store.Update(ctx, func(tx dlm.Tx) error {
+		var err error
+		changes, err = fn(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i := range changes {
+		e.afterCommit(&changes[i])
+	}
+	return nil
+}
+
+// afterCommit hands grants to the acquires parked on them, tells the feed
+// about new events and makes sure the sweeper wakes for the earliest new
+// expiry.
+func (e *Engine) afterCommit(c *dlm.Change) {
+	if len(c.Events) > 0 {
+		e.feed.poked()
+	}
+	var due time.Time
+	for i := range c.Granted {
+		e.waiters.deliver(c.Granted[i])
+		due = earliest(due, c.Granted[i].ExpiresAt)
+	}
+	for i := range c.Queued {
+		due = earliest(due, c.Queued[i].Deadline)
+	}
+	if !due.IsZero() {
+		e.sweeper.wakeBy(due)
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// saveOne loads key, applies op to it and saves the result: the shape of every
+// single-lock operation.
+func saveOne(ctx context.Context, tx dlm.Tx, key dlm.Key, op func(s *dlm.LockState, now time.Time, c *dlm.Change) error) ([]dlm.Change, error) {
+	s, err := tx.LoadLock(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	var c dlm.Change
+	if err := op(s, tx.Now(), &c); err != nil {
+		return nil, err
+	}
+	if c.Empty() {
+		return nil, nil
+	}
+	if err := tx.Save(ctx, s, &c); err != nil {
+		return nil, err
+	}
+	return []dlm.Change{c}, nil
+}

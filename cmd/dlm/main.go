@@ -147,7 +147,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return errUsage
 	}
 	err := m.dispatch(ctx, g, fs.Arg(0), fs.Args()[1:])
-	if err == errHelp {
+	if err == errHelp || errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
 	return err

@@ -5,33 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
-
-// dlmBinary is the dlm command built once for the tests that need a real
-// process (run, signals, exit codes).
-var dlmBinary string
-
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "dlm-cmd-test")
-		if err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(dir)
-		dlmBinary = filepath.Join(dir, "dlm")
-		if out, err := exec.Command("go", "build", "-race", "-o", dlmBinary, ".").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build dlm: %v\n%s", err, out)
-			return 1
-		}
-		return m.Run()
-	}())
-}
 
 // result is what one in-process run of dlm did.
 type result struct {

@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dlmhq/dlm"
+)
+
+// AcquireRequest asks for a lease. Zero fields take their defaults.
+type AcquireRequest struct {
+	Tenant         string        // the caller's tenant; required
+	Key            dlm.Key       // Namespace is Tenant or dlm.GlobalNamespace
+	Mode           dlm.Mode      // default Exclusive
+	HolderID       string        // required
+	TTL            time.Duration // default 30s; else 100ms..MaxTTL
+	Wait           time.Duration // 0: try once; else up to MaxWait in the FIFO queue
+	IdempotencyKey string        // optional
+}
+
+// request validates r and turns it into the core's form.
+func (e *Engine) request(r AcquireRequest) (dlm.Request, error) {
+	if err := dlm.ValidateName(r.Key.Name); err != nil {
+		return dlm.Request{}, err
+	}
+	if r.Key.Namespace != r.Tenant && r.Key.Namespace != dlm.GlobalNamespace || r.Tenant == "" {
+		return dlm.Request{}, dlm.Errorf(dlm.CodePermissionDenied, "locks belong to a tenant: use a tenant key")
+	}
+	if err := dlm.ValidateHolderID(r.HolderID); err != nil {
+		return dlm.Request{}, err
+	}
+	if r.Mode == 0 {
+		r.Mode = dlm.Exclusive
+	} else if r.Mode != dlm.Exclusive && r.Mode != dlm.Shared {
+		return dlm.Request{}, dlm.Invalid("mode", "must be exclusive or shared")
+	}
+	if r.TTL == 0 {
+		r.TTL = dlm.DefaultTTLMs * time.Millisecond
+	} else if err := e.checkTTL(r.TTL); err != nil {
+		return dlm.Request{}, err
+	}
+	if r.Wait < 0 || r.Wait > e.opts.MaxWait {
+		return dlm.Request{}, dlm.Invalid("wait_ms", "must be between 0 and %d", e.opts.MaxWait.Milliseconds())
+	}
+	if r.IdempotencyKey != "" {
+		if err := dlm.ValidateIdempotencyKey(r.IdempotencyKey); err != nil {
+			return dlm.Request{}, err
+		}
+	}
+	return dlm.Request{
+		ID: newID(), Tenant: r.Tenant, Key: r.Key, Mode: r.Mode, HolderID: r.HolderID,
+		TTL: r.TTL, Wait: r.Wait, IdempotencyKey: r.IdempotencyKey,
+	}, nil
+}
+
+func (e *Engine) checkTTL(ttl time.Duration) error {
+	if ttl < dlm.MinTTLMillis*time.Millisecond || ttl > e.opts.MaxTTL {
+		return dlm.Invalid("ttl_ms", "must be between %d and %d", dlm.MinTTLMillis, e.opts.MaxTTL.Milliseconds())
+	}
+	return nil
+}
+
+// Acquire grants a lease on r.Key, or queues r for up to r.Wait and returns
+// once it is granted. replayed is true when an earlier request with the same
+// idempotency key already holds the lease, which is returned again.
+//
+// Errors: invalid_argument; lock_conflict (Wait 0) and wait_timeout, both
+// with the holders; idempotency_key_reused; limit_exceeded; unavailable. If
+// ctx ends while queued, the request leaves the queue and the error wraps
+// ctx.Err(); a grant that raced with that is released unless it carries an
+// idempotency key, so a retry can still collect it.
+func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease, replayed bool, err error) {
+	req, err := e.request(r)
+	if err != nil {
+		return dlm.Lease{}, false, err
+	}
+	var sub *subscription
+	if req.Wait > 0 {
+		select {
+		case <-e.closing:
+			return dlm.Lease{}, false, errShuttingDown
+		default:
+		}
+		// Listen before the waiter can be granted, so no grant is missed.
+		sub = e.waiters.subscribe(req.ID, req)
+		defer func() { e.waiters.unsubscribe(sub) }()
+	}
+	start := time.Now()
+	var (
+		out     dlm.Outcome
+		waiter  dlm.Waiter
+		holders []dlm.Lease
+	)
+	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
+		if req.IdempotencyKey != "" {
+			k, ok, err := tx.FindIdempotent(ctx, req.Tenant, req.IdempotencyKey)
+			if err != nil {
+				return nil, err
+			}
+			if ok && k != req.Key {
+				return nil, dlm.Errorf(dlm.CodeIdempotencyKeyReused, "idempotency key was used for lock %q", k.Name)
+			}
+		}
+		return saveOne(ctx, tx, req.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+			var err error
+			out, lease, waiter, err = s.Acquire(now, req, c)
+			if err != nil {
+				return err
+			}
+			if err := e.checkUsage(ctx, tx, req.Tenant, out, len(c.Queued) > 0); err != nil {
+				return err
+			}
+			if out == dlm.Conflict {
+				holders = s.View(now).Holders
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return dlm.Lease{}, false, err
+	}
+	switch out {
+	case dlm.Granted:
+		return lease, false, nil
+	case dlm.Replayed:
+		return lease, true, nil
+	case dlm.Conflict:
+		return dlm.Lease{}, false, &dlm.Error{Code: dlm.CodeLockConflict, Message: "lock is held", Holders: holders}
+	}
+	if waiter.ID != req.ID {
+		// A retry took over the queue entry of an earlier request: listen
+		// on that entry, then look whether it was granted meanwhile.
+		e.waiters.unsubscribe(sub)
+		sub = e.waiters.subscribe(waiter.ID, req)
+		if l, ok, err := e.liveLease(ctx, waiter.ID); err != nil || ok {
+			return l, true, err
+		}
+		replayed = true
+	}
+	lease, err = e.park(ctx, req, waiter, sub, start.Add(req.Wait))
+	return lease, replayed && err == nil, err
+}
+
+// checkUsage enforces the per-tenant caps on a new lease or a new waiter.
+func (e *Engine) checkUsage(ctx context.Context, tx dlm.Tx, tenant string, out dlm.Outcome, newWaiter bool) error {
+	if out != dlm.Granted && !newWaiter {
+		return nil
+	}
+	leases, waiters, err := tx.Usage(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	if out == dlm.Granted && leases >= e.opts.MaxLeasesPerTenant {
+		return dlm.Errorf(dlm.CodeLimitExceeded, "tenant holds %d leases, the most allowed", leases)
+	}
+	if newWaiter && waiters >= e.opts.MaxWaitersPerTenant {
+		return dlm.Errorf(dlm.CodeLimitExceeded, "tenant has %d waiters queued, the most allowed", waiters)
+	}
+	return nil
+}
+
+// park waits for the queued request's grant until deadline, ctx's end or
+// Close, and takes it out of the queue if it gives up.
+func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *subscription, deadline time.Time) (dlm.Lease, error) {
+	e.wg.Add(1)
+	defer e.wg.Done()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	var poll <-chan time.Time
+	if e.opts.WaitPoll > 0 {
+		t := time.NewTicker(e.opts.WaitPoll)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
+		select {
+		case l := <-sub.lease:
+			return l, nil
+		case <-sub.check:
+			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
+				return l, nil
+			}
+		case <-poll:
+			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
+				return l, nil
+			}
+		case <-timer.C:
+			l, granted, holders, err := e.leaveQueue(w, req.ID)
+			if err != nil || granted {
+				return l, err
+			}
+			return dlm.Lease{}, &dlm.Error{Code: dlm.CodeWaitTimeout, Message: "waited " + req.Wait.String() + " without a grant", Holders: holders}
+		case <-ctx.Done():
+			l, granted, _, err := e.leaveQueue(w, req.ID)
+			if err == nil && granted && req.IdempotencyKey == "" {
+				// Nobody can learn this lease's ID any more: give it back.
+				_, err = e.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
+			}
+			return dlm.Lease{}, errors.Join(context.Cause(ctx), err)
+		case <-e.closing:
+			l, granted, _, err := e.leaveQueue(w, req.ID)
+			if err != nil || granted {
+				return l, err
+			}
+			return dlm.Lease{}, errShuttingDown
+		}
+	}
+}
+
+// leaveQueueTimeout bounds the cleanup of a request that stopped waiting:
+// its own context may be over, and cleanup must not hang forever.
+const leaveQueueTimeout = 10 * time.Second
+
+// leaveQueue removes the waiter w if ticket still owns it. If w was granted
+// in the meantime it returns that lease and granted true; otherwise the
+// current holders.
+func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, granted bool, holders []dlm.Lease, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), leaveQueueTimeout)
+	defer cancel()
+	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
+		return saveOne(ctx, tx, w.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+			lease, granted = s.CancelWait(now, w.ID, ticket, c)
+			holders = s.View(now).Holders
+			return nil
+		})
+	})
+	return lease, granted, holders, err
+}
+
+// liveLease returns the lease id if it is held now.
+func (e *Engine) liveLease(ctx context.Context, id string) (l dlm.Lease, ok bool, err error) {
+	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
+		found, _, err := tx.FindLease(ctx, id)
+		if err == nil && found != nil && found.Live(tx.Now()) {
+			l, ok = *found, true
+		}
+		return err
+	})
+	return l, ok, err
+}

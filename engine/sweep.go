@@ -1,0 +1,151 @@
+package engine
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/dlmhq/dlm"
+)
+
+// sweeper is the schedule of the expiry sweep: it sleeps until the next
+// lease expiry or waiter deadline the store knows of, and is woken early when
+// a commit makes something due sooner.
+type sweeper struct {
+	target atomic.Int64 // unix nanos the sweep sleeps until
+	kick   chan struct{}
+}
+
+func (s *sweeper) init() {
+	s.kick = make(chan struct{}, 1)
+	s.target.Store(maxTime)
+}
+
+const maxTime = int64(^uint64(0) >> 1)
+
+// wakeBy makes the sweep run no later than t.
+func (s *sweeper) wakeBy(t time.Time) {
+	if t.UnixNano() < s.target.Load() {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Sweep tuning.
+const (
+	// sweepBatch is how many locks one sweep transaction expires: enough to
+	// clear a burst in few commits, small enough to keep commits short.
+	sweepBatch = 256
+	// sweepIdle is the longest the sweep sleeps when nothing is due, so that
+	// expiries made by other processes sharing the store are caught too.
+	sweepIdle = time.Second
+	// pruneEvery is how often ended leases and events past retention are
+	// forgotten.
+	pruneEvery = time.Minute
+	// retryPause is the wait after a failed sweep, e.g. storage down.
+	retryPause = 100 * time.Millisecond
+)
+
+// sweep ends expired leases and drops waiters past their deadline on time,
+// granting the waiters behind them, even when no client touches the lock.
+func (e *Engine) sweep(ctx context.Context) {
+	defer e.wg.Done()
+	nextPrune := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-e.sweeper.kick:
+			timer.Stop()
+		}
+		wait, err := e.sweepOnce(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.log.Warn("expiry sweep failed", "err", err)
+			wait = retryPause
+		}
+		if now := time.Now(); now.After(nextPrune) {
+			nextPrune = now.Add(pruneEvery)
+			if err := e.prune(ctx); err != nil && ctx.Err() == nil {
+				e.log.Warn("pruning failed", "err", err)
+			}
+		}
+		wait = min(wait, sweepIdle)
+		e.sweeper.target.Store(time.Now().Add(wait).UnixNano())
+		timer.Reset(wait)
+	}
+}
+
+// sweepOnce expires everything due and returns how long until the next thing
+// is due, measured on the store's clock.
+func (e *Engine) sweepOnce(ctx context.Context) (time.Duration, error) {
+	for {
+		var n int
+		err := e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
+			keys, err := tx.DueLocks(ctx, sweepBatch)
+			if err != nil {
+				return nil, err
+			}
+			n = len(keys)
+			var changes []dlm.Change
+			for _, k := range keys {
+				c, err := saveOne(ctx, tx, k, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+					s.Expire(now, c)
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				changes = append(changes, c...)
+			}
+			return changes, nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		if n < sweepBatch {
+			break
+		}
+	}
+	var wait time.Duration
+	err := e.store.View(ctx, func(tx dlm.ReadTx) error {
+		next, err := tx.NextDue(ctx)
+		if err != nil {
+			return err
+		}
+		wait = sweepIdle
+		if !next.IsZero() {
+			// At least a millisecond, so that a store clock a little behind
+			// ours cannot make this spin.
+			wait = max(next.Sub(tx.Now()), time.Millisecond)
+		}
+		return nil
+	})
+	return wait, err
+}
+
+// pruneBatch is how many events one pruning transaction deletes at most,
+// so that pruning a large backlog never stalls the lock path for long.
+const pruneBatch = 5000
+
+// prune forgets ended leases and events past their retention.
+func (e *Engine) prune(ctx context.Context) error {
+	err := e.store.Update(ctx, func(tx dlm.Tx) error {
+		return tx.PruneEnded(ctx, tx.Now().Add(-e.opts.EndedRetention))
+	})
+	for n := pruneBatch; err == nil && n == pruneBatch; {
+		err = e.store.Update(ctx, func(tx dlm.Tx) error {
+			var err error
+			n, err = tx.PruneEvents(ctx, tx.Now().Add(-e.opts.EventRetention), e.opts.EventRetentionCount, pruneBatch)
+			return err
+		})
+	}
+	return err
+}

@@ -1,0 +1,189 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"strings"
+
+	"github.com/dlmhq/dlm"
+)
+
+// Principal is who an API key belongs to.
+type Principal struct {
+	Tenant string // "" for the admin
+	Admin  bool
+}
+
+// Credentials are the keys made on first start, to be shown once.
+type Credentials struct {
+	AdminKey    string `json:"admin_key"`
+	Tenant      string `json:"tenant"`
+	TenantKey   string `json:"tenant_key"`
+	TenantKeyID string `json:"tenant_key_id"`
+}
+
+// DefaultTenant is the tenant made on first start.
+const DefaultTenant = "default"
+
+// adminKeyID is the ID of the one admin key. A key given in DLM_ADMIN_KEY may
+// have any form, so its ID cannot be read from it; generated keys have the
+// form dlm_<id>_<secret>.
+const adminKeyID = "admin"
+
+// MinAdminKeyLen is the shortest admin key accepted from the environment.
+const MinAdminKeyLen = 16
+
+// newKey makes an API key "dlm_<id>_<secret>" with 128 random bits of secret.
+func newKey(id string) string { return "dlm_" + id + "_" + rand.Text() }
+
+func hashKey(key string) []byte {
+	h := sha256.Sum256([]byte(key))
+	return h[:]
+}
+
+// keyID reads the ID out of a generated key, or returns the admin key's ID
+// for a key of any other form.
+func keyID(key string) string {
+	if rest, ok := strings.CutPrefix(key, "dlm_"); ok {
+		if id, _, ok := strings.Cut(rest, "_"); ok && id != "" {
+			return id
+		}
+	}
+	return adminKeyID
+}
+
+// Authenticate returns who apiKey belongs to. Keys are stored hashed and
+// compared in constant time. Errors: unauthenticated.
+func (e *Engine) Authenticate(ctx context.Context, apiKey string) (p Principal, err error) {
+	if apiKey == "" {
+		return p, dlm.Errorf(dlm.CodeUnauthenticated, "missing API key: send Authorization: Bearer <key>")
+	}
+	hash := hashKey(apiKey)
+	ok := false
+	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
+		ids := []string{keyID(apiKey)}
+		if ids[0] != adminKeyID {
+			ids = append(ids, adminKeyID) // a DLM_ADMIN_KEY that looks generated
+		}
+		for _, id := range ids {
+			k, found, err := tx.APIKey(ctx, id)
+			if err != nil {
+				return err
+			}
+			if found && !k.Revoked && subtle.ConstantTimeCompare(k.Hash, hash) == 1 {
+				p, ok = Principal{Tenant: k.Tenant, Admin: k.Tenant == ""}, true
+				return nil
+			}
+		}
+		return nil
+	})
+	if err == nil && !ok {
+		err = dlm.Errorf(dlm.CodeUnauthenticated, "unknown or revoked API key")
+	}
+	return p, err
+}
+
+// Bootstrap makes the admin key and the default tenant with a key, once per
+// store. adminKey, if not empty, becomes the admin key instead of a generated
+// one. It returns nil credentials if the store was set up before.
+func (e *Engine) Bootstrap(ctx context.Context, adminKey string) (creds *Credentials, err error) {
+	if adminKey != "" && len(adminKey) < MinAdminKeyLen {
+		return nil, dlm.Invalid("DLM_ADMIN_KEY", "must be at least %d characters", MinAdminKeyLen)
+	}
+	err = e.store.Update(ctx, func(tx dlm.Tx) error {
+		creds = nil
+		if _, found, err := tx.APIKey(ctx, adminKeyID); err != nil || found {
+			return err
+		}
+		c := &Credentials{AdminKey: adminKey, Tenant: DefaultTenant}
+		if c.AdminKey == "" {
+			c.AdminKey = newKey(adminKeyID)
+		}
+		now := tx.Now()
+		if err := tx.PutAPIKey(ctx, dlm.APIKey{ID: adminKeyID, Hash: hashKey(c.AdminKey), CreatedAt: now}); err != nil {
+			return err
+		}
+		if _, ok, err := tx.Tenant(ctx, DefaultTenant); err != nil {
+			return err
+		} else if !ok {
+			if err := tx.CreateTenant(ctx, dlm.Tenant{Name: DefaultTenant, CreatedAt: now}); err != nil {
+				return err
+			}
+		}
+		var err error
+		if c.TenantKeyID, c.TenantKey, err = putKey(ctx, tx, DefaultTenant); err != nil {
+			return err
+		}
+		creds = c
+		return nil
+	})
+	return creds, err
+}
+
+func putKey(ctx context.Context, tx dlm.Tx, tenant string) (id, key string, err error) {
+	id = strings.ToLower(rand.Text()[:12])
+	key = newKey(id)
+	err = tx.PutAPIKey(ctx, dlm.APIKey{ID: id, Tenant: tenant, Hash: hashKey(key), CreatedAt: tx.Now()})
+	return id, key, err
+}
+
+// CreateTenant adds a tenant and its first API key, shown only now.
+// Errors: invalid_argument (bad or taken name).
+func (e *Engine) CreateTenant(ctx context.Context, name string) (t dlm.Tenant, keyID, key string, err error) {
+	if err := dlm.ValidateTenantName(name); err != nil {
+		return t, "", "", err
+	}
+	err = e.store.Update(ctx, func(tx dlm.Tx) error {
+		t = dlm.Tenant{Name: name, CreatedAt: tx.Now()}
+		if _, ok, err := tx.Tenant(ctx, name); err != nil {
+			return err
+		} else if ok {
+			return dlm.Invalid("name", "tenant %q exists", name)
+		}
+		if err := tx.CreateTenant(ctx, t); err != nil {
+			return err
+		}
+		keyID, key, err = putKey(ctx, tx, name)
+		return err
+	})
+	return t, keyID, key, err
+}
+
+// Tenants lists every tenant by name.
+func (e *Engine) Tenants(ctx context.Context) (ts []dlm.Tenant, err error) {
+	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
+		ts, err = tx.Tenants(ctx)
+		return err
+	})
+	if ts == nil {
+		ts = []dlm.Tenant{}
+	}
+	return ts, err
+}
+
+// CreateKey adds an API key to tenant, shown only now. Errors: not_found.
+func (e *Engine) CreateKey(ctx context.Context, tenant string) (keyID, key string, err error) {
+	err = e.store.Update(ctx, func(tx dlm.Tx) error {
+		if _, ok, err := tx.Tenant(ctx, tenant); err != nil {
+			return err
+		} else if !ok {
+			return dlm.Errorf(dlm.CodeNotFound, "no tenant %q", tenant)
+		}
+		keyID, key, err = putKey(ctx, tx, tenant)
+		return err
+	})
+	return keyID, key, err
+}
+
+// RevokeKey refuses tenant's key keyID from now on. Errors: not_found.
+func (e *Engine) RevokeKey(ctx context.Context, tenant, keyID string) error {
+	return e.store.Update(ctx, func(tx dlm.Tx) error {
+		ok, err := tx.RevokeAPIKey(ctx, tenant, keyID)
+		if err == nil && !ok {
+			err = dlm.Errorf(dlm.CodeNotFound, "tenant %q has no key %q", tenant, keyID)
+		}
+		return err
+	})
+}

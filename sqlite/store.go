@@ -1,0 +1,193 @@
+// Package sqlite is the embedded dlm.Store: one SQLite file in WAL mode,
+// through the pure-Go modernc.org/sqlite driver (no cgo).
+//
+// One goroutine owns the single write connection. Concurrent Updates queue up
+// while it commits, and it runs the next queue as one transaction (group
+// commit): each Update gets a savepoint, so its failure undoes only its own
+// writes, and all of them share one fsync. Reads run on a pool of read-only
+// connections and see only committed, durable data.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dlmhq/dlm"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// MaxBatch bounds how many Updates share one commit, so that one commit's
+// latency stays bounded under any load.
+const MaxBatch = 512
+
+// Store is a dlm.Store on one SQLite file.
+type Store struct {
+	wdb  *sql.DB // one connection, owned by the committer
+	rdb  *sql.DB // read-only pool
+	lock *os.File
+
+	reqs     chan *request
+	quit     chan struct{}
+	stopped  chan struct{}
+	closeMu  sync.RWMutex // held for reading by Updates in flight
+	closed   bool
+	closeErr error
+}
+
+var _ dlm.Store = (*Store)(nil)
+
+// request is one Update waiting for its commit.
+type request struct {
+	ctx  context.Context
+	fn   func(dlm.Tx) error
+	err  error
+	done chan struct{}
+}
+
+// Open opens (creating if needed) the database file at path, migrates its
+// schema and starts the committer. The file is locked so that no other
+// process can open it at the same time; waiters left by an earlier process
+// are dropped, since the requests that queued them died with it.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%s is in use by another process: %w", path, err)
+	}
+	s := &Store{
+		lock:    lock,
+		reqs:    make(chan *request, MaxBatch),
+		quit:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	if err := s.open(path); err != nil {
+		s.closeDBs()
+		return nil, err
+	}
+	c, err := newCommitter(context.Background(), s.wdb, path)
+	if err != nil {
+		s.closeDBs()
+		return nil, err
+	}
+	go s.commitLoop(c)
+	return s, nil
+}
+
+func (s *Store) open(path string) error {
+	// SQLite does not fsync its commits (synchronous=NORMAL): the journal
+	// makes each batch durable before it commits (see journal), and SQLite
+	// is synced whenever the journal starts over.
+	dsn := "file:" + url.PathEscape(path) + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+		"&_pragma=busy_timeout(10000)&_pragma=temp_store(MEMORY)"
+	var err error
+	if s.wdb, err = sql.Open("sqlite", dsn); err != nil {
+		return err
+	}
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetConnMaxIdleTime(0)
+	s.wdb.SetConnMaxLifetime(0)
+	if s.rdb, err = sql.Open("sqlite", dsn+"&_pragma=query_only(1)"); err != nil {
+		return err
+	}
+	s.rdb.SetMaxOpenConns(8)
+	s.rdb.SetMaxIdleConns(8)
+	ctx := context.Background()
+	conn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := migrate(ctx, conn); err != nil {
+		return fmt.Errorf("migrating %s: %w", path, err)
+	}
+	return nil
+}
+
+// Close stops the committer after the Updates in flight and closes the file.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return s.closeErr
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.quit)
+	<-s.stopped
+	s.closeErr = s.closeDBs()
+	return s.closeErr
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	for _, db := range []*sql.DB{s.rdb, s.wdb} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
+	errs = append(errs, s.lock.Close())
+	return errors.Join(errs...)
+}
+
+var errClosed = dlm.Errorf(dlm.CodeUnavailable, "store is closed")
+
+// Update implements dlm.Store: fn runs in the next group commit.
+func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
+	r := &request{ctx: ctx, fn: fn, done: make(chan struct{})}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return errClosed
+	}
+	select {
+	case s.reqs <- r:
+		s.closeMu.RUnlock()
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return context.Cause(ctx)
+	}
+	// Once queued, wait for the outcome even if ctx ends: the change may
+	// commit, and the caller must learn whether it did.
+	<-r.done
+	return r.err
+}
+
+// View implements dlm.Store on a read-only connection.
+func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
+	s.closeMu.RLock()
+	closed := s.closed
+	s.closeMu.RUnlock()
+	if closed {
+		return errClosed
+	}
+	tx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer tx.Rollback()
+	return fn(&readTx{q: tx, now: time.Now()})
+}
+
+// unavailable wraps a storage failure in the code callers act on. It passes
+// nil, *dlm.Errors and context errors through.
+func unavailable(err error) error {
+	var de *dlm.Error
+	if err == nil || errors.As(err, &de) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &dlm.Error{Code: dlm.CodeUnavailable, Message: "storage: " + err.Error()}
+}
