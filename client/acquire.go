@@ -123,34 +123,34 @@ func (c *Client) Acquire(ctx context.Context, name string, opts *AcquireOptions)
 	if opts != nil && opts.Wait > 0 {
 		giveUp = time.Now().Add(opts.Wait)
 	}
-	var last error
 	for {
-		wait := c.maxWait
-		if !giveUp.IsZero() {
-			wait = min(wait, time.Until(giveUp))
+		// Ask the server for the longest wait it allows, unless the
+		// caller's limit comes first; then this request is the last.
+		wait, last := c.maxWait, false
+		if !giveUp.IsZero() && time.Until(giveUp) <= wait {
+			wait, last = time.Until(giveUp), true
 		}
 		if dl, ok := ctx.Deadline(); ok {
-			// Leave the server time to answer before ctx ends: a quarter
-			// of what is left, at most 500ms.
+			// Leave the server time to answer before ctx ends: half of
+			// what is left, at most 1s (a busy server's commit and the
+			// round trip).
 			left := time.Until(dl)
-			wait = min(wait, left-min(left/4, 500*time.Millisecond))
+			if w := left - min(left/2, time.Second); w <= wait {
+				wait, last = w, true
+			}
 		}
 		if wait < time.Millisecond {
 			if ctx.Err() != nil {
-				return nil, ctxErr(ctx, last)
+				return nil, ctxErr(ctx, nil)
 			}
-			if last == nil {
-				last = dlm.Errorf(dlm.CodeWaitTimeout, "no time left to wait for %q", name)
-			}
-			return nil, last
+			return nil, opError("acquire", name, dlm.Errorf(dlm.CodeWaitTimeout, "no time left to wait"))
 		}
 		l, err := c.acquire(ctx, name, b, opts, wait)
-		if !errors.Is(err, dlm.ErrWaitTimeout) {
+		if last || !errors.Is(err, dlm.ErrWaitTimeout) {
 			return l, err
 		}
-		// This request's wait ran out; ask again while time is left. The
-		// same idempotency key still names this call's one lease.
-		last = err
+		// The server's longest wait ran out; ask again. The same
+		// idempotency key still names this call's one lease.
 	}
 }
 

@@ -70,7 +70,9 @@ func newLock(c *Client, lease dlm.Lease, sent time.Time, keepAlive bool) *Lock {
 	}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	l.kctx, l.kstop = context.WithCancel(context.Background())
+	l.mu.Lock() // the timer may fire before it is stored
 	l.timer = time.AfterFunc(time.Until(l.deadline.Add(-margin(l.ttl))), l.expire)
+	l.mu.Unlock()
 	if keepAlive {
 		go l.keepAlive()
 	} else {
