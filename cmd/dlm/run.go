@@ -130,7 +130,7 @@ func (r *runner) run(ctx context.Context, command []string) error {
 
 	lost := l.Lost()
 	var kill <-chan time.Time
-	var abort os.Signal
+	var forwarded, abort os.Signal
 	done := ctx.Done()
 	for {
 		select {
@@ -148,8 +148,8 @@ func (r *runner) run(ctx context.Context, command []string) error {
 			fmt.Fprintf(r.m.Stderr, "dlm: command still running %v after SIGTERM; killing it\n", r.grace)
 			r.signal(syscall.SIGKILL)
 		case s := <-r.sigs:
-			if abort == nil && kill == nil && ctx.Err() == nil {
-				abort = s
+			if forwarded == nil && kill == nil {
+				forwarded = s
 				r.signal(s)
 				continue
 			}
@@ -175,10 +175,12 @@ func (r *runner) finish(ctx context.Context, err error, abort os.Signal) error {
 		r.release(ctx)
 		lostErr = r.lock.Err() // the release may find it had ended
 	}
-	if lostErr != nil {
+	switch {
+	case lostErr != nil:
 		return fmt.Errorf("run: %w", lostErr)
-	}
-	if ctx.Err() != nil {
+	case abort != nil:
+		return &exitCodeError{code: exitSignalled + signum(abort), err: fmt.Errorf("run: aborted by a second %v; killed the command", abort)}
+	case ctx.Err() != nil:
 		return ctx.Err()
 	}
 	code := 0
@@ -197,7 +199,7 @@ func (r *runner) finish(ctx context.Context, err error, abort os.Signal) error {
 	if code == 0 {
 		return nil
 	}
-	return &exitCodeError{code: code, quiet: abort == nil, err: fmt.Errorf("command exited with status %d", code)}
+	return &exitCodeError{code: code, quiet: true, err: fmt.Errorf("command exited with status %d", code)}
 }
 
 func (r *runner) release(ctx context.Context) {
