@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/client"
@@ -88,11 +89,25 @@ func (m *Main) exit(err error) int {
 	case errors.Is(err, dlm.ErrLockConflict), errors.Is(err, dlm.ErrWaitTimeout):
 		code = exitNoLock
 	}
-	fmt.Fprintf(m.Stderr, "dlm: %v\n", err)
+	fmt.Fprintf(m.Stderr, "dlm: %v%s\n", err, heldBy(err))
 	if code == exitUsage {
 		fmt.Fprintln(m.Stderr, "Run 'dlm --help' for usage.")
 	}
 	return code
+}
+
+// heldBy names the holders of a lock that an error says is held, for people:
+// "; held by worker-7 (exclusive, token 3, expires in 29s)".
+func heldBy(err error) string {
+	var e *dlm.Error
+	if !errors.As(err, &e) || len(e.Holders) == 0 {
+		return ""
+	}
+	hs := make([]string, len(e.Holders))
+	for i, h := range e.Holders {
+		hs[i] = fmt.Sprintf("%s (%s, token %d, expires %s)", h.HolderID, h.Mode, h.Token, until(h.ExpiresAt))
+	}
+	return "; held by " + strings.Join(hs, ", ")
 }
 
 const usage = `dlm is a distributed lock manager.

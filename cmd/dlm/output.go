@@ -90,10 +90,13 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-// until says how far t is from now, for people: "in 29s", "3s ago".
+// until says how far t is from now, for people: "in 29s", "3s ago", "now".
 func until(t time.Time) string {
 	d := time.Until(t).Round(100 * time.Millisecond)
-	if d < 0 {
+	switch {
+	case d == 0:
+		return "now"
+	case d < 0:
 		return (-d).String() + " ago"
 	}
 	return "in " + d.String()
