@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -395,5 +396,102 @@ func TestAcquireLongerThanOneRequestWait(t *testing.T) {
 	}
 	if err := second.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestWatchAgainstServer(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t)
+	c := newClient(t, s.URL, s.TenantKey, nil)
+	ctx := ctxFor(t, time.Minute)
+	l, err := c.TryAcquire(ctx, "watched/a", &AcquireOptions{HolderID: "w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan dlm.Event)
+	errs := make(chan error, 1)
+	go func() {
+		defer close(events)
+		// Event 1 is the acquire: since=1 replays from the release on.
+		for e, err := range c.Watch(wctx, &WatchOptions{Prefix: "watched/", Since: 1}) {
+			if err != nil {
+				errs <- err
+				return
+			}
+			events <- e
+		}
+	}()
+	next := func(what string) dlm.Event {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case err := <-errs:
+			t.Fatalf("watch ended waiting for %s: %v", what, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s within 10s", what)
+		}
+		return dlm.Event{}
+	}
+	if e := next("replayed release"); e.ID != 2 || e.Type != dlm.EventReleased || e.Token != l.Token() || e.HolderID != "w1" || e.Key.Name != "watched/a" {
+		t.Errorf("first event = %+v, want the release of watched/a", e)
+	}
+	l2, err := c.TryAcquire(ctx, "watched/b", &AcquireOptions{HolderID: "w2", Mode: dlm.Shared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := next("live acquire"); e.Type != dlm.EventAcquired || e.Token != l2.Token() || e.Mode != dlm.Shared || e.Key.Namespace != CallerTenant {
+		t.Errorf("live event = %+v, want the shared acquire of watched/b", e)
+	}
+	if err := l2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e := next("live release"); e.Type != dlm.EventReleased || e.Key.Name != "watched/b" {
+		t.Errorf("event = %+v, want the release of watched/b", e)
+	}
+	cancel()
+	for range events { // drain until the watch has stopped
+	}
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Errorf("watch ended with %v, want context.Canceled", err)
+	}
+}
+
+func TestWatchResumesAfterConnectionCut(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t)
+	p, proxyURL := newProxy(t, s.URL)
+	direct := newClient(t, s.URL, s.TenantKey, nil)
+	c := newClient(t, proxyURL, s.TenantKey, nil)
+	ctx := ctxFor(t, time.Minute)
+	event := func() {
+		t.Helper()
+		if _, err := direct.TryAcquire(ctx, "cut", &AcquireOptions{Mode: dlm.Shared, NoKeepAlive: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	event() // id 1
+	event() // id 2
+	var ids []int64
+	for e, err := range c.Watch(ctx, &WatchOptions{Name: "cut", Since: 1}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+		if len(ids) == 3 {
+			break
+		}
+		// Cut the connection, and make the next event while the watch
+		// is down or reconnecting.
+		p.cut()
+		event()
+	}
+	if want := []int64{2, 3, 4}; !slices.Equal(ids, want) {
+		t.Errorf("watched ids %v, want %v: each once, none missed", ids, want)
 	}
 }

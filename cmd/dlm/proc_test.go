@@ -98,6 +98,15 @@ func (lr *lineReader) wait() { <-lr.eof }
 // waitLine waits up to d for a line containing s and returns it.
 func (lr *lineReader) waitLine(t testing.TB, s string, d time.Duration) string {
 	t.Helper()
+	l, ok := lr.find(s, d)
+	if !ok {
+		t.Fatalf("no line with %q within %v: %q", s, d, lr.all())
+	}
+	return l
+}
+
+// find waits up to d for a line containing s.
+func (lr *lineReader) find(s string, d time.Duration) (string, bool) {
 	timeout := time.After(d)
 	for i := 0; ; {
 		lr.mu.Lock()
@@ -105,7 +114,7 @@ func (lr *lineReader) waitLine(t testing.TB, s string, d time.Duration) string {
 			if strings.Contains(lr.lines[i], s) {
 				l := lr.lines[i]
 				lr.mu.Unlock()
-				return l
+				return l, true
 			}
 		}
 		more := lr.more
@@ -117,10 +126,10 @@ func (lr *lineReader) waitLine(t testing.TB, s string, d time.Duration) string {
 			n := len(lr.lines)
 			lr.mu.Unlock()
 			if i == n {
-				t.Fatalf("output ended without %q: %q", s, lr.all())
+				return "", false
 			}
 		case <-timeout:
-			t.Fatalf("no line with %q within %v: %q", s, d, lr.all())
+			return "", false
 		}
 	}
 }

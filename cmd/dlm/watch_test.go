@@ -1,65 +1,60 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/dlmhq/dlm/client"
+	"github.com/dlmhq/dlm/dlmtest/testserver"
 )
 
-// eventServer is a stand-in for GET /v1/watch that sends n events and then
-// closes the connection with a compacted reason, so that dlm watch ends.
-func eventServer(t *testing.T, n int) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/watch" || r.URL.Query().Get("prefix") != "jobs/" {
-			http.Error(w, "unexpected request "+r.URL.String(), http.StatusBadRequest)
-			return
+func TestWatchPrintsEventsAsTheyHappen(t *testing.T) {
+	s := testserver.New(t, nil)
+	c := apiClient(t, s, s.TenantKey)
+	ctx := context.Background()
+	for _, asJSON := range []bool{false, true} {
+		args := []string{"watch", "--name", "w"}
+		if asJSON {
+			args = append(args, "--json")
 		}
-		conn, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer conn.CloseNow()
-		for i := 1; i <= n; i++ {
-			e := eventJSON{ID: int64(i), Type: []string{"acquired", "released"}[i%2], Name: "jobs/a", Scope: "tenant",
-				HolderID: "worker-7", Mode: "exclusive", FencingToken: 3, At: time.Date(2026, 11, 26, 10, 0, i, 0, time.UTC)}
-			b, _ := json.Marshal(e)
-			if err := conn.Write(r.Context(), websocket.MessageText, b); err != nil {
-				return
+		p := startDLM(t, s, args...)
+		// A watch shows new events only: make events until one shows,
+		// and the watch is known to be live.
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			l, err := c.TryAcquire(ctx, "w", &client.AcquireOptions{HolderID: "warm-up"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := p.stdout.find("warm-up", 200*time.Millisecond); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dlm watch printed nothing; stderr:\n%s", p.stderrString())
 			}
 		}
-		conn.Close(websocket.StatusPolicyViolation, "compacted")
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-func TestWatchPrintsOneLinePerEvent(t *testing.T) {
-	srv := eventServer(t, 2)
-	env := map[string]string{"DLM_URL": srv.URL, "DLM_KEY": "k"}
-	r := runMain(t, env, "watch", "--prefix", "jobs/")
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "#1  released") || !strings.Contains(lines[1], "#2  acquired") ||
-		!strings.Contains(lines[1], "jobs/a  by worker-7 (exclusive) token 3") {
-		t.Errorf("watch printed:\n%s", r.stdout)
-	}
-	if r.code != exitError || !strings.Contains(r.stderr, "compacted") {
-		t.Errorf("exit %d, stderr %q; want the compacted error", r.code, r.stderr)
-	}
-
-	r = runMain(t, env, "watch", "--json", "--prefix", "jobs/")
-	lines = strings.Split(strings.TrimSpace(r.stdout), "\n")
-	for i, l := range lines {
-		var e eventJSON
-		if err := json.Unmarshal([]byte(l), &e); err != nil || e.ID != int64(i+1) || e.Name != "jobs/a" {
-			t.Errorf("line %d = %q: %v", i, l, err)
+		l, err := c.TryAcquire(ctx, "w", &client.AcquireOptions{HolderID: "live"})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if len(lines) != 2 {
-		t.Errorf("--json printed %d lines, want 2:\n%s", len(lines), r.stdout)
+		line := p.stdout.waitLine(t, "live", 10*time.Second)
+		if asJSON {
+			var e eventJSON
+			if err := json.Unmarshal([]byte(line), &e); err != nil || e.Type != "acquired" || e.Name != "w" || e.FencingToken != l.Token() || e.ID == 0 {
+				t.Errorf("--json line %q: %v", line, err)
+			}
+		} else if !strings.Contains(line, "acquired") || !strings.Contains(line, "w  by live (exclusive) token "+strconv.FormatInt(l.Token(), 10)) {
+			t.Errorf("line %q", line)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Process.Kill()
 	}
 }
