@@ -68,6 +68,7 @@ func retryUnknown(ctx context.Context, rec *linearize.Recorder, tgt linearize.Ta
 // checked for linearizability; leases acknowledged before each kill must be
 // held after every restart; tokens must continue above the high-water mark.
 func TestKillRestartEmbedded(t *testing.T) {
+	t.Parallel()
 	s := newServer(t)
 	tgt := s.target(nil)
 	ctx := t.Context()
@@ -141,6 +142,7 @@ func waitOpsOrDone(t *testing.T, rec *linearize.Recorder, n int, done chan *line
 // unanswered operations with the same input (the same idempotency key), so
 // every lease ends up released; the history must be linearizable.
 func TestConnectionCuts(t *testing.T) {
+	t.Parallel()
 	s := newServer(t)
 	p := newCutProxy(t, func() string { return s.addr }, 0.03, 0.05, 31)
 	tgt := s.target(p.URL)
@@ -215,6 +217,7 @@ func restore(t *testing.T, dir string, img map[string][]byte) {
 // it: the clients' whole history, across the cut, must be linearizable, and
 // leases acknowledged before the cut must be held after it.
 func TestPowerLossEmbedded(t *testing.T) {
+	t.Parallel()
 	s := newServer(t)
 	// The start made the keys and synced. Restart once more so that the
 	// files are exactly the synced state of a start with an empty log, and
