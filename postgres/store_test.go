@@ -84,3 +84,14 @@ func TestStore(t *testing.T) {
 		}
 	})
 }
+
+// adminConn returns a plain connection to the test database.
+func adminConn(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
