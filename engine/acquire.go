@@ -83,8 +83,8 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 		default:
 		}
 		// Listen before the waiter can be granted, so no grant is missed.
-		sub = e.waiters.subscribe(req.ID)
-		defer e.waiters.unsubscribe(sub)
+		sub = e.waiters.subscribe(req.ID, req)
+		defer func() { e.waiters.unsubscribe(sub) }()
 	}
 	start := time.Now()
 	var (
@@ -132,7 +132,7 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 		// A retry took over the queue entry of an earlier request: listen
 		// on that entry, then look whether it was granted meanwhile.
 		e.waiters.unsubscribe(sub)
-		sub = e.waiters.subscribe(waiter.ID)
+		sub = e.waiters.subscribe(waiter.ID, req)
 		if l, ok, err := e.liveLease(ctx, waiter.ID); err != nil || ok {
 			return l, true, err
 		}
@@ -175,13 +175,16 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 	}
 	for {
 		select {
-		case l := <-sub.ch:
+		case l := <-sub.lease:
 			return l, nil
+		case <-sub.check:
+			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
+				return l, nil
+			}
 		case <-poll:
 			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
 				return l, nil
 			}
-			continue
 		case <-timer.C:
 			l, granted, holders, err := e.leaveQueue(w, req.ID)
 			if err != nil || granted {

@@ -33,6 +33,14 @@ type Options struct {
 	// often, for stores whose grants can be made by another process and
 	// whose notifications might be missed. Default 0: rely on notification.
 	WaitPoll time.Duration
+	// EventRetention is how long events are kept. Default 168h.
+	EventRetention time.Duration
+	// EventRetentionCount caps how many events are kept. Default 1,000,000.
+	EventRetentionCount int64
+	// WatchBuffer is how many events a watcher may fall behind before it is
+	// dropped as too slow: a watcher may never slow the lock path down.
+	// Default 4096.
+	WatchBuffer int
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -53,6 +61,15 @@ func (o *Options) setDefaults() {
 	if o.EndedRetention == 0 {
 		o.EndedRetention = 24 * time.Hour
 	}
+	if o.EventRetention == 0 {
+		o.EventRetention = 168 * time.Hour
+	}
+	if o.EventRetentionCount == 0 {
+		o.EventRetentionCount = 1_000_000
+	}
+	if o.WatchBuffer == 0 {
+		o.WatchBuffer = 4096
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -67,6 +84,10 @@ type Engine struct {
 	log     *slog.Logger
 	waiters hub
 	sweeper sweeper
+	feed    feed
+	// shared is true when other processes write to the store too, so grants
+	// and events can come from elsewhere.
+	shared bool
 
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -81,12 +102,21 @@ func New(store dlm.Store, opts Options) *Engine {
 		store:   store,
 		opts:    opts,
 		log:     opts.Logger,
-		waiters: hub{subs: map[string][]chan dlm.Lease{}},
 		closing: make(chan struct{}),
 	}
+	_, e.shared = store.(dlm.Notifier)
+	e.waiters.init()
 	e.sweeper.init()
-	e.wg.Add(1)
-	go e.sweep()
+	e.feed.init()
+	ctx, cancel := context.WithCancel(context.Background())
+	e.wg.Add(3)
+	go func() {
+		defer e.wg.Done()
+		<-e.closing
+		cancel()
+	}()
+	go e.sweep(ctx)
+	go e.runFeed(ctx)
 	return e
 }
 
@@ -131,9 +161,13 @@ func (e *Engine) update(ctx context.Context, fn func(tx dlm.Tx) ([]dlm.Change, e
 	return nil
 }
 
-// afterCommit hands grants to the acquires parked on them and makes sure the
-// sweeper wakes for the earliest new expiry.
+// afterCommit hands grants to the acquires parked on them, tells the feed
+// about new events and makes sure the sweeper wakes for the earliest new
+// expiry.
 func (e *Engine) afterCommit(c *dlm.Change) {
+	if len(c.Events) > 0 {
+		e.feed.poked()
+	}
 	var due time.Time
 	for i := range c.Granted {
 		e.waiters.deliver(c.Granted[i])

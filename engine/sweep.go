@@ -41,7 +41,8 @@ const (
 	// sweepIdle is the longest the sweep sleeps when nothing is due, so that
 	// expiries made by other processes sharing the store are caught too.
 	sweepIdle = time.Second
-	// pruneEvery is how often ended leases past retention are forgotten.
+	// pruneEvery is how often ended leases and events past retention are
+	// forgotten.
 	pruneEvery = time.Minute
 	// retryPause is the wait after a failed sweep, e.g. storage down.
 	retryPause = 100 * time.Millisecond
@@ -49,20 +50,14 @@ const (
 
 // sweep ends expired leases and drops waiters past their deadline on time,
 // granting the waiters behind them, even when no client touches the lock.
-func (e *Engine) sweep() {
+func (e *Engine) sweep(ctx context.Context) {
 	defer e.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-e.closing
-		cancel()
-	}()
 	nextPrune := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
-		case <-e.closing:
+		case <-ctx.Done():
 			return
 		case <-timer.C:
 		case <-e.sweeper.kick:
@@ -79,7 +74,7 @@ func (e *Engine) sweep() {
 		if now := time.Now(); now.After(nextPrune) {
 			nextPrune = now.Add(pruneEvery)
 			if err := e.prune(ctx); err != nil && ctx.Err() == nil {
-				e.log.Warn("pruning ended leases failed", "err", err)
+				e.log.Warn("pruning failed", "err", err)
 			}
 		}
 		wait = min(wait, sweepIdle)
@@ -136,8 +131,21 @@ func (e *Engine) sweepOnce(ctx context.Context) (time.Duration, error) {
 	return wait, err
 }
 
+// pruneBatch is how many events one pruning transaction deletes at most,
+// so that pruning a large backlog never stalls the lock path for long.
+const pruneBatch = 5000
+
+// prune forgets ended leases and events past their retention.
 func (e *Engine) prune(ctx context.Context) error {
-	return e.store.Update(ctx, func(tx dlm.Tx) error {
+	err := e.store.Update(ctx, func(tx dlm.Tx) error {
 		return tx.PruneEnded(ctx, tx.Now().Add(-e.opts.EndedRetention))
 	})
+	for n := pruneBatch; err == nil && n == pruneBatch; {
+		err = e.store.Update(ctx, func(tx dlm.Tx) error {
+			var err error
+			n, err = tx.PruneEvents(ctx, tx.Now().Add(-e.opts.EventRetention), e.opts.EventRetentionCount, pruneBatch)
+			return err
+		})
+	}
+	return err
 }

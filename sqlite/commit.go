@@ -13,6 +13,9 @@ type committer struct {
 	// usage counts each tenant's stored leases and waiters, so that the
 	// per-tenant caps cost no query. Only the committer touches it.
 	usage map[string]*usage
+	mem   *memTable
+	batch *overlay
+	tx    *writeTx
 }
 
 type usage struct{ leases, waiters int64 }
@@ -81,8 +84,19 @@ func (s *Store) newCommitter(ctx context.Context) (*committer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &committer{conn: conn, stmts: stmtCache{conn: conn, stmts: map[string]*sql.Stmt{}}, usage: map[string]*usage{}}
+	c := &committer{
+		conn:  conn,
+		stmts: stmtCache{conn: conn, stmts: map[string]*sql.Stmt{}},
+		usage: map[string]*usage{},
+		mem:   newMemTable(),
+		batch: newOverlay(),
+	}
+	c.tx = &writeTx{readTx: readTx{q: &c.stmts}, c: c, delta: map[string]usage{}, op: newOverlay(), batch: c.batch}
 	if err := c.countUsage(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.mem.load(ctx, conn); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -142,28 +156,27 @@ func (c *committer) run(batch []*request) {
 		}
 		return
 	}
-	tx := &writeTx{readTx: readTx{q: &c.stmts, now: time.Now()}, c: c, delta: map[string]usage{}}
+	tx := c.tx
+	tx.now = time.Now()
+	c.batch.reset()
 	committed := map[string]usage{}
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.err = context.Cause(r.ctx)
 			continue
 		}
-		clear(tx.delta)
-		r.err = c.exec(ctx, `SAVEPOINT op`)
-		if r.err == nil {
-			r.err = r.fn(tx)
-			if r.err != nil {
-				_ = c.exec(ctx, `ROLLBACK TO op`)
+		tx.begin()
+		if r.err = r.fn(tx); r.err != nil {
+			if tx.savepoint {
+				if err := c.exec(ctx, `ROLLBACK TO op`); err != nil {
+					// The batch cannot be trusted any more.
+					c.fail(batch, err)
+					return
+				}
 			}
-			if err := c.exec(ctx, `RELEASE op`); err != nil && r.err == nil {
-				r.err = err
-			}
-		}
-		if r.err != nil {
-			r.err = unavailable(r.err)
 			continue
 		}
+		c.batch.merge(tx.op)
 		for t, d := range tx.delta {
 			u := committed[t]
 			u.leases += d.leases
@@ -172,18 +185,26 @@ func (c *committer) run(batch []*request) {
 		}
 	}
 	if err := c.exec(ctx, `COMMIT`); err != nil {
-		_ = c.exec(ctx, `ROLLBACK`)
-		for _, r := range batch {
-			if r.err == nil {
-				r.err = unavailable(err)
-			}
-		}
+		c.fail(batch, err)
 		return
+	}
+	for _, s := range c.batch.locks {
+		c.mem.put(s)
 	}
 	for t, d := range committed {
 		u := c.tenantUsage(t)
 		u.leases += d.leases
 		u.waiters += d.waiters
+	}
+}
+
+// fail rolls the batch back and fails every request that had succeeded.
+func (c *committer) fail(batch []*request, err error) {
+	_ = c.exec(context.Background(), `ROLLBACK`)
+	for _, r := range batch {
+		if r.err == nil {
+			r.err = unavailable(err)
+		}
 	}
 }
 

@@ -67,7 +67,7 @@ func (tx *writeTx) PruneEvents(ctx context.Context, before time.Time, keep int64
 	if err != nil {
 		return 0, err
 	}
-	res, err := tx.q.ExecContext(ctx, `DELETE FROM events WHERE id IN (
+	res, err := tx.exec(ctx, `DELETE FROM events WHERE id IN (
 		SELECT id FROM events WHERE at < ? OR id <= ? ORDER BY id LIMIT ?)`, nanos(before), last-keep, limit)
 	if err != nil {
 		return 0, err

@@ -174,16 +174,14 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 		return unavailable(err)
 	}
 	defer tx.Rollback()
-	if err := fn(&readTx{q: tx, now: time.Now()}); err != nil {
-		return unavailable(err)
-	}
-	return nil
+	return fn(&readTx{q: tx, now: time.Now()})
 }
 
-// unavailable wraps a storage failure in the code callers act on.
+// unavailable wraps a storage failure in the code callers act on. It passes
+// nil, *dlm.Errors and context errors through.
 func unavailable(err error) error {
 	var de *dlm.Error
-	if errors.As(err, &de) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.As(err, &de) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	return &dlm.Error{Code: dlm.CodeUnavailable, Message: "storage: " + err.Error()}

@@ -1,8 +1,12 @@
 package sqlite_test
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/sqlite"
@@ -40,3 +44,65 @@ func TestOpenLocksTheFile(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestFailedUpdateLeavesNoTrace checks that an Update whose fn fails after
+// saving undoes its writes, in the file and in the committer's memory, while
+// the other Updates of its batch commit.
+func TestFailedUpdateLeavesNoTrace(t *testing.T) {
+	s, err := sqlite.Open(filepath.Join(t.TempDir(), "dlm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	acquire := func(name string, fail bool) error {
+		return s.Update(ctx, func(tx dlm.Tx) error {
+			k := dlm.Key{Namespace: "t", Name: name}
+			st, err := tx.LoadLock(ctx, k)
+			if err != nil {
+				return err
+			}
+			var c dlm.Change
+			st.Acquire(tx.Now(), dlm.Request{ID: name, Tenant: "t", Key: k, Mode: dlm.Exclusive, HolderID: "h", TTL: time.Hour}, &c)
+			if err := tx.Save(ctx, st, &c); err != nil {
+				return err
+			}
+			if fail {
+				return errBoom
+			}
+			return nil
+		})
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := acquire(fmt.Sprint("n", i), i%2 == 1)
+			if (i%2 == 1) != errors.Is(err, errBoom) {
+				t.Errorf("update %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range 20 {
+		k := dlm.Key{Namespace: "t", Name: fmt.Sprint("n", i)}
+		var inFile, inMemory int
+		s.View(ctx, func(tx dlm.ReadTx) error {
+			st, err := tx.LoadLock(ctx, k)
+			inFile = len(st.Holders)
+			return err
+		})
+		s.Update(ctx, func(tx dlm.Tx) error {
+			st, err := tx.LoadLock(ctx, k)
+			inMemory = len(st.Holders)
+			return err
+		})
+		want := 1 - i%2
+		if inFile != want || inMemory != want {
+			t.Errorf("n%d: %d holders in the file, %d in memory; want %d", i, inFile, inMemory, want)
+		}
+	}
+}
+
+var errBoom = errors.New("boom")

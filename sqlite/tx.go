@@ -20,10 +20,16 @@ type readTx struct {
 	now time.Time
 }
 
+// writeTx is the committer's transaction. Locks are read from the
+// committer's memTable under the overlays of the batch so far and of this
+// Update; every write goes to the file in the batch's transaction.
 type writeTx struct {
 	readTx
-	c     *committer
-	delta map[string]usage // this Update's change to the usage counts
+	c         *committer
+	delta     map[string]usage // this Update's change to the usage counts
+	op        *overlay         // this Update's saves
+	batch     *overlay         // the saves of earlier Updates in the batch
+	savepoint bool             // this Update has opened its savepoint
 }
 
 var (
@@ -43,18 +49,19 @@ func nullable(s string) any {
 }
 
 // queryEach runs query and calls scan for each row.
+// Storage errors come out as unavailable.
 func (tx *readTx) queryEach(ctx context.Context, scan func(*sql.Rows) error, query string, args ...any) error {
 	rows, err := tx.q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return err
+		return unavailable(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		if err := scan(rows); err != nil {
-			return err
+			return unavailable(err)
 		}
 	}
-	return rows.Err()
+	return unavailable(rows.Err())
 }
 
 const leaseCols = `id, tenant, ns, name, mode, holder, token, ttl, acquired_at, expires_at`
@@ -232,24 +239,135 @@ func (tx *writeTx) count(tenant string, leases, waiters int64) {
 	tx.delta[tenant] = d
 }
 
-func (tx *writeTx) exec(ctx context.Context, query string, args ...any) error {
-	_, err := tx.q.ExecContext(ctx, query, args...)
+// begin resets tx for the next Update of the batch.
+func (tx *writeTx) begin() {
+	clear(tx.delta)
+	tx.op.reset()
+	tx.savepoint = false
+}
+
+// exec runs a write. The first write of an Update opens a savepoint, so
+// that the Update's failure can undo its own writes alone; Updates that only
+// read cost no savepoint. Savepoints are released all at once by COMMIT.
+func (tx *writeTx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if !tx.savepoint {
+		if _, err := tx.q.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+			return nil, unavailable(err)
+		}
+		tx.savepoint = true
+	}
+	res, err := tx.q.ExecContext(ctx, query, args...)
+	return res, unavailable(err)
+}
+
+// write is exec for writes whose result is not needed.
+func (tx *writeTx) write(ctx context.Context, query string, args ...any) error {
+	_, err := tx.exec(ctx, query, args...)
 	return err
 }
 
+// current returns the latest state of k that this transaction knows
+// without reading the file, or nil.
+func (tx *writeTx) current(k dlm.Key) *dlm.LockState {
+	if s := tx.op.locks[k]; s != nil {
+		return s
+	}
+	if s := tx.batch.locks[k]; s != nil {
+		return s
+	}
+	return tx.c.mem.state(k)
+}
+
+// LoadLock implements dlm.Tx from memory. A lock that is not there has no
+// holders or waiters; only its fencing token may be in the file.
+func (tx *writeTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
+	if s := tx.current(key); s != nil {
+		return clone(s), nil
+	}
+	s := &dlm.LockState{Key: key}
+	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
+		`SELECT token FROM locks WHERE ns = ? AND name = ?`, key.Namespace, key.Name)
+	return s, err
+}
+
+// FindLease implements dlm.Tx: live leases from memory, ended ones from the
+// file (where this batch's own writes are visible).
+func (tx *writeTx) FindLease(ctx context.Context, id string) (*dlm.Lease, *dlm.EndedLease, error) {
+	k, ok := tx.op.leases[id]
+	if !ok {
+		k, ok = tx.batch.leases[id]
+	}
+	if !ok {
+		k, ok = tx.c.mem.leases[id]
+	}
+	if ok {
+		if s := tx.current(k); s != nil {
+			for _, h := range s.Holders {
+				if h.ID == id {
+					return &h, nil, nil
+				}
+			}
+		}
+	}
+	var ended *dlm.EndedLease
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var e dlm.EndedLease
+		var endedAt int64
+		err := scanLease(r, &e.Lease, &e.Reason, &endedAt)
+		e.EndedAt = fromNanos(endedAt)
+		ended = &e
+		return err
+	}, `SELECT `+leaseCols+`, reason, ended_at FROM ended_leases WHERE id = ?`, id)
+	return nil, ended, err
+}
+
+// FindIdempotent implements dlm.Tx from memory.
+func (tx *writeTx) FindIdempotent(ctx context.Context, tenant, idem string) (dlm.Key, bool, error) {
+	ik := idemKey{tenant, idem}
+	for _, m := range []map[idemKey]dlm.Key{tx.op.idem, tx.batch.idem, tx.c.mem.idem} {
+		k, ok := m[ik]
+		if !ok {
+			continue
+		}
+		// The index may name a lock whose lease or waiter has since gone.
+		if s := tx.current(k); s != nil {
+			for _, h := range s.Holders {
+				if h.Tenant == tenant && h.IdempotencyKey == idem {
+					return k, true, nil
+				}
+			}
+			for _, w := range s.Waiters {
+				if w.Tenant == tenant && w.IdempotencyKey == idem {
+					return k, true, nil
+				}
+			}
+		}
+	}
+	return dlm.Key{}, false, nil
+}
+
 func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
+	if err := tx.saveRows(ctx, s, c); err != nil {
+		return err
+	}
+	tx.op.save(s, c)
+	return nil
+}
+
+// saveRows writes c to the file.
+func (tx *writeTx) saveRows(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
 	k := s.Key
 	if len(c.Granted) > 0 {
-		if err := tx.exec(ctx, `INSERT INTO locks (ns, name, token) VALUES (?, ?, ?)
+		if err := tx.write(ctx, `INSERT INTO locks (ns, name, token) VALUES (?, ?, ?)
 			ON CONFLICT (ns, name) DO UPDATE SET token = excluded.token`, k.Namespace, k.Name, s.Token); err != nil {
 			return err
 		}
 	}
 	for _, e := range c.Ended {
-		if err := tx.exec(ctx, `DELETE FROM leases WHERE id = ?`, e.ID); err != nil {
+		if err := tx.write(ctx, `DELETE FROM leases WHERE id = ?`, e.ID); err != nil {
 			return err
 		}
-		if err := tx.exec(ctx, `INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at)
+		if err := tx.write(ctx, `INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.ID, e.Tenant, k.Namespace, k.Name, e.Mode, e.HolderID, e.Token, int64(e.TTL),
 			nanos(e.AcquiredAt), nanos(e.ExpiresAt), e.Reason, nanos(e.EndedAt)); err != nil {
@@ -258,13 +376,13 @@ func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) er
 		tx.count(e.Tenant, -1, 0)
 	}
 	for _, w := range c.Dequeued {
-		if err := tx.exec(ctx, `DELETE FROM waiters WHERE id = ?`, w.ID); err != nil {
+		if err := tx.write(ctx, `DELETE FROM waiters WHERE id = ?`, w.ID); err != nil {
 			return err
 		}
 		tx.count(w.Tenant, 0, -1)
 	}
 	for _, l := range c.Granted {
-		if err := tx.exec(ctx, `INSERT INTO leases (`+leaseCols+`, idem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if err := tx.write(ctx, `INSERT INTO leases (`+leaseCols+`, idem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			l.ID, l.Tenant, k.Namespace, k.Name, l.Mode, l.HolderID, l.Token, int64(l.TTL),
 			nanos(l.AcquiredAt), nanos(l.ExpiresAt), nullable(l.IdempotencyKey)); err != nil {
 			return err
@@ -272,13 +390,13 @@ func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) er
 		tx.count(l.Tenant, 1, 0)
 	}
 	for _, l := range c.Renewed {
-		if err := tx.exec(ctx, `UPDATE leases SET ttl = ?, expires_at = ? WHERE id = ?`,
+		if err := tx.write(ctx, `UPDATE leases SET ttl = ?, expires_at = ? WHERE id = ?`,
 			int64(l.TTL), nanos(l.ExpiresAt), l.ID); err != nil {
 			return err
 		}
 	}
 	for _, w := range c.Queued {
-		if err := tx.exec(ctx, `INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline)
+		if err := tx.write(ctx, `INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			w.ID, w.Tenant, k.Namespace, k.Name, w.Seq, w.Mode, w.HolderID, int64(w.TTL),
 			nullable(w.IdempotencyKey), w.Ticket, nanos(w.QueuedAt), nanos(w.Deadline)); err != nil {
@@ -287,14 +405,14 @@ func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) er
 		tx.count(w.Tenant, 0, 1)
 	}
 	for _, w := range c.Retaken {
-		if err := tx.exec(ctx, `UPDATE waiters SET ticket = ?, deadline = ? WHERE id = ?`,
+		if err := tx.write(ctx, `UPDATE waiters SET ticket = ?, deadline = ? WHERE id = ?`,
 			w.Ticket, nanos(w.Deadline), w.ID); err != nil {
 			return err
 		}
 	}
 	for i := range c.Events {
 		e := &c.Events[i]
-		res, err := tx.q.ExecContext(ctx, `INSERT INTO events (type, ns, name, holder, mode, token, at)
+		res, err := tx.exec(ctx, `INSERT INTO events (type, ns, name, holder, mode, token, at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`, e.Type, e.Key.Namespace, e.Key.Name, e.HolderID, e.Mode, e.Token, nanos(e.At))
 		if err != nil {
 			return err
@@ -307,16 +425,16 @@ func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) er
 }
 
 func (tx *writeTx) CreateTenant(ctx context.Context, t dlm.Tenant) error {
-	return tx.exec(ctx, `INSERT INTO tenants (name, created_at) VALUES (?, ?)`, t.Name, nanos(t.CreatedAt))
+	return tx.write(ctx, `INSERT INTO tenants (name, created_at) VALUES (?, ?)`, t.Name, nanos(t.CreatedAt))
 }
 
 func (tx *writeTx) PutAPIKey(ctx context.Context, k dlm.APIKey) error {
-	return tx.exec(ctx, `INSERT INTO api_keys (id, tenant, hash, created_at) VALUES (?, ?, ?, ?)`,
+	return tx.write(ctx, `INSERT INTO api_keys (id, tenant, hash, created_at) VALUES (?, ?, ?, ?)`,
 		k.ID, k.Tenant, k.Hash, nanos(k.CreatedAt))
 }
 
 func (tx *writeTx) RevokeAPIKey(ctx context.Context, tenant, id string) (bool, error) {
-	res, err := tx.q.ExecContext(ctx, `UPDATE api_keys SET revoked = 1 WHERE tenant = ? AND id = ?`, tenant, id)
+	res, err := tx.exec(ctx, `UPDATE api_keys SET revoked = 1 WHERE tenant = ? AND id = ?`, tenant, id)
 	if err != nil {
 		return false, err
 	}
@@ -325,5 +443,5 @@ func (tx *writeTx) RevokeAPIKey(ctx context.Context, tenant, id string) (bool, e
 }
 
 func (tx *writeTx) PruneEnded(ctx context.Context, before time.Time) error {
-	return tx.exec(ctx, `DELETE FROM ended_leases WHERE ended_at < ?`, nanos(before))
+	return tx.write(ctx, `DELETE FROM ended_leases WHERE ended_at < ?`, nanos(before))
 }

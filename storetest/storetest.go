@@ -45,6 +45,12 @@ func Run(t *testing.T, open Opener) {
 		{"TenantsAndKeys", testTenantsAndKeys},
 		{"FencingSurvivesReopen", testFencingSurvivesReopen},
 		{"ConcurrentClientsNeverOverlap", testConcurrentSafety},
+		{"EventLog", testEventLog},
+		{"EventIsolationAndFilters", testEventIsolationAndFilters},
+		{"WatchBacklogThenLiveWithoutGaps", testWatchBacklogThenLiveWithoutGaps},
+		{"WatchLiveOnlyAndFilter", testWatchLiveOnlyAndFilter},
+		{"WatchResume", testWatchResume},
+		{"SlowWatcherIsDropped", testSlowWatcherIsDropped},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"context"
+	"sync"
+
+	"github.com/dlmhq/dlm"
+)
+
+// Watch errors: why a watch ended.
+var (
+	// ErrSlowConsumer ends a watch that fell Options.WatchBuffer events behind.
+	ErrSlowConsumer = dlm.Errorf(dlm.CodeUnavailable, "slow consumer: fell too far behind the event log")
+	// ErrCompacted refuses a watch whose since is older than the retained log.
+	ErrCompacted = dlm.Errorf(dlm.CodeNotFound, "compacted: events after since were pruned")
+)
+
+// Listing limits for event history.
+const (
+	DefaultEventLimit = 100
+	MaxEventLimit     = 1000
+)
+
+// EventQuery selects events for history and watch.
+type EventQuery struct {
+	Tenant string // the caller's tenant: it sees its namespace and the global one
+	Scope  string // "", "tenant" or "global": which of the two; "" is both
+	Name   string // exact lock name, or ""
+	Prefix string // lock name prefix, or ""
+	Since  int64  // exclusive
+	Limit  int    // history only; 0 is DefaultEventLimit
+}
+
+func (q EventQuery) filter() (dlm.EventFilter, error) {
+	f := dlm.EventFilter{Name: q.Name, Prefix: q.Prefix, Since: q.Since}
+	if q.Name != "" {
+		if err := dlm.ValidateName(q.Name); err != nil {
+			return f, err
+		}
+	}
+	if err := dlm.ValidatePrefix(q.Prefix); err != nil {
+		return f, err
+	}
+	if q.Since < 0 {
+		return f, dlm.Invalid("since", "must not be negative")
+	}
+	switch q.Scope {
+	case "":
+		f.Namespaces = []string{q.Tenant, dlm.GlobalNamespace}
+	case "tenant":
+		f.Namespaces = []string{q.Tenant}
+	case "global":
+		f.Namespaces = []string{dlm.GlobalNamespace}
+	default:
+		return f, dlm.Invalid("scope", "must be tenant or global")
+	}
+	if q.Tenant == "" {
+		return f, dlm.Errorf(dlm.CodePermissionDenied, "events belong to tenants: use a tenant key")
+	}
+	return f, nil
+}
+
+// Events returns the history after q.Since, oldest first, and the since to
+// pass for the next page.
+func (e *Engine) Events(ctx context.Context, q EventQuery) (events []dlm.Event, next int64, err error) {
+	f, err := q.filter()
+	if err != nil {
+		return nil, 0, err
+	}
+	f.Limit = q.Limit
+	if f.Limit == 0 {
+		f.Limit = DefaultEventLimit
+	}
+	if f.Limit < 0 || f.Limit > MaxEventLimit {
+		return nil, 0, dlm.Invalid("limit", "must be between 1 and %d", MaxEventLimit)
+	}
+	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
+		events, err = tx.Events(ctx, f)
+		return err
+	})
+	next = q.Since
+	if len(events) > 0 {
+		next = events[len(events)-1].ID
+	}
+	return events, next, err
+}
+
+// Watcher is one subscription to the event log: first the events after its
+// since (the backlog), then live events, in ID order, with no gap and no
+// duplicate at the seam.
+type Watcher struct {
+	e      *Engine
+	filter dlm.EventFilter
+	sent   int64 // the last event ID handed out
+	upto   int64 // the backlog ends here; live events come after it
+
+	backlogDone bool
+	pending     []dlm.Event
+
+	live chan dlm.Event
+	done chan struct{}
+	once sync.Once
+	err  error
+}
+
+// Watch subscribes to events matching q. With fromStart false, q.Since is
+// ignored and only events committed from now on are delivered. Errors:
+// invalid_argument, and ErrCompacted when q.Since is older than the log.
+func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watcher, error) {
+	f, err := q.filter()
+	if err != nil {
+		return nil, err
+	}
+	var first, last int64
+	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
+		if first, err = tx.FirstEventID(ctx); err != nil {
+			return err
+		}
+		last, err = tx.LastEventID(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if fromStart && first > 0 && q.Since+1 < first {
+		return nil, ErrCompacted
+	}
+	w := &Watcher{e: e, filter: f, live: make(chan dlm.Event, e.opts.WatchBuffer), done: make(chan struct{})}
+	e.feed.mu.Lock()
+	defer e.feed.mu.Unlock()
+	if e.feed.last < last && len(e.feed.watchers) == 0 && !e.shared {
+		// Nobody watched, so the feed did not follow the log: the backlog
+		// read covers what it skipped.
+		e.feed.last = last
+	}
+	select {
+	case <-e.closing:
+		return nil, errShuttingDown
+	default:
+	}
+	w.upto = e.feed.last
+	w.sent = q.Since
+	if !fromStart {
+		w.sent = w.upto
+	}
+	e.feed.watchers[w] = struct{}{}
+	return w, nil
+}
+
+// Next returns the next event, blocking until there is one, ctx ends or the
+// watch is dropped (ErrSlowConsumer, or unavailable on shutdown).
+func (w *Watcher) Next(ctx context.Context) (dlm.Event, error) {
+	for {
+		if len(w.pending) > 0 {
+			ev := w.pending[0]
+			w.pending = w.pending[1:]
+			w.sent = ev.ID
+			return ev, nil
+		}
+		if !w.backlogDone {
+			if err := w.readBacklog(ctx); err != nil {
+				return dlm.Event{}, err
+			}
+			continue
+		}
+		select {
+		case ev := <-w.live:
+			if ev.ID > w.sent {
+				w.sent = ev.ID
+				return ev, nil
+			}
+		case <-w.done:
+			return dlm.Event{}, w.err
+		case <-ctx.Done():
+			return dlm.Event{}, context.Cause(ctx)
+		}
+	}
+}
+
+// readBacklog reads the next page of stored events up to w.upto.
+func (w *Watcher) readBacklog(ctx context.Context) error {
+	if w.sent >= w.upto {
+		w.backlogDone = true
+		return nil
+	}
+	f := w.filter
+	f.Since, f.Limit = w.sent, feedPage
+	var page []dlm.Event
+	err := w.e.store.View(ctx, func(tx dlm.ReadTx) error {
+		var err error
+		page, err = tx.Events(ctx, f)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if len(page) < feedPage {
+		w.backlogDone = true
+	}
+	for i, ev := range page {
+		if ev.ID > w.upto {
+			page, w.backlogDone = page[:i], true
+			break
+		}
+	}
+	w.pending = page
+	return nil
+}
+
+// Close ends the watch.
+func (w *Watcher) Close() {
+	w.e.feed.mu.Lock()
+	defer w.e.feed.mu.Unlock()
+	delete(w.e.feed.watchers, w)
+	w.stop(nil)
+}
+
+// stop ends the watch with err; the feed holds its lock.
+func (w *Watcher) stop(err error) {
+	w.once.Do(func() {
+		w.err = err
+		close(w.done)
+	})
+}

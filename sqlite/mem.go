@@ -1,0 +1,169 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"slices"
+
+	"github.com/dlmhq/dlm"
+)
+
+// memTable is the committer's copy of every lock that has holders or
+// waiters, exactly as last committed. The committer is the only writer of the
+// file, so the copy cannot go stale: write transactions read locks from here
+// instead of the file, which saves most of an operation's statements. It is
+// loaded once when the committer starts.
+type memTable struct {
+	locks  map[dlm.Key]*dlm.LockState // locks with holders or waiters
+	leases map[string]dlm.Key         // live lease ID → its lock
+	idem   map[idemKey]dlm.Key        // idempotency key of a holder or waiter → its lock
+	// idle keeps the fencing token of recently emptied locks, so that
+	// taking one again needs no read. Bounded by maxIdle.
+	idle map[dlm.Key]int64
+}
+
+type idemKey struct{ tenant, key string }
+
+// maxIdle bounds the idle token cache; past it, arbitrary entries are
+// forgotten and read back from the file when needed.
+const maxIdle = 1 << 16
+
+func newMemTable() *memTable {
+	return &memTable{
+		locks:  map[dlm.Key]*dlm.LockState{},
+		leases: map[string]dlm.Key{},
+		idem:   map[idemKey]dlm.Key{},
+		idle:   map[dlm.Key]int64{},
+	}
+}
+
+// load reads every lock with holders or waiters from the file.
+func (m *memTable) load(ctx context.Context, conn *sql.Conn) error {
+	tx := &readTx{q: conn}
+	var keys []dlm.Key
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var k dlm.Key
+		keys = append(keys, k)
+		return r.Scan(&keys[len(keys)-1].Namespace, &keys[len(keys)-1].Name)
+	}, `SELECT ns, name FROM leases UNION SELECT ns, name FROM waiters`)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		s, err := tx.LoadLock(ctx, k)
+		if err != nil {
+			return err
+		}
+		m.put(s)
+	}
+	return nil
+}
+
+// state returns the committed state of key, or nil if it has neither
+// holders, waiters nor a remembered token.
+func (m *memTable) state(k dlm.Key) *dlm.LockState {
+	if s := m.locks[k]; s != nil {
+		return s
+	}
+	if t, ok := m.idle[k]; ok {
+		return &dlm.LockState{Key: k, Token: t}
+	}
+	return nil
+}
+
+// put makes s the committed state of its lock and updates the indexes.
+func (m *memTable) put(s *dlm.LockState) {
+	if old := m.locks[s.Key]; old != nil {
+		for _, h := range old.Holders {
+			delete(m.leases, h.ID)
+			if h.IdempotencyKey != "" {
+				delete(m.idem, idemKey{h.Tenant, h.IdempotencyKey})
+			}
+		}
+		for _, w := range old.Waiters {
+			if w.IdempotencyKey != "" {
+				delete(m.idem, idemKey{w.Tenant, w.IdempotencyKey})
+			}
+		}
+	}
+	if len(s.Holders) == 0 && len(s.Waiters) == 0 {
+		delete(m.locks, s.Key)
+		if len(m.idle) >= maxIdle {
+			for k := range m.idle {
+				delete(m.idle, k)
+				break
+			}
+		}
+		m.idle[s.Key] = s.Token
+		return
+	}
+	delete(m.idle, s.Key)
+	m.locks[s.Key] = s
+	for _, h := range s.Holders {
+		m.leases[h.ID] = s.Key
+		if h.IdempotencyKey != "" {
+			m.idem[idemKey{h.Tenant, h.IdempotencyKey}] = s.Key
+		}
+	}
+	for _, w := range s.Waiters {
+		if w.IdempotencyKey != "" {
+			m.idem[idemKey{w.Tenant, w.IdempotencyKey}] = s.Key
+		}
+	}
+}
+
+// overlay is what a batch (or one Update in it) changed on top of the
+// committed memTable: the new states of the locks it saved.
+type overlay struct {
+	locks  map[dlm.Key]*dlm.LockState
+	leases map[string]dlm.Key  // leases granted in the overlay
+	idem   map[idemKey]dlm.Key // idempotency keys added in the overlay
+}
+
+func newOverlay() *overlay {
+	return &overlay{locks: map[dlm.Key]*dlm.LockState{}, leases: map[string]dlm.Key{}, idem: map[idemKey]dlm.Key{}}
+}
+
+func (o *overlay) reset() {
+	clear(o.locks)
+	clear(o.leases)
+	clear(o.idem)
+}
+
+// save records s as saved in this overlay, with what c granted and queued.
+func (o *overlay) save(s *dlm.LockState, c *dlm.Change) {
+	o.locks[s.Key] = clone(s)
+	for _, l := range c.Granted {
+		o.leases[l.ID] = s.Key
+		if l.IdempotencyKey != "" {
+			o.idem[idemKey{l.Tenant, l.IdempotencyKey}] = s.Key
+		}
+	}
+	for _, w := range c.Queued {
+		if w.IdempotencyKey != "" {
+			o.idem[idemKey{w.Tenant, w.IdempotencyKey}] = s.Key
+		}
+	}
+}
+
+// merge adds what o recorded on top of dst's records.
+func (dst *overlay) merge(o *overlay) {
+	for k, s := range o.locks {
+		dst.locks[k] = s
+	}
+	for id, k := range o.leases {
+		dst.leases[id] = k
+	}
+	for ik, k := range o.idem {
+		dst.idem[ik] = k
+	}
+}
+
+// clone copies s deeply enough that changing the copy's holders and waiters
+// leaves s as it was.
+func clone(s *dlm.LockState) *dlm.LockState {
+	c := *s
+	c.Holders = slices.Clone(s.Holders)
+	c.Waiters = slices.Clone(s.Waiters)
+	return &c
+}
