@@ -7,16 +7,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Notification payloads on the schema's channel.
-const (
-	payloadCommitted = "c" // an instance committed a change
-	payloadNumbered  = "n" // the sequencer numbered events
-)
-
 // Changes implements dlm.Notifier. It receives a value soon after any
-// instance commits a change and after the sequencer numbers new events, and
-// once after the LISTEN connection is re-established (notifications may have
-// been missed meanwhile). Values are coalesced.
+// instance commits a change (its events are numbered by then), and once after
+// the LISTEN connection is re-established (notifications may have been
+// missed meanwhile). Values are coalesced.
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
 // reconnect pauses between attempts to re-establish a dedicated connection.
@@ -36,7 +30,6 @@ func (s *Store) listen() {
 					// Whatever was committed while we were away went
 					// unannounced here.
 					kick(s.changes)
-					kick(s.kickSeq)
 				}
 				err = s.receive(ctx, conn)
 			}
@@ -56,14 +49,10 @@ func (s *Store) listen() {
 
 func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
 			return err
 		}
 		kick(s.changes)
-		if n.Payload != payloadNumbered {
-			kick(s.kickSeq)
-		}
 	}
 }
 
@@ -73,7 +62,7 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 // would make every commit wait for every other. Here one notification, with
 // no durable writes of its own, announces all the commits made while the
 // previous one was being sent. A notification lost to a crash between commit
-// and publish is made up for by the engine's and sequencer's periodic checks.
+// and publish is made up for by the engine's periodic reads of the log.
 func (s *Store) publish() {
 	ctx, cancel := s.quitContext()
 	defer cancel()
@@ -85,7 +74,7 @@ func (s *Store) publish() {
 		}
 		conn, err := s.pool.Acquire(ctx)
 		if err == nil {
-			err = notify(ctx, conn.Conn(), s.channel, payloadCommitted)
+			err = notify(ctx, conn.Conn(), s.channel)
 			conn.Release()
 		}
 		if err != nil && ctx.Err() == nil {
@@ -96,8 +85,8 @@ func (s *Store) publish() {
 
 // notify sends a notification in a transaction of its own that does not wait
 // for a WAL flush: it holds the notification queue's lock only briefly.
-func notify(ctx context.Context, conn *pgx.Conn, channel, payload string) error {
-	_, err := conn.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, channel, payload)
+func notify(ctx context.Context, conn *pgx.Conn, channel string) error {
+	_, err := conn.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`, channel)
 	return err
 }
 

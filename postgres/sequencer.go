@@ -2,82 +2,131 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// Event IDs and the sequencer.
+// Event IDs.
 //
 // A transaction cannot take its events' IDs from a sequence: IDs would be
 // handed out before commit and transactions commit out of order, so a reader
 // could read ID 8 and only later see ID 7 appear. Taking them from one
-// counter row at commit time would serialise every commit, fsync included.
+// counter row inside the transaction would serialise every commit, fsync
+// included, behind that row.
 //
-// Instead writers insert events with a NULL id, and one instance of the
-// cluster, the sequencer, numbers committed events afterwards: in one short
-// transaction it locks the counter row, gives the pending rows the next IDs
-// in insertion order and commits. Numbering transactions follow one another,
-// so each one's IDs are above every ID already visible, and readers, who
-// read only numbered rows, never see an ID appear below one they have read.
-// The rows of one transaction are numbered in the order they were written;
-// transactions on one lock commit one after the other under its row lock, so
-// their events are numbered in that order too.
+// Instead writers insert events with a NULL id, and committed events are
+// numbered afterwards by short numbering transactions: each holds a
+// transaction-scoped advisory lock, gives every committed event still
+// unnumbered the next IDs in insertion order, and commits. Numbering
+// transactions follow one another, so each one's IDs are above every ID
+// already visible, and readers, who read only numbered rows, never see an ID
+// appear below one they have read. The rows of one transaction are numbered
+// in the order they were written; transactions on one lock commit one after
+// the other under its row lock, so their events are numbered in that order.
 //
-// The sequencer is elected with a session advisory lock held on a connection
-// of its own; if its instance dies the connection closes, the lock is freed
-// and another instance takes over within campaignEvery. Even two sequencers
-// at once would be safe: each numbering transaction reads the pending rows
-// only after it has locked the counter row.
+// Whoever wrote events numbers them before its Update returns, so that its
+// events are readable by then (history and "watch from now" rely on that, as
+// on SQLite). Right behind its COMMIT, in the same round trip, it tries the
+// lock without waiting: if it gets it, it numbers everything pending, its own
+// events and everyone else's. If another transaction holds it, that one is
+// numbering right now; the writer waits for it to finish (a shared lock on
+// the same key) and tries again, until its events are numbered. So one
+// numbering transaction, one WAL flush, serves every event committed while
+// the previous one flushed: numbering never caps throughput at one commit per
+// flush, and an uncontended writer pays one extra round trip's worth of
+// server work (same round trip) and one flush.
 //
-// It runs when woken by a commit of this instance, by a notification of
-// another instance's commit, and at least every sequenceEvery.
+// If the writer's connection fails between its COMMIT and the numbering, the
+// Update still succeeded; every instance also runs a numbering pass every
+// numberEvery, which numbers such stragglers.
 const (
-	campaignEvery = 500 * time.Millisecond
-	sequenceEvery = time.Second
+	numberEvery = time.Second
 	// numberBatch bounds one numbering transaction.
 	numberBatch = 10000
+	// numberTries bounds how often a writer waits for someone else's
+	// numbering and tries again; two suffice unless numbering fails.
+	numberTries = 10
 )
 
-// sequence campaigns for the sequencer role until Close, and numbers events
-// while it holds it.
-func (s *Store) sequence() {
+// queueNumbering queues a numbering transaction into b. With wait, it waits
+// for the lock; without, it numbers only if the lock is free. Then it stores
+// into left how many committed events up to the session's last written event
+// (dlm.last_seq) are still unnumbered.
+func (s *Store) queueNumbering(b *pgx.Batch, wait bool, left *int64) {
+	b.Queue(`BEGIN`)
+	if wait {
+		b.Queue(`SELECT set_config('dlm.numbering', 'true', true), pg_advisory_xact_lock($1)`, lockKey("number", s.schema))
+	} else {
+		b.Queue(`SELECT set_config('dlm.numbering', pg_try_advisory_xact_lock($1)::text, true)`, lockKey("number", s.schema))
+	}
+	// This statement takes its snapshot after the lock is granted, so it
+	// sees every numbering transaction before it.
+	b.Queue(`WITH c AS (SELECT last FROM event_counter),
+		p AS (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM (
+			SELECT seq FROM events WHERE id IS NULL AND current_setting('dlm.numbering') = 'true'
+			ORDER BY seq LIMIT $1) pending),
+		u AS (UPDATE events e SET id = c.last + p.rn FROM p, c WHERE e.seq = p.seq RETURNING e.id),
+		last AS (UPDATE event_counter SET last = (SELECT max(id) FROM u) WHERE EXISTS (SELECT FROM u))
+		SELECT count(*) FROM u`, numberBatch)
+	if left != nil {
+		b.Queue(`SELECT count(*) FROM events
+			WHERE id IS NULL AND seq <= coalesce(nullif(current_setting('dlm.last_seq', true), ''), '0')::bigint`).
+			QueryRow(func(r pgx.Row) error { return r.Scan(left) })
+	}
+	b.Queue(`COMMIT`)
+}
+
+// awaitNumbering waits on conn until the events this session wrote are
+// numbered: it waits for the numbering in progress to end and numbers
+// whatever is still pending itself, if nobody else does first.
+func (s *Store) awaitNumbering(ctx context.Context, conn *pgx.Conn, left int64) error {
+	for try := 0; left > 0; try++ {
+		if try == numberTries {
+			return fmt.Errorf("%d events still unnumbered after %d tries", left, try)
+		}
+		b := &pgx.Batch{}
+		b.Queue(`BEGIN`)
+		b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, lockKey("number", s.schema))
+		b.Queue(`COMMIT`)
+		s.queueNumbering(b, false, &left)
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// numberLoop numbers stragglers every numberEvery until Close.
+func (s *Store) numberLoop() {
 	ctx, cancel := s.quitContext()
 	defer cancel()
-	var conn *pgx.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close(context.Background())
-		}
-	}()
+	tick := time.NewTicker(numberEvery)
+	defer tick.Stop()
 	for {
-		if conn == nil || conn.IsClosed() {
-			c, err := pgx.ConnectConfig(ctx, s.connCfg.Copy())
-			if err == nil {
-				conn = c
-			}
-		}
-		if conn != nil && !conn.IsClosed() {
-			var leader bool
-			err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockKey("sequencer", s.schema)).Scan(&leader)
-			if err == nil && leader {
-				s.log.Debug("dlm: this instance numbers events", "instance", s.instance)
-				err = s.lead(ctx, conn)
-				if ctx.Err() != nil {
-					return
-				}
-				s.log.Warn("dlm: event sequencer stopped", "err", err)
-			}
-			if err != nil {
-				conn.Close(context.Background())
-			}
-		}
 		select {
 		case <-s.quit:
 			return
-		case <-time.After(campaignEvery):
+		case <-tick.C:
+		}
+		if err := s.numberPass(ctx); err != nil && ctx.Err() == nil {
+			s.log.Debug("dlm: numbering events failed", "err", err)
 		}
 	}
+}
+
+func (s *Store) numberPass(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
+	defer cancel()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	b := &pgx.Batch{}
+	s.queueNumbering(b, true, nil)
+	return conn.SendBatch(ctx, b).Close()
 }
 
 // quitContext returns a context cancelled by Close.
@@ -91,49 +140,4 @@ func (s *Store) quitContext() (context.Context, context.CancelFunc) {
 		cancel()
 	}()
 	return ctx, cancel
-}
-
-// lead numbers events until Close or an error.
-func (s *Store) lead(ctx context.Context, conn *pgx.Conn) error {
-	tick := time.NewTicker(sequenceEvery)
-	defer tick.Stop()
-	for {
-		n, err := numberEvents(ctx, conn, numberBatch)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			// Tell every instance (this one too, through its listener).
-			if err := notify(ctx, conn, s.channel, payloadNumbered); err != nil {
-				return err
-			}
-			if n == numberBatch {
-				continue
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.kickSeq:
-		case <-tick.C:
-		}
-	}
-}
-
-// numberEvents gives the next IDs to up to limit events not numbered yet, in
-// insertion order, and returns how many it numbered. Both statements run in
-// one implicit transaction (one batch, one round trip); the second takes its
-// snapshot only after the first has locked the counter row.
-func numberEvents(ctx context.Context, conn *pgx.Conn, limit int) (n int, err error) {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT last FROM event_counter FOR UPDATE`)
-	b.Queue(`WITH c AS (SELECT last FROM event_counter),
-		p AS (SELECT seq, row_number() OVER (ORDER BY seq) AS rn
-			FROM (SELECT seq FROM events WHERE id IS NULL ORDER BY seq LIMIT $1) pending),
-		u AS (UPDATE events e SET id = c.last + p.rn FROM p, c WHERE e.seq = p.seq RETURNING e.id),
-		last AS (UPDATE event_counter SET last = (SELECT max(id) FROM u) WHERE EXISTS (SELECT FROM u))
-		SELECT count(*) FROM u`, limit).
-		QueryRow(func(r pgx.Row) error { return r.Scan(&n) })
-	err = conn.SendBatch(ctx, b).Close()
-	return n, err
 }

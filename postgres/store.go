@@ -13,11 +13,11 @@
 // clock_timestamp() once, right after its first row lock, and every decision
 // and stored time in it uses that value.
 //
-// Events are numbered after commit, in commit order, by one sequencer per
-// cluster (sequencer.go), so that a reader tailing the log by id never misses
-// an event that commits late. Changes are announced with LISTEN/NOTIFY
-// (notify.go); instances record a heartbeat so that the waiters of an
-// instance that died are dropped (janitor in notify.go).
+// Events are numbered right after commit, in commit order, by short
+// numbering transactions (sequencer.go), so that a reader tailing the log by
+// ID never misses an event that commits late. Changes are announced with
+// LISTEN/NOTIFY (notify.go); instances record a heartbeat so that the waiters
+// of an instance that died are dropped (janitor in notify.go).
 package postgres
 
 import (
@@ -89,7 +89,6 @@ type Store struct {
 	instance string // this instance's ID, recorded with its waiters
 
 	changes chan struct{} // Notifier.Changes, buffered 1: coalesced
-	kickSeq chan struct{} // wakes the sequencer (if this instance is it)
 	kickPub chan struct{} // asks the publisher to NOTIFY other instances
 
 	quit    chan struct{}
@@ -105,8 +104,8 @@ var (
 
 // Open connects to the database at url (a PostgreSQL URL or DSN, as pgx
 // accepts it), migrates the schema and starts the background work of an
-// instance: the LISTEN connection, the heartbeat and janitor, and a
-// candidacy for the cluster's event sequencer. It fails if the database
+// instance: the LISTEN connection, the publisher of notifications, the
+// heartbeat and the event numbering pass. It fails if the database
 // cannot be reached within opts.OpTimeout.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	opts.setDefaults()
@@ -137,7 +136,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		log:      opts.Logger,
 		instance: rand.Text(),
 		changes:  make(chan struct{}, 1),
-		kickSeq:  make(chan struct{}, 1),
 		kickPub:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 	}
@@ -174,7 +172,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s.start(&s.bg, s.listen)
 	s.start(&s.bg, s.publish)
-	s.start(&s.bg, s.sequence)
+	s.start(&s.bg, s.numberLoop)
 	s.start(&s.bg, s.janitor)
 	return s, nil
 }
@@ -278,12 +276,9 @@ func (s *Store) run(ctx context.Context, write bool, fn func(*tx) error) error {
 	return nil
 }
 
-// changed is called after a commit that saved a change: it wakes the local
-// sequencer and has the publisher tell the other instances.
-func (s *Store) changed() {
-	kick(s.kickSeq)
-	kick(s.kickPub)
-}
+// changed is called after a commit that saved a change: the publisher tells
+// the other instances.
+func (s *Store) changed() { kick(s.kickPub) }
 
 func kick(c chan struct{}) {
 	select {

@@ -20,21 +20,30 @@ import (
 // COMMIT. A write that fails therefore fails a later call or the commit;
 // either way the whole transaction rolls back and Update reports it.
 type tx struct {
-	s     *Store
-	conn  *pgx.Conn
-	ctx   context.Context // the call's, for reads that take no ctx (Now)
-	write bool
-	begun bool
-	now   time.Time
-	err   error  // the first failure: the transaction is over
-	queue []stmt // Save's writes, not sent yet
-	saved bool   // a change was saved: announce it after commit
-	usage *usageCount
+	s      *Store
+	conn   *pgx.Conn
+	ctx    context.Context // the call's, for reads that take no ctx (Now)
+	write  bool
+	begun  bool
+	now    time.Time
+	err    error  // the first failure: the transaction is over
+	queue  []stmt // Save's writes, not sent yet
+	saved  bool   // a change was saved: announce it after commit
+	events bool   // events were saved: number them after commit
+	usage  *usageCount
 }
 
 type stmt struct {
 	sql  string
 	args []any
+}
+
+// flushInto adds the queued writes to b.
+func (t *tx) flushInto(b *pgx.Batch) {
+	for _, q := range t.queue {
+		b.Queue(q.sql, q.args...)
+	}
+	t.queue = t.queue[:0]
 }
 
 // usageCount is a tenant's usage as read in this transaction.
@@ -74,10 +83,7 @@ func (t *tx) send(ctx context.Context, build func(b *pgx.Batch)) error {
 		}
 		t.begun = true
 	}
-	for _, q := range t.queue {
-		b.Queue(q.sql, q.args...)
-	}
-	t.queue = t.queue[:0]
+	t.flushInto(b)
 	if build != nil {
 		build(b)
 	}
@@ -96,7 +102,10 @@ func (t *tx) send(ctx context.Context, build func(b *pgx.Batch)) error {
 	return nil
 }
 
-// commit sends the queued writes and COMMIT.
+// commit sends the queued writes and COMMIT, and if events were saved, the
+// numbering of the events right behind it (see sequencer.go). Once COMMIT has
+// succeeded the Update has: a failure of the numbering is left to the next
+// numbering pass.
 func (t *tx) commit(ctx context.Context) error {
 	if t.err != nil {
 		return t.err
@@ -105,13 +114,33 @@ func (t *tx) commit(ctx context.Context) error {
 		return nil
 	}
 	b := &pgx.Batch{}
-	for _, q := range t.queue {
-		b.Queue(q.sql, q.args...)
+	t.flushInto(b)
+	committed := false
+	b.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
+		committed = ct.String() == "COMMIT"
+		if !committed {
+			return errors.New("transaction rolled back: " + ct.String())
+		}
+		return nil
+	})
+	var left int64
+	if t.events {
+		t.s.queueNumbering(b, false, &left)
 	}
-	b.Queue(`COMMIT`)
 	err := t.conn.SendBatch(ctx, b).Close()
-	t.begun = err != nil // after an error the transaction may still be open
-	return err
+	if !committed {
+		return err
+	}
+	t.begun = false
+	if err == nil && left > 0 {
+		err = t.s.awaitNumbering(ctx, t.conn, left)
+	}
+	if err != nil {
+		t.s.log.Debug("dlm: numbering events after commit failed", "err", err)
+		t.begun = true
+		t.rollback()
+	}
+	return nil
 }
 
 // rollback ends a failed transaction. If even that fails, the connection is
@@ -447,8 +476,8 @@ func (t *tx) Usage(ctx context.Context, tenant string) (leases, waiters int64, e
 }
 
 // Save implements dlm.Tx. It only queues the writes; they are sent with the
-// next round trip, at the latest with COMMIT. Event IDs are left 0: the
-// sequencer numbers the events after commit (see sequencer.go).
+// next round trip, at the latest with COMMIT. Event IDs are left 0: events
+// are numbered right after commit (see sequencer.go).
 func (t *tx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
 	if t.err != nil {
 		return t.err
@@ -496,10 +525,16 @@ func (t *tx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
 		t.later(`INSERT INTO events (type, ns, name, holder, mode, token, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			int16(e.Type), e.Key.Namespace, e.Key.Name, e.HolderID, int16(e.Mode), e.Token, e.At)
 	}
+	if len(c.Events) > 0 {
+		// The session remembers the last event this transaction wrote, so
+		// that after commit it can tell when its events are numbered.
+		t.later(`SELECT set_config('dlm.last_seq', currval(pg_get_serial_sequence('events', 'seq'))::text, false)`)
+	}
 	t.countUsage("lease_usage", leases)
 	t.countUsage("waiter_usage", waiters)
 	t.usage = nil
 	t.saved = true
+	t.events = t.events || len(c.Events) > 0
 	return nil
 }
 
