@@ -3,19 +3,33 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 )
 
 // committer is the state of the single write connection.
 type committer struct {
-	conn  *sql.Conn
-	stmts stmtCache
+	conn    *sql.Conn
+	stmts   stmtCache
+	journal *journal
+	files   []string // the database and its SQLite log, to fsync
 	// usage counts each tenant's stored leases and waiters, so that the
 	// per-tenant caps cost no query. Only the committer touches it.
-	usage map[string]*usage
+	usage map[string]usage
 	mem   *memTable
 	batch *overlay
 	tx    *writeTx
+
+	args     []any                // reused argument list for flush
+	expanded map[expansion]string // multi-row statements by size
+	record   []byte               // reused journal record
+	// lastEvent is the last event ID committed: IDs are given out by the
+	// committer, in commit order, and never reused even after pruning.
+	lastEvent int64
+	// broken is set when durability can no longer be vouched for (a failed
+	// fsync or a failed commit after the journal took the batch). Every
+	// later Update fails with it; a restart recovers from the journal.
+	broken error
 }
 
 type usage struct{ leases, waiters int64 }
@@ -24,10 +38,9 @@ type usage struct{ leases, waiters int64 }
 // transaction, commits once and answers them all; then the next queue.
 // While a commit is in flight new Updates queue up, so the batch grows with
 // the load and one fsync serves many operations.
-func (s *Store) commitLoop() {
+func (s *Store) commitLoop(c *committer) {
 	defer close(s.stopped)
-	ctx := context.Background()
-	c, err := s.newCommitter(ctx)
+	defer c.close()
 	batch := make([]*request, 0, MaxBatch)
 	for {
 		batch = batch[:0]
@@ -39,14 +52,14 @@ func (s *Store) commitLoop() {
 			for {
 				select {
 				case r := <-s.reqs:
-					s.answer([]*request{r}, c, err)
+					batch = append(batch, r)
 					continue
 				default:
 				}
 				break
 			}
-			if c != nil {
-				c.close()
+			if len(batch) > 0 {
+				c.answer(batch)
 			}
 			return
 		}
@@ -59,53 +72,109 @@ func (s *Store) commitLoop() {
 				break fill
 			}
 		}
-		s.answer(batch, c, err)
+		c.answer(batch)
 	}
 }
 
-// answer runs batch in one transaction, or fails it with the error that kept
-// the committer from starting.
-func (s *Store) answer(batch []*request, c *committer, startErr error) {
-	if startErr != nil {
+// answer runs batch and wakes its Updates.
+func (c *committer) answer(batch []*request) {
+	if c.broken != nil {
 		for _, r := range batch {
-			r.err = unavailable(startErr)
-			close(r.done)
+			r.err = unavailable(c.broken)
 		}
-		return
+	} else {
+		c.run(batch)
 	}
-	c.run(batch)
 	for _, r := range batch {
 		close(r.done)
 	}
 }
 
-func (s *Store) newCommitter(ctx context.Context) (*committer, error) {
-	conn, err := s.wdb.Conn(ctx)
+// newCommitter takes the write connection, brings the file up to date with
+// the journal, and loads the live locks.
+func newCommitter(ctx context.Context, wdb *sql.DB, path string) (*committer, error) {
+	conn, err := wdb.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c := &committer{
 		conn:  conn,
 		stmts: stmtCache{conn: conn, stmts: map[string]*sql.Stmt{}},
-		usage: map[string]*usage{},
+		files: []string{path, path + "-wal"},
+		usage: map[string]usage{},
 		mem:   newMemTable(),
 		batch: newOverlay(),
+
+		expanded: map[expansion]string{},
 	}
-	c.tx = &writeTx{readTx: readTx{q: &c.stmts}, c: c, delta: map[string]usage{}, op: newOverlay(), batch: c.batch}
-	if err := c.countUsage(ctx); err != nil {
-		conn.Close()
-		return nil, err
+	c.tx = &writeTx{readTx: readTx{q: &c.stmts}, c: c, op: newOverlay(), batch: c.batch}
+	if err = c.recover(ctx, path+".commitlog"); err == nil {
+		// The requests that waited died with the process that queued them.
+		_, err = conn.ExecContext(ctx, `DELETE FROM waiters`)
 	}
-	if err := c.mem.load(ctx, conn); err != nil {
-		conn.Close()
+	if err == nil {
+		err = conn.QueryRowContext(ctx, `SELECT max(
+			coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+			coalesce((SELECT max(id) FROM events), 0))`).Scan(&c.lastEvent)
+	}
+	if err == nil {
+		err = c.countUsage(ctx)
+	}
+	if err == nil {
+		err = c.mem.load(ctx, conn)
+	}
+	if err != nil {
+		c.close()
 		return nil, err
 	}
 	return c, nil
 }
 
+// recover opens the journal and writes the batches it holds into the
+// database again (their SQLite commits may not have reached the disk), then
+// syncs the database and starts the journal over.
+func (c *committer) recover(ctx context.Context, path string) error {
+	j, records, err := openJournal(path)
+	if err != nil {
+		return err
+	}
+	c.journal = j
+	if len(records) > 0 {
+		o := newOverlay()
+		for _, p := range records {
+			if err := decodeRecord(p, o); err != nil {
+				return fmt.Errorf("journal %s: %w", path, err)
+			}
+		}
+		if err := c.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
+			return err
+		}
+		if err := c.flush(ctx, o); err != nil {
+			_ = c.exec(ctx, `ROLLBACK`)
+			return err
+		}
+		if err := c.exec(ctx, `COMMIT`); err != nil {
+			return err
+		}
+	}
+	return c.checkpoint()
+}
+
+// checkpoint makes everything SQLite has committed durable, so that the
+// journal can forget it, and starts the journal over.
+func (c *committer) checkpoint() error {
+	if err := syncFiles(c.files...); err != nil {
+		return err
+	}
+	return c.journal.reset()
+}
+
 func (c *committer) close() {
 	c.stmts.close()
 	c.conn.Close()
+	if c.journal != nil {
+		c.journal.close()
+	}
 }
 
 func (c *committer) countUsage(ctx context.Context) error {
@@ -127,7 +196,9 @@ func (c *committer) countUsage(ctx context.Context) error {
 				rows.Close()
 				return err
 			}
-			*q.field(c.tenantUsage(tenant)) = n
+			u := c.usage[tenant]
+			*q.field(&u) = n
+			c.usage[tenant] = u
 		}
 		if err := rows.Close(); err != nil {
 			return err
@@ -136,18 +207,11 @@ func (c *committer) countUsage(ctx context.Context) error {
 	return nil
 }
 
-func (c *committer) tenantUsage(t string) *usage {
-	u := c.usage[t]
-	if u == nil {
-		u = &usage{}
-		c.usage[t] = u
-	}
-	return u
-}
-
-// run executes batch as one transaction. Each request gets a savepoint, so
-// an fn that fails undoes only its own writes. If the commit itself fails,
-// every request that had succeeded fails with unavailable.
+// run executes batch as one transaction: each Update's fn decides on the
+// in-memory state, flush writes what they all saved, the journal makes the
+// batch durable, and SQLite commits it. An fn that fails leaves nothing
+// behind: its saves are dropped and its rare direct writes rolled back to
+// its savepoint.
 func (c *committer) run(batch []*request) {
 	ctx := context.Background()
 	if err := c.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
@@ -158,15 +222,18 @@ func (c *committer) run(batch []*request) {
 	}
 	tx := c.tx
 	tx.now = time.Now()
+	tx.lastEvent = c.lastEvent
 	c.batch.reset()
-	committed := map[string]usage{}
+	direct := false // a direct write, which the journal does not record
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.err = context.Cause(r.ctx)
 			continue
 		}
 		tx.begin()
+		lastEvent := tx.lastEvent
 		if r.err = r.fn(tx); r.err != nil {
+			tx.lastEvent = lastEvent
 			if tx.savepoint {
 				if err := c.exec(ctx, `ROLLBACK TO op`); err != nil {
 					// The batch cannot be trusted any more.
@@ -176,26 +243,55 @@ func (c *committer) run(batch []*request) {
 			}
 			continue
 		}
+		direct = direct || tx.savepoint
 		c.batch.merge(tx.op)
-		for t, d := range tx.delta {
-			u := committed[t]
-			u.leases += d.leases
-			u.waiters += d.waiters
-			committed[t] = u
-		}
 	}
-	if err := c.exec(ctx, `COMMIT`); err != nil {
+	if err := c.flush(ctx, c.batch); err != nil {
 		c.fail(batch, err)
 		return
 	}
+	c.record = encodeRecord(c.record, c.batch)
+	if err := c.durable(); err != nil {
+		c.broken = fmt.Errorf("journal: %w", err)
+		c.fail(batch, c.broken)
+		return
+	}
+	if err := c.exec(ctx, `COMMIT`); err != nil {
+		c.broken = fmt.Errorf("commit after journaling: %w", err)
+		c.fail(batch, c.broken)
+		return
+	}
+	if direct {
+		if err := c.checkpoint(); err != nil {
+			c.broken = fmt.Errorf("sync: %w", err)
+			c.fail(batch, c.broken)
+			return
+		}
+	}
+	c.lastEvent = tx.lastEvent
 	for _, s := range c.batch.locks {
 		c.mem.put(s)
 	}
-	for t, d := range committed {
-		u := c.tenantUsage(t)
+	for t, d := range c.batch.usage {
+		u := c.usage[t]
 		u.leases += d.leases
 		u.waiters += d.waiters
+		c.usage[t] = u
 	}
+}
+
+// durable appends the batch's record to the journal, starting the journal
+// over first if the record does not fit.
+func (c *committer) durable() error {
+	if !c.journal.fits(len(c.record)) {
+		if err := c.checkpoint(); err != nil {
+			return err
+		}
+		if !c.journal.fits(len(c.record)) {
+			return fmt.Errorf("a record of %d bytes is larger than the journal", len(c.record))
+		}
+	}
+	return c.journal.append(c.record)
 }
 
 // fail rolls the batch back and fails every request that had succeeded.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"maps"
 	"slices"
 
 	"github.com/dlmhq/dlm"
@@ -113,50 +114,104 @@ func (m *memTable) put(s *dlm.LockState) {
 }
 
 // overlay is what a batch (or one Update in it) changed on top of the
-// committed memTable: the new states of the locks it saved.
+// committed memTable: the new states of the locks it saved, and the rows to
+// write for them. Rows are written once per batch, table by table, in a few
+// multi-row statements (see flush), instead of statement by statement.
 type overlay struct {
-	locks  map[dlm.Key]*dlm.LockState
-	leases map[string]dlm.Key  // leases granted in the overlay
-	idem   map[idemKey]dlm.Key // idempotency keys added in the overlay
+	locks     map[dlm.Key]*dlm.LockState
+	leases    map[string]dlm.Key         // leases granted in the overlay
+	idem      map[idemKey]dlm.Key        // idempotency keys added in the overlay
+	endedByID map[string]*dlm.EndedLease // leases ended in the overlay
+	usage     map[string]usage           // change to each tenant's counts
+	tokens    map[dlm.Key]int64          // new fencing high-water marks
+
+	granted  []dlm.Lease
+	renewed  []dlm.Lease
+	ended    []dlm.EndedLease
+	queued   []dlm.Waiter
+	retaken  []dlm.Waiter
+	dequeued []string
+	events   []dlm.Event
 }
 
 func newOverlay() *overlay {
-	return &overlay{locks: map[dlm.Key]*dlm.LockState{}, leases: map[string]dlm.Key{}, idem: map[idemKey]dlm.Key{}}
+	return &overlay{
+		locks: map[dlm.Key]*dlm.LockState{}, leases: map[string]dlm.Key{}, idem: map[idemKey]dlm.Key{},
+		endedByID: map[string]*dlm.EndedLease{}, usage: map[string]usage{}, tokens: map[dlm.Key]int64{},
+	}
 }
 
 func (o *overlay) reset() {
 	clear(o.locks)
 	clear(o.leases)
 	clear(o.idem)
+	clear(o.endedByID)
+	clear(o.usage)
+	clear(o.tokens)
+	o.granted, o.renewed, o.ended = o.granted[:0], o.renewed[:0], o.ended[:0]
+	o.queued, o.retaken, o.dequeued, o.events = o.queued[:0], o.retaken[:0], o.dequeued[:0], o.events[:0]
 }
 
-// save records s as saved in this overlay, with what c granted and queued.
+func (o *overlay) count(tenant string, leases, waiters int64) {
+	u := o.usage[tenant]
+	u.leases += leases
+	u.waiters += waiters
+	o.usage[tenant] = u
+}
+
+// save records s as saved with what c did to it. The events of c must
+// already have their IDs.
 func (o *overlay) save(s *dlm.LockState, c *dlm.Change) {
 	o.locks[s.Key] = clone(s)
+	if len(c.Granted) > 0 {
+		o.tokens[s.Key] = s.Token
+	}
 	for _, l := range c.Granted {
 		o.leases[l.ID] = s.Key
 		if l.IdempotencyKey != "" {
 			o.idem[idemKey{l.Tenant, l.IdempotencyKey}] = s.Key
 		}
+		o.count(l.Tenant, 1, 0)
+	}
+	for _, e := range c.Ended {
+		o.endedByID[e.ID] = &e
+		o.count(e.Tenant, -1, 0)
 	}
 	for _, w := range c.Queued {
 		if w.IdempotencyKey != "" {
 			o.idem[idemKey{w.Tenant, w.IdempotencyKey}] = s.Key
 		}
+		o.count(w.Tenant, 0, 1)
 	}
+	for _, w := range c.Dequeued {
+		o.dequeued = append(o.dequeued, w.ID)
+		o.count(w.Tenant, 0, -1)
+	}
+	o.granted = append(o.granted, c.Granted...)
+	o.renewed = append(o.renewed, c.Renewed...)
+	o.ended = append(o.ended, c.Ended...)
+	o.queued = append(o.queued, c.Queued...)
+	o.retaken = append(o.retaken, c.Retaken...)
+	o.events = append(o.events, c.Events...)
 }
 
 // merge adds what o recorded on top of dst's records.
 func (dst *overlay) merge(o *overlay) {
-	for k, s := range o.locks {
-		dst.locks[k] = s
+	maps.Copy(dst.locks, o.locks)
+	maps.Copy(dst.leases, o.leases)
+	maps.Copy(dst.idem, o.idem)
+	maps.Copy(dst.endedByID, o.endedByID)
+	maps.Copy(dst.tokens, o.tokens)
+	for t, d := range o.usage {
+		dst.count(t, d.leases, d.waiters)
 	}
-	for id, k := range o.leases {
-		dst.leases[id] = k
-	}
-	for ik, k := range o.idem {
-		dst.idem[ik] = k
-	}
+	dst.granted = append(dst.granted, o.granted...)
+	dst.renewed = append(dst.renewed, o.renewed...)
+	dst.ended = append(dst.ended, o.ended...)
+	dst.queued = append(dst.queued, o.queued...)
+	dst.retaken = append(dst.retaken, o.retaken...)
+	dst.dequeued = append(dst.dequeued, o.dequeued...)
+	dst.events = append(dst.events, o.events...)
 }
 
 // clone copies s deeply enough that changing the copy's holders and waiters

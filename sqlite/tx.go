@@ -26,10 +26,10 @@ type readTx struct {
 type writeTx struct {
 	readTx
 	c         *committer
-	delta     map[string]usage // this Update's change to the usage counts
-	op        *overlay         // this Update's saves
-	batch     *overlay         // the saves of earlier Updates in the batch
-	savepoint bool             // this Update has opened its savepoint
+	op        *overlay // this Update's saves
+	batch     *overlay // the saves of earlier Updates in the batch
+	lastEvent int64    // the last event ID given out in this batch
+	savepoint bool     // this Update has opened its savepoint
 }
 
 var (
@@ -225,30 +225,20 @@ func (tx *readTx) APIKey(ctx context.Context, id string) (k dlm.APIKey, ok bool,
 
 func (tx *writeTx) Usage(ctx context.Context, tenant string) (leases, waiters int64, err error) {
 	u := tx.c.usage[tenant]
-	d := tx.delta[tenant]
-	if u != nil {
-		leases, waiters = u.leases, u.waiters
-	}
-	return leases + d.leases, waiters + d.waiters, nil
-}
-
-func (tx *writeTx) count(tenant string, leases, waiters int64) {
-	d := tx.delta[tenant]
-	d.leases += leases
-	d.waiters += waiters
-	tx.delta[tenant] = d
+	b, o := tx.batch.usage[tenant], tx.op.usage[tenant]
+	return u.leases + b.leases + o.leases, u.waiters + b.waiters + o.waiters, nil
 }
 
 // begin resets tx for the next Update of the batch.
 func (tx *writeTx) begin() {
-	clear(tx.delta)
 	tx.op.reset()
 	tx.savepoint = false
 }
 
-// exec runs a write. The first write of an Update opens a savepoint, so
-// that the Update's failure can undo its own writes alone; Updates that only
-// read cost no savepoint. Savepoints are released all at once by COMMIT.
+// exec runs a write at once, for the rare writes that are not lock state
+// (tenants, keys, pruning). The first one of an Update opens a savepoint, so
+// that the Update's failure can undo its own writes alone. Savepoints are
+// released all at once by COMMIT.
 func (tx *writeTx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if !tx.savepoint {
 		if _, err := tx.q.ExecContext(ctx, `SAVEPOINT op`); err != nil {
@@ -309,15 +299,13 @@ func (tx *writeTx) FindLease(ctx context.Context, id string) (*dlm.Lease, *dlm.E
 			}
 		}
 	}
-	var ended *dlm.EndedLease
-	err := tx.queryEach(ctx, func(r *sql.Rows) error {
-		var e dlm.EndedLease
-		var endedAt int64
-		err := scanLease(r, &e.Lease, &e.Reason, &endedAt)
-		e.EndedAt = fromNanos(endedAt)
-		ended = &e
-		return err
-	}, `SELECT `+leaseCols+`, reason, ended_at FROM ended_leases WHERE id = ?`, id)
+	if e := tx.op.endedByID[id]; e != nil {
+		return nil, e, nil
+	}
+	if e := tx.batch.endedByID[id]; e != nil {
+		return nil, e, nil
+	}
+	_, ended, err := tx.readTx.FindLease(ctx, id)
 	return nil, ended, err
 }
 
@@ -346,81 +334,14 @@ func (tx *writeTx) FindIdempotent(ctx context.Context, tenant, idem string) (dlm
 	return dlm.Key{}, false, nil
 }
 
+// Save implements dlm.Tx. The rows are written when the batch commits
+// (committer.flush); until then the overlays answer for them.
 func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
-	if err := tx.saveRows(ctx, s, c); err != nil {
-		return err
+	for i := range c.Events {
+		tx.lastEvent++
+		c.Events[i].ID = tx.lastEvent
 	}
 	tx.op.save(s, c)
-	return nil
-}
-
-// saveRows writes c to the file.
-func (tx *writeTx) saveRows(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
-	k := s.Key
-	if len(c.Granted) > 0 {
-		if err := tx.write(ctx, `INSERT INTO locks (ns, name, token) VALUES (?, ?, ?)
-			ON CONFLICT (ns, name) DO UPDATE SET token = excluded.token`, k.Namespace, k.Name, s.Token); err != nil {
-			return err
-		}
-	}
-	for _, e := range c.Ended {
-		if err := tx.write(ctx, `DELETE FROM leases WHERE id = ?`, e.ID); err != nil {
-			return err
-		}
-		if err := tx.write(ctx, `INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			e.ID, e.Tenant, k.Namespace, k.Name, e.Mode, e.HolderID, e.Token, int64(e.TTL),
-			nanos(e.AcquiredAt), nanos(e.ExpiresAt), e.Reason, nanos(e.EndedAt)); err != nil {
-			return err
-		}
-		tx.count(e.Tenant, -1, 0)
-	}
-	for _, w := range c.Dequeued {
-		if err := tx.write(ctx, `DELETE FROM waiters WHERE id = ?`, w.ID); err != nil {
-			return err
-		}
-		tx.count(w.Tenant, 0, -1)
-	}
-	for _, l := range c.Granted {
-		if err := tx.write(ctx, `INSERT INTO leases (`+leaseCols+`, idem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			l.ID, l.Tenant, k.Namespace, k.Name, l.Mode, l.HolderID, l.Token, int64(l.TTL),
-			nanos(l.AcquiredAt), nanos(l.ExpiresAt), nullable(l.IdempotencyKey)); err != nil {
-			return err
-		}
-		tx.count(l.Tenant, 1, 0)
-	}
-	for _, l := range c.Renewed {
-		if err := tx.write(ctx, `UPDATE leases SET ttl = ?, expires_at = ? WHERE id = ?`,
-			int64(l.TTL), nanos(l.ExpiresAt), l.ID); err != nil {
-			return err
-		}
-	}
-	for _, w := range c.Queued {
-		if err := tx.write(ctx, `INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			w.ID, w.Tenant, k.Namespace, k.Name, w.Seq, w.Mode, w.HolderID, int64(w.TTL),
-			nullable(w.IdempotencyKey), w.Ticket, nanos(w.QueuedAt), nanos(w.Deadline)); err != nil {
-			return err
-		}
-		tx.count(w.Tenant, 0, 1)
-	}
-	for _, w := range c.Retaken {
-		if err := tx.write(ctx, `UPDATE waiters SET ticket = ?, deadline = ? WHERE id = ?`,
-			w.Ticket, nanos(w.Deadline), w.ID); err != nil {
-			return err
-		}
-	}
-	for i := range c.Events {
-		e := &c.Events[i]
-		res, err := tx.exec(ctx, `INSERT INTO events (type, ns, name, holder, mode, token, at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, e.Type, e.Key.Namespace, e.Key.Name, e.HolderID, e.Mode, e.Token, nanos(e.At))
-		if err != nil {
-			return err
-		}
-		if e.ID, err = res.LastInsertId(); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dlmhq/dlm/engine"
+	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/sqlite"
+)
+
+// shutdownTimeout bounds a graceful shutdown: requests still running after
+// it (they can only be slow storage, since queued acquires are answered at
+// once) have their connections closed.
+const shutdownTimeout = 10 * time.Second
+
+// credentialsFile is where the first start stores the keys it made, for the
+// CLI to read. Its fields are those of engine.Credentials.
+const credentialsFile = "credentials.json"
+
+// serveConfig is the configuration of dlm serve.
+type serveConfig struct {
+	listen              string
+	dataDir             string
+	postgres            string
+	maxTTL              time.Duration
+	maxWait             time.Duration
+	maxLeasesPerTenant  int64
+	maxWaitersPerTenant int64
+	logLevel            slog.Level
+	logFormat           string
+}
+
+// parseServeFlags reads the flags of dlm serve. Every flag has an environment
+// twin; a flag given beats the environment, which beats the default.
+func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
+	fs := flag.NewFlagSet("dlm serve", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: dlm serve [flags]\n\nRuns the dlm server. Every flag has an environment twin, shown in brackets;\na flag beats its variable. DLM_ADMIN_KEY, if set when the data is first\ncreated, becomes the admin key.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	c := &serveConfig{}
+	var env envDefaults
+	env.getenv = m.Getenv
+	fs.StringVar(&c.listen, "listen", env.str("DLM_LISTEN", "127.0.0.1:7070"), "address to listen on, host:port [DLM_LISTEN]")
+	fs.StringVar(&c.dataDir, "data-dir", env.str("DLM_DATA_DIR", "./dlm-data"), "directory of the embedded SQLite store and the first start's credentials [DLM_DATA_DIR]")
+	fs.StringVar(&c.postgres, "postgres", env.str("DLM_POSTGRES_URL", ""), "PostgreSQL URL, to run as one of many instances on one database [DLM_POSTGRES_URL]")
+	fs.DurationVar(&c.maxTTL, "max-ttl", env.duration("DLM_MAX_TTL", 24*time.Hour), "longest lease TTL a client may ask for [DLM_MAX_TTL]")
+	fs.DurationVar(&c.maxWait, "max-wait", env.duration("DLM_MAX_WAIT", 5*time.Minute), "longest a blocking acquire may wait [DLM_MAX_WAIT]")
+	fs.Int64Var(&c.maxLeasesPerTenant, "max-leases-per-tenant", env.int("DLM_MAX_LEASES_PER_TENANT", 100_000), "most leases one tenant may hold [DLM_MAX_LEASES_PER_TENANT]")
+	fs.Int64Var(&c.maxWaitersPerTenant, "max-waiters-per-tenant", env.int("DLM_MAX_WAITERS_PER_TENANT", 10_000), "most acquires one tenant may have queued [DLM_MAX_WAITERS_PER_TENANT]")
+	level := env.str("DLM_LOG_LEVEL", "info")
+	fs.StringVar(&level, "log-level", level, "debug, info, warn or error; debug logs every request [DLM_LOG_LEVEL]")
+	fs.StringVar(&c.logFormat, "log-format", env.str("DLM_LOG_FORMAT", "text"), "text or json [DLM_LOG_FORMAT]")
+	if env.err != nil {
+		return nil, env.err
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(m.Stderr, "dlm serve: unexpected argument %q\n", fs.Arg(0))
+		return nil, errUsage
+	}
+	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	switch {
+	case c.logFormat != "text" && c.logFormat != "json":
+		return nil, fmt.Errorf("log format %q: want text or json", c.logFormat)
+	case c.maxTTL < 100*time.Millisecond:
+		return nil, fmt.Errorf("max TTL %v: must be at least 100ms, the shortest TTL", c.maxTTL)
+	case c.maxWait <= 0:
+		return nil, fmt.Errorf("max wait %v: must be positive", c.maxWait)
+	case c.maxLeasesPerTenant <= 0 || c.maxWaitersPerTenant <= 0:
+		return nil, errors.New("per-tenant maximums must be positive")
+	case c.listen == "":
+		return nil, errors.New("listen address is empty")
+	case c.dataDir == "" && c.postgres == "":
+		return nil, errors.New("data directory is empty")
+	}
+	return c, nil
+}
+
+// envDefaults reads flag defaults from the environment and keeps the first
+// malformed value's error.
+type envDefaults struct {
+	getenv func(string) string
+	err    error
+}
+
+func (e *envDefaults) str(name, def string) string {
+	if v := e.getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (e *envDefaults) duration(name string, def time.Duration) time.Duration {
+	v := e.getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%s=%q: not a duration like 30s or 24h", name, v)
+	}
+	return d
+}
+
+func (e *envDefaults) int(name string, def int64) int64 {
+	v := e.getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(strings.ReplaceAll(v, "_", ""), 10, 64)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%s=%q: not an integer", name, v)
+	}
+	return n
+}
+
+func (c *serveConfig) logger(w io.Writer) *slog.Logger {
+	o := &slog.HandlerOptions{Level: c.logLevel}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// runServe runs the server until ctx ends or SIGINT or SIGTERM arrives, then
+// shuts down gracefully: no new requests, queued acquires answered 503,
+// requests in flight finished, leases kept. It returns nil after a clean
+// shutdown.
+func (m *Main) runServe(ctx context.Context, args []string) error {
+	c, err := m.parseServeFlags(args)
+	if err != nil {
+		return err
+	}
+	if c.postgres != "" {
+		return errors.New("PostgreSQL support is not built yet: run without --postgres (DLM_POSTGRES_URL) to use the embedded store")
+	}
+	log := c.logger(m.Stderr)
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	dbPath := filepath.Join(c.dataDir, "dlm.db")
+	store, err := sqlite.Open(dbPath)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the store failed", "err", err)
+		}
+	}()
+	e := engine.New(store, engine.Options{
+		MaxTTL:              c.maxTTL,
+		MaxWait:             c.maxWait,
+		MaxLeasesPerTenant:  c.maxLeasesPerTenant,
+		MaxWaitersPerTenant: c.maxWaitersPerTenant,
+		Logger:              log,
+	})
+	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log))
+	if err := m.bootstrap(ctx, e, c.dataDir, log); err != nil {
+		e.Close()
+		return err
+	}
+	if err := srv.Listen(c.listen); err != nil {
+		e.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("serving", "addr", srv.Addr().String(), "store", dbPath)
+	fmt.Fprintf(m.Stdout, "dlm: listening on %s\n", srv.URL())
+
+	select {
+	case <-ctx.Done():
+		stop() // a second signal now ends the process at once
+		log.Info("shutting down", "cause", context.Cause(ctx))
+	case <-srv.Done():
+		log.Error("server stopped", "err", srv.Err())
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := srv.Err(); serr != nil {
+		return fmt.Errorf("serve: %w", serr)
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// bootstrap makes the admin key and the default tenant's key on first start,
+// stores them in the data directory (0600) and prints them once.
+func (m *Main) bootstrap(ctx context.Context, e *engine.Engine, dataDir string, log *slog.Logger) error {
+	adminKey := m.Getenv("DLM_ADMIN_KEY")
+	creds, err := e.Bootstrap(ctx, adminKey)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if creds == nil {
+		if adminKey != "" {
+			log.Warn("DLM_ADMIN_KEY is ignored: the store has its admin key already")
+		}
+		return nil
+	}
+	path, err := filepath.Abs(filepath.Join(dataDir, credentialsFile))
+	if err != nil {
+		path = filepath.Join(dataDir, credentialsFile)
+	}
+	werr := writeCredentials(path, creds)
+	shown := creds.AdminKey
+	if adminKey != "" {
+		shown = "(the value of DLM_ADMIN_KEY)"
+	}
+	fmt.Fprintf(m.Stdout, "dlm: first start: created these keys; they are shown only now.\n")
+	fmt.Fprintf(m.Stdout, "  %-22s %s\n", "admin key:", shown)
+	fmt.Fprintf(m.Stdout, "  %-22s %s  (key id %s)\n", fmt.Sprintf("tenant %q key:", creds.Tenant), creds.TenantKey, creds.TenantKeyID)
+	if werr != nil {
+		return fmt.Errorf("saving the credentials (copy them from above): %w", werr)
+	}
+	fmt.Fprintf(m.Stdout, "dlm: saved to %s (mode 0600)\n", path)
+	return nil
+}
+
+// writeCredentials writes creds to path with mode 0600, atomically: the file
+// is either complete or absent.
+func writeCredentials(path string, creds *engine.Credentials) error {
+	b, err := json.MarshalIndent(creds, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".credentials-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,435 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dlmhq/dlm/engine"
+)
+
+// dlmBin is the dlm binary TestMain builds, so that tests can run it as a
+// real process and kill it.
+var dlmBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dlm-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dlmBin = filepath.Join(dir, "dlm")
+	args := []string{"build", "-o", dlmBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building dlm:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running dlm serve process.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	url  string
+	out  *lockedBuffer // stdout
+	err  *lockedBuffer // stderr
+	done chan struct{} // closed when the process has exited
+	exit error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startServe runs dlm serve on a free port with dataDir and waits until it
+// prints its address. env adds variables (NAME=value).
+func startServe(t *testing.T, dataDir string, env ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(dlmBin, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "debug")
+	cmd.Env = append(os.Environ(), env...)
+	pr, pw := io.Pipe()
+	p := &proc{t: t, cmd: cmd, out: &lockedBuffer{}, err: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout = io.MultiWriter(p.out, pw)
+	cmd.Stderr = p.err
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.exit = cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("dlm serve stdout:\n%s\nstderr:\n%s", p.out, p.err)
+		}
+	})
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "dlm: listening on "); ok {
+				found <- u
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	select {
+	case p.url = <-found:
+	case <-p.done:
+		t.Fatalf("dlm serve exited before listening: %v\nstdout:\n%s\nstderr:\n%s", p.exit, p.out, p.err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("dlm serve did not print its address\nstdout:\n%s\nstderr:\n%s", p.out, p.err)
+	}
+	return p
+}
+
+// stop sends sig and waits for the process to exit.
+func (p *proc) stop(sig syscall.Signal) error {
+	p.t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("dlm serve did not exit on %v", sig)
+	}
+	return p.exit
+}
+
+// call sends a request with key and returns the status and decoded body.
+func call(t *testing.T, method, url, key, body string) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s %s: %d %q is not JSON", method, url, resp.StatusCode, b)
+		}
+	}
+	return resp.StatusCode, m
+}
+
+func mustCall(t *testing.T, want int, method, url, key, body string) map[string]any {
+	t.Helper()
+	status, m := call(t, method, url, key, body)
+	if status != want {
+		t.Fatalf("%s %s = %d %v, want %d", method, url, status, m, want)
+	}
+	return m
+}
+
+func readCredentials(t *testing.T, dir string) engine.Credentials {
+	t.Helper()
+	path := filepath.Join(dir, "credentials.json")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := fi.Mode().Perm(); mode != 0o600 {
+		t.Errorf("credentials.json mode %v, want 0600", mode)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"admin_key", "tenant", "tenant_key", "tenant_key_id"} {
+		if s, _ := raw[k].(string); s == "" {
+			t.Errorf("credentials.json lacks %s: %s", k, b)
+		}
+	}
+	var c engine.Credentials
+	json.Unmarshal(b, &c)
+	return c
+}
+
+func TestServeFirstStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	p := startServe(t, dir)
+	creds := readCredentials(t, dir)
+	if creds.Tenant != "default" {
+		t.Errorf("tenant = %q", creds.Tenant)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	out := p.out.String()
+	for _, want := range []string{creds.AdminKey, creds.TenantKey, "admin key:", `tenant "default" key:`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("first start output lacks %q:\n%s", want, out)
+		}
+	}
+	mustCall(t, 200, "GET", p.url+"/healthz", "", "")
+	mustCall(t, 200, "GET", p.url+"/readyz", "", "")
+	mustCall(t, 200, "GET", p.url+"/v1/tenants", creds.AdminKey, "")
+	mustCall(t, 200, "POST", p.url+"/v1/locks/a/acquire", creds.TenantKey, `{"holder_id":"h"}`)
+	if err := p.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+
+	// The second start shows no keys, and the keys still work.
+	p = startServe(t, dir)
+	if out := p.out.String(); strings.Contains(out, "key") {
+		t.Errorf("second start printed keys:\n%s", out)
+	}
+	if got := readCredentials(t, dir); got != creds {
+		t.Errorf("credentials changed: %+v, want %+v", got, creds)
+	}
+	mustCall(t, 200, "GET", p.url+"/v1/locks/a", creds.TenantKey, "")
+	if err := p.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("exit after SIGINT: %v", err)
+	}
+}
+
+func TestServeAdminKeyFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	const admin = "my-own-admin-key-0123456789"
+	p := startServe(t, dir, "DLM_ADMIN_KEY="+admin)
+	if strings.Contains(p.out.String(), admin) {
+		t.Errorf("the admin key from the environment was printed")
+	}
+	if c := readCredentials(t, dir); c.AdminKey != admin {
+		t.Errorf("credentials admin_key = %q, want DLM_ADMIN_KEY", c.AdminKey)
+	}
+	mustCall(t, 200, "GET", p.url+"/v1/tenants", admin, "")
+	mustCall(t, 401, "GET", p.url+"/v1/tenants", "some-other-key-0123456789", "")
+}
+
+// TestServeCrashSafety kills the server with SIGKILL while it holds leases
+// and restarts it on the same data: the leases are held until their expiry
+// and tokens continue above every earlier one.
+func TestServeCrashSafety(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	key := readCredentials(t, dir).TenantKey
+	acq := func(p *proc, name, body string) map[string]any {
+		return mustCall(t, 200, "POST", p.url+"/v1/locks/"+name+"/acquire", key, body)
+	}
+	for range 2 {
+		l := acq(p, "crash%2Flong", `{"holder_id":"warmup"}`)
+		mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+l["lease_id"].(string), key, "")
+	}
+	long := acq(p, "crash%2Flong", `{"holder_id":"survivor","ttl_ms":600000}`)
+	short := acq(p, "crash%2Fshort", `{"holder_id":"brief","ttl_ms":2000}`)
+	longID, longTok := long["lease_id"].(string), long["fencing_token"].(float64)
+	if longTok != 3 {
+		t.Fatalf("token before the crash = %v, want 3", longTok)
+	}
+
+	if err := p.stop(syscall.SIGKILL); err == nil {
+		t.Fatal("SIGKILL: process exited cleanly")
+	}
+	p = startServe(t, dir)
+
+	got := mustCall(t, 200, "GET", p.url+"/v1/leases/"+longID, key, "")
+	if got["fencing_token"] != longTok || got["holder_id"] != "survivor" || got["expires_at"] != long["expires_at"] {
+		t.Errorf("lease after restart = %v, want %v", got, long)
+	}
+	in := mustCall(t, 200, "GET", p.url+"/v1/locks/crash%2Flong", key, "")
+	if hs := in["holders"].([]any); len(hs) != 1 || in["fencing_token"] != longTok {
+		t.Errorf("inspect after restart = %v", in)
+	}
+	if status, m := call(t, "POST", p.url+"/v1/locks/crash%2Flong/acquire", key, `{"holder_id":"intruder"}`); status != 409 {
+		t.Errorf("conflicting acquire after restart = %d %v, want 409", status, m)
+	}
+	// The short lease is held until it expires, then the next grant gets a
+	// higher token. A blocking acquire waits for that expiry.
+	next := acq(p, "crash%2Fshort", `{"holder_id":"next","wait_ms":30000}`)
+	if next["fencing_token"].(float64) <= short["fencing_token"].(float64) {
+		t.Errorf("token after expiry = %v, want above %v", next["fencing_token"], short["fencing_token"])
+	}
+	mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+longID, key, "")
+	if l := acq(p, "crash%2Flong", `{"holder_id":"after"}`); l["fencing_token"].(float64) != longTok+1 {
+		t.Errorf("token after restart and release = %v, want %v", l["fencing_token"], longTok+1)
+	}
+}
+
+// TestServeSIGTERMWithWaiter: SIGTERM answers a queued acquire 503, exits
+// 0, and the lease it waited on survives the restart.
+func TestServeSIGTERMWithWaiter(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	key := readCredentials(t, dir).TenantKey
+	held := mustCall(t, 200, "POST", p.url+"/v1/locks/busy/acquire", key, `{"holder_id":"holder","ttl_ms":600000}`)
+
+	type answer struct {
+		status int
+		body   map[string]any
+	}
+	waiter := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", p.url+"/v1/locks/busy/acquire", strings.NewReader(`{"holder_id":"waiter","wait_ms":120000}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			waiter <- answer{status: -1, body: map[string]any{"err": err.Error()}}
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		waiter <- answer{resp.StatusCode, m}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		in := mustCall(t, 200, "GET", p.url+"/v1/locks/busy", key, "")
+		if len(in["waiters"].([]any)) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never queued")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	a := <-waiter
+	if code, _ := a.body["error"].(map[string]any)["code"].(string); a.status != 503 || code != "unavailable" {
+		t.Fatalf("queued acquire at SIGTERM = %d %v, want 503 unavailable", a.status, a.body)
+	}
+
+	p = startServe(t, dir)
+	if l := mustCall(t, 200, "GET", p.url+"/v1/leases/"+held["lease_id"].(string), key, ""); l["holder_id"] != "holder" {
+		t.Errorf("lease after restart = %v", l)
+	}
+}
+
+// TestServeInProcess runs Main.Run in the test's process and stops it by
+// cancelling its context.
+func TestServeInProcess(t *testing.T) {
+	dir := t.TempDir()
+	pr, pw := io.Pipe()
+	var stderr lockedBuffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: pw, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir})
+		pw.Close()
+	}()
+	var url string
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if u, ok := strings.CutPrefix(sc.Text(), "dlm: listening on "); ok {
+			url = u
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if url == "" {
+		t.Fatalf("no address printed: %v\n%s", <-done, stderr.String())
+	}
+	mustCall(t, 200, "GET", url+"/healthz", "", "")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v", err)
+	}
+}
+
+func TestServeConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		return func(k string) string {
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1]
+				}
+			}
+			return ""
+		}
+	}
+	parse := func(getenv func(string) string, args ...string) (*serveConfig, error) {
+		m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: getenv}
+		return m.parseServeFlags(args)
+	}
+	c, err := parse(env())
+	if err != nil || c.listen != "127.0.0.1:7070" || c.dataDir != "./dlm-data" || c.maxTTL != 24*time.Hour ||
+		c.maxWait != 5*time.Minute || c.maxLeasesPerTenant != 100_000 || c.maxWaitersPerTenant != 10_000 {
+		t.Errorf("defaults = %+v, %v", c, err)
+	}
+	c, err = parse(env("DLM_LISTEN", "0.0.0.0:1", "DLM_DATA_DIR", "/env", "DLM_MAX_TTL", "1h", "DLM_MAX_LEASES_PER_TENANT", "5"))
+	if err != nil || c.listen != "0.0.0.0:1" || c.dataDir != "/env" || c.maxTTL != time.Hour || c.maxLeasesPerTenant != 5 {
+		t.Errorf("from the environment = %+v, %v", c, err)
+	}
+	c, err = parse(env("DLM_LISTEN", "0.0.0.0:1", "DLM_MAX_TTL", "1h"), "--listen", "127.0.0.1:2", "--max-ttl", "2h")
+	if err != nil || c.listen != "127.0.0.1:2" || c.maxTTL != 2*time.Hour {
+		t.Errorf("flags over the environment = %+v, %v", c, err)
+	}
+	for _, bad := range []struct {
+		env  []string
+		args []string
+	}{
+		{env: []string{"DLM_MAX_TTL", "forever"}},
+		{env: []string{"DLM_MAX_WAITERS_PER_TENANT", "many"}},
+		{args: []string{"--max-ttl", "10ms"}},
+		{args: []string{"--max-wait", "0s"}},
+		{args: []string{"--max-leases-per-tenant", "0"}},
+		{args: []string{"--log-level", "loud"}},
+		{args: []string{"--log-format", "xml"}},
+		{args: []string{"--bogus"}},
+		{args: []string{"extra"}},
+	} {
+		if _, err := parse(env(bad.env...), bad.args...); err == nil {
+			t.Errorf("env %v args %v: no error", bad.env, bad.args)
+		}
+	}
+
+	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: env("DLM_POSTGRES_URL", "postgres://x")}
+	if err := m.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "PostgreSQL support is not built yet") {
+		t.Errorf("serve with DLM_POSTGRES_URL = %v", err)
+	}
+}

@@ -1,0 +1,188 @@
+package dlmhttp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dlmhq/dlm"
+)
+
+// bodyReadTimeout bounds reading a request body (at most 64 KiB), so that a
+// client cannot hold a handler by trickling bytes. It is set per request
+// rather than as http.Server.ReadTimeout, which would also end blocking
+// acquires that legitimately take minutes.
+const bodyReadTimeout = 30 * time.Second
+
+// object is a decoded JSON request body: each field's raw value by name.
+//
+// Decoding to raw values first, rather than straight into a struct, lets the
+// handlers tell an omitted field (default) from a given one (validated, never
+// replaced), reject unknown fields and nulls by name, and name the field in
+// every error.
+type object map[string]json.RawMessage
+
+// readObject reads r's body, which must be empty (the same as {}) or one JSON
+// object whose fields are all in allowed. The Content-Type header is not
+// checked: curl -d sends form encoding by default, and the body itself says
+// whether it is JSON.
+//
+// Errors: payload_too_large over dlm.MaxRequestBody; invalid_argument with
+// field "body" for anything that is not one JSON object, or naming the
+// unknown field.
+func readObject(w http.ResponseWriter, r *http.Request, allowed ...string) (object, error) {
+	if r.ContentLength > dlm.MaxRequestBody {
+		return nil, tooLarge()
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) // unsupported only on test recorders
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, dlm.MaxRequestBody))
+	_ = rc.SetReadDeadline(time.Time{})
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, tooLarge()
+	case err != nil:
+		return nil, dlm.Invalid("body", "could not be read: %v", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return object{}, nil
+	}
+	if b[0] != '{' {
+		return nil, dlm.Invalid("body", "must be a JSON object")
+	}
+	var o object
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, dlm.Invalid("body", "malformed JSON: %v", err)
+	}
+	if o == nil {
+		o = object{}
+	}
+	// Report the first unknown field by name order, so the answer does not
+	// depend on map iteration.
+	var unknown []string
+	for k := range o {
+		if !slices.Contains(allowed, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		if unknown[0] == "" {
+			return nil, dlm.Invalid("body", "unknown field \"\" (allowed: %v)", allowed)
+		}
+		return nil, dlm.Invalid(unknown[0], "unknown field (allowed: %v)", allowed)
+	}
+	return o, nil
+}
+
+func tooLarge() error {
+	return dlm.Errorf(dlm.CodePayloadTooLarge, "request body is larger than %d bytes", dlm.MaxRequestBody)
+}
+
+// field decodes the field name into v and reports whether it was given. An
+// explicit null is not the same as omitting the field: it is refused.
+func (o object) field(name string, v any, what string) (bool, error) {
+	raw, ok := o[name]
+	if !ok {
+		return false, nil
+	}
+	if string(raw) == "null" {
+		return true, dlm.Invalid(name, "must not be null (omit the field for its default)")
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, dlm.Invalid(name, "must be %s", what)
+	}
+	return true, nil
+}
+
+func (o object) string(name string) (string, bool, error) {
+	var s string
+	given, err := o.field(name, &s, "a string")
+	return s, given, err
+}
+
+func (o object) int(name string) (int64, bool, error) {
+	var n int64
+	given, err := o.field(name, &n, "an integer")
+	return n, given, err
+}
+
+func (o object) bool(name string) (bool, bool, error) {
+	var b bool
+	given, err := o.field(name, &b, "true or false")
+	return b, given, err
+}
+
+// millis converts a count of milliseconds from the wire into a Duration.
+// Values too large to represent saturate, so that the engine's range check
+// refuses them with its usual message instead of seeing an overflowed value.
+func millis(ms int64) time.Duration {
+	const maxMs = math.MaxInt64 / int64(time.Millisecond)
+	switch {
+	case ms > maxMs:
+		return math.MaxInt64
+	case ms < -maxMs:
+		return math.MinInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// query is a request's query string, validated against the parameters a
+// route accepts.
+type query map[string]string
+
+// parseQuery checks that r's query string names only allowed parameters, each
+// at most once.
+func parseQuery(r *http.Request, allowed []string) (query, error) {
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, dlm.Invalid("query", "malformed query string: %v", err)
+	}
+	q := query{}
+	for k, vs := range vals {
+		if !slices.Contains(allowed, k) {
+			field := k
+			if field == "" {
+				field = "query"
+			}
+			if len(allowed) == 0 {
+				return nil, dlm.Invalid(field, "unknown query parameter %q: this route takes none", k)
+			}
+			return nil, dlm.Invalid(field, "unknown query parameter %q (allowed: %v)", k, allowed)
+		}
+		if len(vs) > 1 {
+			return nil, dlm.Invalid(k, "given %d times", len(vs))
+		}
+		q[k] = vs[0]
+	}
+	return q, nil
+}
+
+// get returns parameter name and whether it was given.
+func (q query) get(name string) (string, bool) {
+	v, ok := q[name]
+	return v, ok
+}
+
+// int parses an integer parameter between lo and hi; it returns def when the
+// parameter is absent.
+func (q query) int(name string, lo, hi, def int) (int, error) {
+	s, ok := q[name]
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, dlm.Invalid(name, "must be an integer between %d and %d", lo, hi)
+	}
+	return n, nil
+}

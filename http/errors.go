@@ -1,0 +1,123 @@
+package dlmhttp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/dlmhq/dlm"
+)
+
+// statuses maps each wire error code to its HTTP status: the one table of
+// SPEC §3 "Errors". A code missing here is answered as 500 internal.
+var statuses = map[string]int{
+	dlm.CodeInvalidArgument:      http.StatusBadRequest,
+	dlm.CodeUnauthenticated:      http.StatusUnauthorized,
+	dlm.CodePermissionDenied:     http.StatusForbidden,
+	dlm.CodeNotFound:             http.StatusNotFound,
+	dlm.CodeLockConflict:         http.StatusConflict,
+	dlm.CodeWaitTimeout:          http.StatusConflict,
+	dlm.CodeLeaseEnded:           http.StatusGone,
+	dlm.CodePayloadTooLarge:      http.StatusRequestEntityTooLarge,
+	dlm.CodeIdempotencyKeyReused: http.StatusUnprocessableEntity,
+	dlm.CodeLimitExceeded:        http.StatusTooManyRequests,
+	dlm.CodeUnavailable:          http.StatusServiceUnavailable,
+	dlm.CodeInternal:             http.StatusInternalServerError,
+}
+
+// StatusOf returns the HTTP status for a wire error code, 500 for codes it
+// does not know.
+func StatusOf(code string) int {
+	if s, ok := statuses[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// methodNotAllowed answers a known path with a method it does not serve. 405
+// is not in SPEC's table; its body carries code invalid_argument, the code a
+// client that only knows the table would pick for a malformed request.
+type methodNotAllowed struct{ allow string }
+
+func (e *methodNotAllowed) Error() string { return "method not allowed; use " + e.allow }
+
+// errorBody is the JSON of every error response.
+type errorBody struct {
+	Error wireError `json:"error"`
+}
+
+type wireError struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// writeError answers r with err. A *dlm.Error is shown as it is; anything
+// else is logged and answered with a generic 500, so that internal details
+// never reach a client. A request whose context ended (the client went away,
+// or the server is stopping) is answered 503 and logged at debug level.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		status int
+		body   wireError
+		de     *dlm.Error
+		mna    *methodNotAllowed
+	)
+	switch {
+	case errors.As(err, &mna):
+		w.Header().Set("Allow", mna.allow)
+		status = http.StatusMethodNotAllowed
+		body = wireError{Code: dlm.CodeInvalidArgument, Message: "method " + r.Method + " is not allowed here; allowed: " + mna.allow}
+	case errors.As(err, &de):
+		status = StatusOf(de.Code)
+		body = wireError{Code: de.Code, Message: de.Message}
+		if status == http.StatusInternalServerError {
+			h.log.Error("internal error", "method", r.Method, "path", logPath(r), "err", err)
+			body = wireError{Code: dlm.CodeInternal, Message: "internal error"}
+			break
+		}
+		body.Details = details(de)
+		if de.Code == dlm.CodeUnauthenticated {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dlm"`)
+		}
+	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		h.log.Debug("request ended before an answer", "method", r.Method, "path", logPath(r), "err", err)
+		status = http.StatusServiceUnavailable
+		body = wireError{Code: dlm.CodeUnavailable, Message: "request cancelled"}
+	default:
+		h.log.Error("internal error", "method", r.Method, "path", logPath(r), "err", err)
+		status = http.StatusInternalServerError
+		body = wireError{Code: dlm.CodeInternal, Message: "internal error"}
+	}
+	writeJSON(w, status, errorBody{Error: body})
+}
+
+// details returns the details object of de, or nil if it has none:
+// holders for lock_conflict and wait_timeout (an empty list when only
+// waiters stand in the way), reason for lease_ended, field for
+// invalid_argument.
+func details(de *dlm.Error) map[string]any {
+	switch de.Code {
+	case dlm.CodeLockConflict, dlm.CodeWaitTimeout:
+		return map[string]any{"holders": holders(de.Holders)}
+	case dlm.CodeLeaseEnded:
+		if de.Reason != 0 {
+			return map[string]any{"reason": de.Reason.String()}
+		}
+	case dlm.CodeInvalidArgument:
+		if de.Field != "" {
+			return map[string]any{"field": de.Field}
+		}
+	}
+	return nil
+}
+
+// logLevel is the level of the per-request log line for a status: debug,
+// or warn for a server-side failure.
+func logLevel(status int) slog.Level {
+	if status >= 500 {
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
+}

@@ -1,0 +1,175 @@
+// Package dlmhttp serves the dlm HTTP API of SPEC §3 on an engine.Engine:
+// JSON routes for locks, leases, tenants and keys, health checks, and the
+// error format with its one table of statuses.
+//
+// It routes on the escaped path itself, with no http.ServeMux, so that lock
+// names may carry percent-encoded (or plain) slashes and no request is ever
+// cleaned or redirected.
+package dlmhttp
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/engine"
+)
+
+// Handler is the http.Handler of the dlm API. It is safe for concurrent use.
+type Handler struct {
+	engine *engine.Engine
+	log    *slog.Logger
+	routes []route
+}
+
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithLogger sends the handler's logs to l instead of slog.Default(): one
+// line per request at debug level (warn for 5xx), internal errors at error
+// level.
+func WithLogger(l *slog.Logger) Option {
+	return func(h *Handler) { h.log = l }
+}
+
+// WithRoute serves method and the exact path with next, without
+// authentication: for /metrics and the like. Routes of the dlm API take
+// precedence.
+func WithRoute(method, path string, next http.Handler) Option {
+	return func(h *Handler) {
+		h.routes = append(h.routes, route{method, path, public, nil,
+			func(_ *Handler, w http.ResponseWriter, r *http.Request, _ *call) error {
+				next.ServeHTTP(w, r)
+				return nil
+			}})
+	}
+}
+
+// NewHandler returns the handler of the dlm API on e.
+func NewHandler(e *engine.Engine, opts ...Option) *Handler {
+	h := &Handler{engine: e, log: slog.Default(), routes: routeTable()}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
+}
+
+// call is what a route's handler learns about its request besides the
+// request itself.
+type call struct {
+	params    map[string]string // decoded path parameters
+	query     query
+	principal engine.Principal // zero for public routes
+}
+
+// ServeHTTP routes r, authenticates it and runs its handler. Every error is
+// answered with the JSON error shape.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	if err := h.serve(sw, r); err != nil {
+		h.writeError(sw, r, err)
+	}
+	if sw.status == 0 {
+		sw.status = http.StatusOK // nothing written: net/http sends 200
+	}
+	h.log.Log(r.Context(), logLevel(sw.status), "request",
+		"method", r.Method, "path", logPath(r), "status", sw.status,
+		"duration", time.Since(start), "remote", r.RemoteAddr)
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
+	rt, params, allow, err := h.find(r.Method, r.URL.EscapedPath())
+	switch {
+	case err != nil:
+		return err
+	case rt == nil && len(allow) > 0:
+		return &methodNotAllowed{allow: strings.Join(allow, ", ")}
+	case rt == nil:
+		return dlm.Errorf(dlm.CodeNotFound, "no route %s %s", r.Method, r.URL.EscapedPath())
+	}
+	c := &call{params: params}
+	if rt.access != public {
+		if c.principal, err = h.authorize(r, rt.access); err != nil {
+			return err
+		}
+	}
+	if c.query, err = parseQuery(r, rt.query); err != nil {
+		return err
+	}
+	return rt.serve(h, w, r, c)
+}
+
+// authorize authenticates r's bearer key and checks that its principal may
+// use a route of kind a.
+func (h *Handler) authorize(r *http.Request, a access) (engine.Principal, error) {
+	key, err := bearer(r)
+	if err != nil {
+		return engine.Principal{}, err
+	}
+	p, err := h.engine.Authenticate(r.Context(), key)
+	if err != nil {
+		return p, err
+	}
+	switch {
+	case a == adminKey && !p.Admin:
+		return p, dlm.Errorf(dlm.CodePermissionDenied, "this call needs the admin key")
+	case a == tenantKey && p.Admin:
+		return p, dlm.Errorf(dlm.CodePermissionDenied, "the admin key belongs to no tenant: use a tenant key")
+	}
+	return p, nil
+}
+
+// bearer returns the key of r's "Authorization: Bearer <key>" header.
+func bearer(r *http.Request) (string, error) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return "", dlm.Errorf(dlm.CodeUnauthenticated, "missing API key: send Authorization: Bearer <key>")
+	}
+	scheme, key, ok := strings.Cut(vals[0], " ")
+	key = strings.TrimSpace(key)
+	if len(vals) > 1 || !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
+		return "", dlm.Errorf(dlm.CodeUnauthenticated, "malformed Authorization header: send Authorization: Bearer <key>")
+	}
+	return key, nil
+}
+
+// logPath returns r's path for logs, without lease IDs: a lease ID is a
+// bearer capability and logs are read by more people than its owner.
+func logPath(r *http.Request) string {
+	p := r.URL.EscapedPath()
+	rest, ok := strings.CutPrefix(p, "/v1/leases/")
+	if !ok {
+		return p
+	}
+	if _, suffix, ok := strings.Cut(rest, "/"); ok {
+		return "/v1/leases/{lease_id}/" + suffix
+	}
+	return "/v1/leases/{lease_id}"
+}
+
+// statusWriter records the status of a response for the request log. It
+// unwraps for http.ResponseController, so that handlers can still flush,
+// set deadlines and hijack (WebSocket).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

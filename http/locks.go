@@ -1,0 +1,205 @@
+package dlmhttp
+
+import (
+	"net/http"
+
+	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/engine"
+)
+
+// acquireFields are the fields of an acquire body (SPEC §3 "Acquire").
+var acquireFields = []string{"holder_id", "mode", "ttl_ms", "wait_ms", "scope", "idempotency_key", "dry_run"}
+
+// acquireRequest decodes an acquire: the body, the Idempotency-Key header and
+// the lock name from the path. Omitted fields are left zero for the engine
+// to default; given ones are checked here where the engine could not tell
+// them from omitted ones (ttl_ms 0, an empty mode, scope or key).
+func (h *Handler) acquireRequest(w http.ResponseWriter, r *http.Request, c *call) (req engine.AcquireRequest, dryRun bool, err error) {
+	o, err := readObject(w, r, acquireFields...)
+	if err != nil {
+		return req, false, err
+	}
+	req.Tenant = c.principal.Tenant
+	req.Key = dlm.Key{Namespace: c.principal.Tenant, Name: c.params["name"]}
+	if err := dlm.ValidateName(req.Key.Name); err != nil {
+		return req, false, err
+	}
+
+	holder, given, err := o.string("holder_id")
+	if err != nil {
+		return req, false, err
+	} else if !given {
+		return req, false, dlm.Invalid("holder_id", "is required")
+	}
+	req.HolderID = holder
+
+	if m, given, err := o.string("mode"); err != nil {
+		return req, false, err
+	} else if given {
+		mode, ok := dlm.ParseMode(m)
+		if !ok || m == "" {
+			return req, false, dlm.Invalid("mode", "must be %q or %q", "exclusive", "shared")
+		}
+		req.Mode = mode
+	}
+
+	if ms, given, err := o.int("ttl_ms"); err != nil {
+		return req, false, err
+	} else if given {
+		if ms == 0 {
+			// The engine reads a zero TTL as "default": refuse it here.
+			return req, false, dlm.Invalid("ttl_ms", "must be at least %d (omit it for the default, %d)", dlm.MinTTLMillis, dlm.DefaultTTLMs)
+		}
+		req.TTL = millis(ms)
+	}
+
+	if ms, given, err := o.int("wait_ms"); err != nil {
+		return req, false, err
+	} else if given {
+		req.Wait = millis(ms)
+	}
+
+	if s, given, err := o.string("scope"); err != nil {
+		return req, false, err
+	} else if global, err := parseScope(s, given); err != nil {
+		return req, false, err
+	} else if global {
+		req.Key.Namespace = dlm.GlobalNamespace
+	}
+
+	if req.IdempotencyKey, err = idempotencyKey(r, o); err != nil {
+		return req, false, err
+	}
+
+	if dryRun, _, err = o.bool("dry_run"); err != nil {
+		return req, false, err
+	}
+	return req, dryRun, nil
+}
+
+// idempotencyKey returns the idempotency key of an acquire, given in the
+// body, the Idempotency-Key header, or both with the same value. A key given
+// empty is refused rather than read as "none".
+func idempotencyKey(r *http.Request, o object) (string, error) {
+	body, inBody, err := o.string("idempotency_key")
+	if err != nil {
+		return "", err
+	}
+	hdrs := r.Header.Values("Idempotency-Key")
+	if len(hdrs) > 1 {
+		return "", dlm.Invalid("idempotency_key", "Idempotency-Key header given %d times", len(hdrs))
+	}
+	key := body
+	if len(hdrs) == 1 {
+		if inBody && hdrs[0] != body {
+			return "", dlm.Invalid("idempotency_key", "the Idempotency-Key header and the body field differ")
+		}
+		key, inBody = hdrs[0], true
+	}
+	if inBody {
+		if err := dlm.ValidateIdempotencyKey(key); err != nil {
+			return "", err
+		}
+	}
+	return key, nil
+}
+
+// acquire serves POST /v1/locks/{name}/acquire: try once, wait in the FIFO
+// queue (the request stays open up to wait_ms), or dry run.
+func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, c *call) error {
+	req, dryRun, err := h.acquireRequest(w, r, c)
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		res, err := h.engine.DryRun(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, wireDryRun{WouldGrant: res.WouldGrant, Holders: holders(res.Holders), Waiters: res.Waiters})
+		return nil
+	}
+	l, replayed, err := h.engine.Acquire(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	wl := ownLease(&l)
+	wl.Replayed = replayed
+	writeJSON(w, http.StatusOK, wl)
+	return nil
+}
+
+// lockKey returns the key of the lock named in the path, in the namespace
+// the call addresses.
+func (h *Handler) lockKey(r *http.Request, c *call) (dlm.Key, error) {
+	name := c.params["name"]
+	if err := dlm.ValidateName(name); err != nil {
+		return dlm.Key{}, err
+	}
+	ns, err := h.namespace(r.Context(), c)
+	return dlm.Key{Namespace: ns, Name: name}, err
+}
+
+// inspect serves GET /v1/locks/{name}: token, holders and waiters; a name
+// never used answers with token 0 and empty lists.
+func (h *Handler) inspect(w http.ResponseWriter, r *http.Request, c *call) error {
+	key, err := h.lockKey(r, c)
+	if err != nil {
+		return err
+	}
+	s, err := h.engine.Inspect(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, lock(&s))
+	return nil
+}
+
+// list serves GET /v1/locks: the locks with holders or waiters, by name.
+func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
+	prefix, _ := c.query.get("prefix")
+	if err := dlm.ValidatePrefix(prefix); err != nil {
+		return err
+	}
+	limit, err := c.query.int("limit", 1, engine.MaxListLimit, engine.DefaultListLimit)
+	if err != nil {
+		return err
+	}
+	cursor, _ := c.query.get("cursor")
+	ns, err := h.namespace(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	locks, next, err := h.engine.List(r.Context(), ns, prefix, cursor, limit)
+	if err != nil {
+		return err
+	}
+	out := wireLockList{Locks: make([]wireLock, len(locks)), NextCursor: next}
+	for i := range locks {
+		out.Locks[i] = lock(&locks[i])
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// forceRelease serves POST /v1/locks/{name}/force-release (admin key): every
+// lease on the lock ends with reason force_released.
+func (h *Handler) forceRelease(w http.ResponseWriter, r *http.Request, c *call) error {
+	if _, err := readObject(w, r); err != nil {
+		return err
+	}
+	key, err := h.lockKey(r, c)
+	if err != nil {
+		return err
+	}
+	ended, err := h.engine.ForceRelease(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	out := wireEnded{Ended: make([]wireLease, len(ended))}
+	for i := range ended {
+		out.Ended[i] = holder(&ended[i].Lease)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,146 @@
+package dlmhttp
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/dlmhq/dlm"
+)
+
+// access says who may call a route.
+type access uint8
+
+const (
+	// public routes need no key: health checks.
+	public access = iota
+	// tenantKey routes act as one tenant; the admin key gets 403.
+	tenantKey
+	// tenantOrAdmin routes read locks: a tenant key reads its own
+	// namespace (and the global one), the admin key names a tenant with
+	// ?tenant=NAME or reads scope=global.
+	tenantOrAdmin
+	// adminKey routes need the admin key; tenant keys get 403.
+	adminKey
+)
+
+// route is one row of the route table.
+//
+// A pattern is a path of literal segments and parameters. "{x}" matches one
+// segment. "{x...}" matches one or more segments joined by "/", so that a lock
+// name may contain an unencoded "/" (see matchPattern). Parameters are
+// percent-decoded before the handler sees them.
+type route struct {
+	method  string
+	pattern string
+	access  access
+	query   []string // the query parameters the route accepts
+	serve   func(h *Handler, w http.ResponseWriter, r *http.Request, c *call) error
+}
+
+// routeTable lists every route, most specific first. /v1/events and
+// /v1/watch (SPEC §3 "Events") are added here; /metrics, which needs no
+// dlm key, can be added as a public route or with WithRoute.
+func routeTable() []route {
+	return []route{
+		{"GET", "/healthz", public, nil, (*Handler).healthz},
+		{"GET", "/readyz", public, nil, (*Handler).readyz},
+
+		{"POST", "/v1/locks/{name...}/acquire", tenantKey, nil, (*Handler).acquire},
+		{"POST", "/v1/locks/{name...}/force-release", adminKey, []string{"scope", "tenant"}, (*Handler).forceRelease},
+		{"GET", "/v1/locks", tenantOrAdmin, []string{"prefix", "scope", "limit", "cursor", "tenant"}, (*Handler).list},
+		{"GET", "/v1/locks/{name...}", tenantOrAdmin, []string{"scope", "tenant"}, (*Handler).inspect},
+
+		{"GET", "/v1/leases/{lease_id}", tenantKey, nil, (*Handler).getLease},
+		{"POST", "/v1/leases/{lease_id}/renew", tenantKey, nil, (*Handler).renew},
+		{"DELETE", "/v1/leases/{lease_id}", tenantKey, nil, (*Handler).release},
+
+		{"POST", "/v1/tenants", adminKey, nil, (*Handler).createTenant},
+		{"GET", "/v1/tenants", adminKey, nil, (*Handler).listTenants},
+		{"POST", "/v1/tenants/{tenant}/keys", adminKey, nil, (*Handler).createKey},
+		{"DELETE", "/v1/tenants/{tenant}/keys/{key_id}", adminKey, nil, (*Handler).revokeKey},
+	}
+}
+
+// find returns the route for method and the escaped path with its decoded
+// parameters. If the path is known but not for method it returns the
+// methods that are allowed instead.
+//
+// Routes are matched on method and path together, so among the routes of
+// one method a path is never ambiguous: GET /v1/locks/a/acquire inspects the
+// lock "a/acquire", and POST to it acquires the lock "a". A lock whose name
+// ends in "/acquire" or "/force-release" is acquired or force-released with
+// its slashes percent-encoded, as clients do anyway.
+func (h *Handler) find(method, path string) (rt *route, params map[string]string, allow []string, err error) {
+	for i := range h.routes {
+		r := &h.routes[i]
+		raw, ok := matchPattern(r.pattern, path)
+		if !ok {
+			continue
+		}
+		if r.method != method {
+			if !slices.Contains(allow, r.method) {
+				allow = append(allow, r.method)
+			}
+			continue
+		}
+		params = make(map[string]string, len(raw))
+		for k, v := range raw {
+			if params[k], err = url.PathUnescape(v); err != nil {
+				return nil, nil, nil, dlm.Invalid(k, "malformed percent-encoding in the path")
+			}
+		}
+		return r, params, nil, nil
+	}
+	return nil, nil, allow, nil
+}
+
+// matchPattern matches an escaped path against pattern and returns the raw
+// (still escaped) parameters.
+//
+// Lock names: SPEC has clients percent-encode "/" in names (orders%2F42),
+// and that always works. We are lenient and also accept the "/" unencoded
+// (POST /v1/locks/orders/42/acquire is the lock "orders/42"): a "{x...}"
+// parameter takes every segment that the literal segments after it do not
+// need. The path is never cleaned: "a//b" is that name, an empty name is
+// refused by validation with 400, and no request is ever redirected.
+func matchPattern(pattern, path string) (map[string]string, bool) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, false
+	}
+	ps := strings.Split(pattern[1:], "/")
+	segs := strings.Split(path[1:], "/")
+	rest := -1 // index of the "{x...}" parameter, if any
+	for i, p := range ps {
+		if strings.HasSuffix(p, "...}") {
+			rest = i
+		}
+	}
+	if rest < 0 && len(segs) != len(ps) || rest >= 0 && len(segs) < len(ps) {
+		return nil, false
+	}
+	var params map[string]string
+	for i, p := range ps {
+		var seg string
+		switch {
+		case rest < 0 || i < rest:
+			seg = segs[i]
+		case i == rest:
+			seg = strings.Join(segs[i:len(segs)-(len(ps)-1-i)], "/")
+		default:
+			seg = segs[len(segs)-(len(ps)-i)]
+		}
+		if name, ok := strings.CutPrefix(p, "{"); ok {
+			if params == nil {
+				params = map[string]string{}
+			}
+			params[strings.TrimSuffix(strings.TrimSuffix(name, "}"), "...")] = seg
+			continue
+		}
+		if p != seg {
+			return nil, false
+		}
+	}
+	return params, true
+}
