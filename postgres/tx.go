@@ -452,7 +452,16 @@ func (t *tx) Tenant(ctx context.Context, name string) (tn dlm.Tenant, ok bool, e
 	return tn, ok, err
 }
 
+// APIKey implements dlm.ReadTx. In a write transaction it first takes a
+// transaction-scoped advisory lock, so that writers who look for a key before
+// they create it (bootstrap, when several instances start at once) take
+// turns: the second finds what the first created.
 func (t *tx) APIKey(ctx context.Context, id string) (k dlm.APIKey, ok bool, err error) {
+	if t.write {
+		if _, err := t.exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("keys", t.s.schema)); err != nil {
+			return k, false, err
+		}
+	}
 	err = t.query(ctx, func(r pgx.Rows) error {
 		ok = true
 		err := r.Scan(&k.ID, &k.Tenant, &k.Hash, &k.CreatedAt, &k.Revoked)
