@@ -31,6 +31,9 @@ type tx struct {
 	saved  bool   // a change was saved: announce it after commit
 	events bool   // events were saved: number them after commit
 	usage  *usageCount
+	// locked is a lock's state that FindLease locked and loaded ahead of
+	// the LoadLock that follows it.
+	locked *dlm.LockState
 }
 
 type stmt struct {
@@ -253,6 +256,12 @@ func (t *tx) queueLoad(b *pgx.Batch, key dlm.Key, s *dlm.LockState) {
 }
 
 func (t *tx) queueHoldersAndWaiters(b *pgx.Batch, key dlm.Key, s *dlm.LockState) {
+	t.queueState(b, `ns = $1 AND name = $2`, []any{key.Namespace, key.Name}, s)
+}
+
+// queueState queues the reads of the holders and waiters of the lock that
+// where (with args $1..$n) selects.
+func (t *tx) queueState(b *pgx.Batch, where string, args []any, s *dlm.LockState) {
 	queueQuery(b, func(r pgx.Rows) error {
 		var l dlm.Lease
 		var idem *string
@@ -262,9 +271,9 @@ func (t *tx) queueHoldersAndWaiters(b *pgx.Batch, key dlm.Key, s *dlm.LockState)
 		}
 		s.Holders = append(s.Holders, l)
 		return err
-	}, `SELECT `+leaseCols+`, idem FROM leases WHERE ns = $1 AND name = $2 ORDER BY token`, key.Namespace, key.Name)
+	}, `SELECT `+leaseCols+`, idem FROM leases WHERE `+where+` ORDER BY token`, args...)
 	queueQuery(b, func(r pgx.Rows) error {
-		w := dlm.Waiter{Key: key}
+		w := dlm.Waiter{Key: s.Key}
 		var mode int16
 		var ttl int64
 		var idem *string
@@ -277,8 +286,8 @@ func (t *tx) queueHoldersAndWaiters(b *pgx.Batch, key dlm.Key, s *dlm.LockState)
 		s.Waiters = append(s.Waiters, w)
 		return err
 	}, `SELECT id, tenant, seq, mode, holder, ttl, idem, ticket, queued_at, deadline
-		FROM waiters w WHERE ns = $1 AND name = $2 AND `+alive(3)+` ORDER BY seq`,
-		key.Namespace, key.Name, t.deadAfter())
+		FROM waiters w WHERE `+where+` AND `+alive(len(args)+1)+` ORDER BY seq`,
+		append(args, t.deadAfter())...)
 }
 
 // LoadLock implements dlm.ReadTx in one round trip. In a write transaction
@@ -287,6 +296,10 @@ func (t *tx) queueHoldersAndWaiters(b *pgx.Batch, key dlm.Key, s *dlm.LockState)
 // the lock is granted. It also reads the usage of the lock's tenant, which an
 // acquire asks for next.
 func (t *tx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
+	if l := t.locked; l != nil && l.Key == key {
+		t.locked = nil
+		return l, nil
+	}
 	s := &dlm.LockState{Key: key}
 	err := t.send(ctx, func(b *pgx.Batch) {
 		if !t.write {
@@ -320,7 +333,17 @@ func (t *tx) queueUsage(b *pgx.Batch, tenant string) {
 		})
 }
 
+// FindLease implements dlm.ReadTx. In a write transaction it also locks the
+// lease's lock and loads its state in the same round trip, since renew and
+// release load that lock next: LoadLock then answers without a round trip.
+// The lock's key is passed from statement to statement in transaction-local
+// settings (dlm.ns, dlm.name), and the state is read after the lock is
+// granted.
 func (t *tx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *dlm.EndedLease, err error) {
+	var (
+		spec   = &dlm.LockState{}
+		locked bool
+	)
 	err = t.send(ctx, func(b *pgx.Batch) {
 		queueQuery(b, func(r pgx.Rows) error {
 			var l dlm.Lease
@@ -340,9 +363,29 @@ func (t *tx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *
 			ended = &e
 			return err
 		}, `SELECT `+leaseCols+`, reason, ended_at FROM ended_leases WHERE id = $1`, id)
+		if !t.write {
+			return
+		}
+		queueQuery(b, func(r pgx.Rows) error {
+			locked = true
+			return r.Scan(&spec.Key.Namespace, &spec.Key.Name, &spec.Token, nil, nil)
+		}, `SELECT ns, name, token, set_config('dlm.ns', ns, true), set_config('dlm.name', name, true)
+			FROM locks WHERE (ns, name) = (SELECT ns, name FROM leases WHERE id = $1) FOR UPDATE`, id)
+		const where = `ns = current_setting('dlm.ns', true) AND name = current_setting('dlm.name', true)`
+		b.Queue(dropWaitersSQL(`w.`+where+` AND NOT `+alive(1), 1), t.deadAfter(), t.shard())
+		t.queueState(b, where, nil, spec)
 	})
-	if err != nil || live != nil {
-		return live, nil, err
+	if err != nil {
+		return nil, nil, err
+	}
+	if locked {
+		for i := range spec.Waiters {
+			spec.Waiters[i].Key = spec.Key
+		}
+		t.locked = spec
+	}
+	if live != nil {
+		return live, nil, nil
 	}
 	return nil, ended, nil
 }
