@@ -28,15 +28,16 @@ import (
 //
 // Whoever wrote events numbers them before its Update returns, so that its
 // events are readable by then (history and "watch from now" rely on that, as
-// on SQLite). Right behind its COMMIT, in the same round trip, it tries the
-// lock without waiting: if it gets it, it numbers everything pending, its own
-// events and everyone else's. If another transaction holds it, that one is
-// numbering right now; the writer waits for it to finish (a shared lock on
-// the same key) and tries again, until its events are numbered. So one
-// numbering transaction, one WAL flush, serves every event committed while
-// the previous one flushed: numbering never caps throughput at one commit per
-// flush, and an uncontended writer pays one extra round trip's worth of
-// server work (same round trip) and one flush.
+// on SQLite). Just before its COMMIT, in the same round trip, the writer
+// tries the lock without waiting. If it gets it, nobody else is numbering:
+// it numbers everything pending, its own events included, and its commit is
+// also the numbering's (one WAL flush for both). If another transaction
+// holds the lock, that one is numbering right now; the writer commits, waits
+// for it to finish (a shared lock on the same key), tries again in a
+// numbering transaction of its own, and so on until its events are numbered.
+// Under load, then, one numbering transaction, one WAL flush, serves every
+// event committed while the previous one flushed: numbering never caps
+// throughput at one commit per flush.
 //
 // If the writer's connection fails between its COMMIT and the numbering, the
 // Update still succeeded; every instance also runs a numbering pass every
@@ -50,12 +51,19 @@ const (
 	numberTries = 10
 )
 
-// queueNumbering queues a numbering transaction into b. With wait, it waits
-// for the lock; without, it numbers only if the lock is free. Then it stores
-// into left how many committed events up to the session's last written event
-// (dlm.last_seq) are still unnumbered.
+// queueNumbering queues a numbering transaction into b: see queueNumber.
 func (s *Store) queueNumbering(b *pgx.Batch, wait bool, left *int64) {
 	b.Queue(`BEGIN`)
+	s.queueNumber(b, wait, left)
+	b.Queue(`COMMIT`)
+}
+
+// queueNumber queues the numbering statements into b, to run in a
+// transaction. With wait, they wait for the lock; without, they number only
+// if the lock is free. Then, if left is not nil, they store into it how many
+// events up to the session's last written one (dlm.last_seq) are still
+// unnumbered.
+func (s *Store) queueNumber(b *pgx.Batch, wait bool, left *int64) {
 	if wait {
 		b.Queue(`SELECT set_config('dlm.numbering', 'true', true), pg_advisory_xact_lock($1)`, lockKey("number", s.schema))
 	} else {
@@ -75,7 +83,6 @@ func (s *Store) queueNumbering(b *pgx.Batch, wait bool, left *int64) {
 			WHERE id IS NULL AND seq <= coalesce(nullif(current_setting('dlm.last_seq', true), ''), '0')::bigint`).
 			QueryRow(func(r pgx.Row) error { return r.Scan(left) })
 	}
-	b.Queue(`COMMIT`)
 }
 
 // awaitNumbering waits on conn until the events this session wrote are

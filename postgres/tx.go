@@ -105,10 +105,10 @@ func (t *tx) send(ctx context.Context, build func(b *pgx.Batch)) error {
 	return nil
 }
 
-// commit sends the queued writes and COMMIT, and if events were saved, the
-// numbering of the events right behind it (see sequencer.go). Once COMMIT has
-// succeeded the Update has: a failure of the numbering is left to the next
-// numbering pass.
+// commit sends the queued writes and COMMIT, numbering the saved events
+// before it if nobody else is numbering, or else after it (see
+// sequencer.go). Once COMMIT has succeeded the Update has: a failure of the
+// numbering is left to the next numbering pass.
 func (t *tx) commit(ctx context.Context) error {
 	if t.err != nil {
 		return t.err
@@ -118,6 +118,10 @@ func (t *tx) commit(ctx context.Context) error {
 	}
 	b := &pgx.Batch{}
 	t.flushInto(b)
+	var left int64
+	if t.events {
+		t.s.queueNumber(b, false, &left)
+	}
 	committed := false
 	b.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
 		committed = ct.String() == "COMMIT"
@@ -126,10 +130,6 @@ func (t *tx) commit(ctx context.Context) error {
 		}
 		return nil
 	})
-	var left int64
-	if t.events {
-		t.s.queueNumbering(b, false, &left)
-	}
 	err := t.conn.SendBatch(ctx, b).Close()
 	if !committed {
 		return err
