@@ -77,11 +77,11 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 	}
 	var sub *subscription
 	if req.Wait > 0 {
-		select {
-		case <-e.closing:
+		// A request that may park is counted, so that Close can wait for it.
+		if !e.enter() {
 			return dlm.Lease{}, false, errShuttingDown
-		default:
 		}
+		defer e.wg.Done()
 		// Listen before the waiter can be granted, so no grant is missed.
 		sub = e.waiters.subscribe(req.ID, req)
 		defer func() { e.waiters.unsubscribe(sub) }()
@@ -163,8 +163,6 @@ func (e *Engine) checkUsage(ctx context.Context, tx dlm.Tx, tenant string, out d
 // park waits for the queued request's grant until deadline, ctx's end or
 // Close, and takes it out of the queue if it gives up.
 func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *subscription, deadline time.Time) (dlm.Lease, error) {
-	e.wg.Add(1)
-	defer e.wg.Done()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	var poll <-chan time.Time

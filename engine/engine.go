@@ -87,13 +87,15 @@ type Engine struct {
 	waiters hub
 	sweeper sweeper
 	feed    feed
+	keys    keyCache
 	// shared is true when other processes write to the store too, so grants
 	// and events can come from elsewhere.
 	shared bool
 
-	closing   chan struct{} // closed by Close
-	closeOnce sync.Once
-	wg        sync.WaitGroup // the sweeper and parked waiters
+	closing chan struct{} // closed by Close
+	mu      sync.Mutex    // guards closed and every wg.Add after New
+	closed  bool
+	wg      sync.WaitGroup // the background goroutines and parked acquires
 }
 
 // New returns an Engine on store and starts its sweeper. Call Close to stop
@@ -126,8 +128,25 @@ func New(store dlm.Store, opts Options) *Engine {
 // leave the queue, the sweeper stops, and no new acquire may wait. Leases are
 // kept. Close waits for all of that and is safe to call more than once.
 func (e *Engine) Close() {
-	e.closeOnce.Do(func() { close(e.closing) })
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.closing)
+	}
+	e.mu.Unlock()
 	e.wg.Wait()
+}
+
+// enter counts a request that may park, unless the engine is closing. The
+// caller calls e.wg.Done when it returns.
+func (e *Engine) enter() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	e.wg.Add(1)
+	return true
 }
 
 // Ready reports whether the store answers.

@@ -55,25 +55,30 @@ func keyID(key string) string {
 }
 
 // Authenticate returns who apiKey belongs to. Keys are stored hashed and
-// compared in constant time. Errors: unauthenticated.
+// compared in constant time; keys that passed are remembered (by hash) so
+// that most requests cost no read. Errors: unauthenticated.
 func (e *Engine) Authenticate(ctx context.Context, apiKey string) (p Principal, err error) {
 	if apiKey == "" {
 		return p, dlm.Errorf(dlm.CodeUnauthenticated, "missing API key: send Authorization: Bearer <key>")
 	}
 	hash := hashKey(apiKey)
+	if p, ok := e.keys.get(hash, e.shared); ok {
+		return p, nil
+	}
+	var id string // of the key that matched
 	ok := false
 	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
 		ids := []string{keyID(apiKey)}
 		if ids[0] != adminKeyID {
 			ids = append(ids, adminKeyID) // a DLM_ADMIN_KEY that looks generated
 		}
-		for _, id := range ids {
-			k, found, err := tx.APIKey(ctx, id)
+		for _, candidate := range ids {
+			k, found, err := tx.APIKey(ctx, candidate)
 			if err != nil {
 				return err
 			}
 			if found && !k.Revoked && subtle.ConstantTimeCompare(k.Hash, hash) == 1 {
-				p, ok = Principal{Tenant: k.Tenant, Admin: k.Tenant == ""}, true
+				p, ok, id = Principal{Tenant: k.Tenant, Admin: k.Tenant == ""}, true, k.ID
 				return nil
 			}
 		}
@@ -81,6 +86,9 @@ func (e *Engine) Authenticate(ctx context.Context, apiKey string) (p Principal, 
 	})
 	if err == nil && !ok {
 		err = dlm.Errorf(dlm.CodeUnauthenticated, "unknown or revoked API key")
+	}
+	if ok {
+		e.keys.put(hash, id, p)
 	}
 	return p, err
 }
@@ -163,6 +171,19 @@ func (e *Engine) Tenants(ctx context.Context) (ts []dlm.Tenant, err error) {
 	return ts, err
 }
 
+// Tenant returns one tenant. Errors: not_found.
+func (e *Engine) Tenant(ctx context.Context, name string) (t dlm.Tenant, err error) {
+	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
+		var ok bool
+		t, ok, err = tx.Tenant(ctx, name)
+		if err == nil && !ok {
+			err = dlm.Errorf(dlm.CodeNotFound, "no tenant %q", name)
+		}
+		return err
+	})
+	return t, err
+}
+
 // CreateKey adds an API key to tenant, shown only now. Errors: not_found.
 func (e *Engine) CreateKey(ctx context.Context, tenant string) (keyID, key string, err error) {
 	err = e.store.Update(ctx, func(tx dlm.Tx) error {
@@ -179,11 +200,15 @@ func (e *Engine) CreateKey(ctx context.Context, tenant string) (keyID, key strin
 
 // RevokeKey refuses tenant's key keyID from now on. Errors: not_found.
 func (e *Engine) RevokeKey(ctx context.Context, tenant, keyID string) error {
-	return e.store.Update(ctx, func(tx dlm.Tx) error {
+	err := e.store.Update(ctx, func(tx dlm.Tx) error {
 		ok, err := tx.RevokeAPIKey(ctx, tenant, keyID)
 		if err == nil && !ok {
 			err = dlm.Errorf(dlm.CodeNotFound, "tenant %q has no key %q", tenant, keyID)
 		}
 		return err
 	})
+	if err == nil {
+		e.keys.forget(keyID)
+	}
+	return err
 }

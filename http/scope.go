@@ -50,14 +50,8 @@ func (h *Handler) namespace(ctx context.Context, c *call) (string, error) {
 	if err := dlm.ValidateTenantName(t); err != nil {
 		return "", dlm.Invalid("tenant", "%q is not a tenant name", t)
 	}
-	ts, err := h.engine.Tenants(ctx)
-	if err != nil {
+	if _, err := h.engine.Tenant(ctx, t); err != nil {
 		return "", err
 	}
-	for _, x := range ts {
-		if x.Name == t {
-			return t, nil
-		}
-	}
-	return "", dlm.Errorf(dlm.CodeNotFound, "no tenant %q", t)
+	return t, nil
 }

@@ -243,7 +243,7 @@ func (c *committer) run(batch []*request) {
 			}
 			continue
 		}
-		direct = direct || tx.savepoint
+		direct = direct || tx.direct
 		c.batch.merge(tx.op)
 	}
 	if err := c.flush(ctx, c.batch); err != nil {

@@ -57,8 +57,11 @@ func openJournal(path string) (*journal, [][]byte, error) {
 		return nil, nil, err
 	}
 	if st.Size() < journalSize {
-		// Allocate the blocks now, so that appends never grow the file.
-		if err := syscall.Fallocate(int(f.Fd()), 0, 0, journalSize); err != nil {
+		// Write the whole file now, so that appends only overwrite blocks
+		// that exist: fallocate's unwritten extents would make every first
+		// write a metadata change, and each fdatasync as slow as a growing
+		// file's.
+		if err := zeroFill(f, st.Size(), journalSize); err != nil {
 			f.Close()
 			return nil, nil, fmt.Errorf("preallocating %s: %w", path, err)
 		}
@@ -71,6 +74,16 @@ func openJournal(path string) (*journal, [][]byte, error) {
 		return nil, nil, err
 	}
 	return j, records, nil
+}
+
+func zeroFill(f *os.File, from, to int64) error {
+	zeros := make([]byte, 1<<20)
+	for off := from; off < to; off += int64(len(zeros)) {
+		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }
 
 // read returns the records of the current generation.

@@ -30,6 +30,7 @@ type writeTx struct {
 	batch     *overlay // the saves of earlier Updates in the batch
 	lastEvent int64    // the last event ID given out in this batch
 	savepoint bool     // this Update has opened its savepoint
+	direct    bool     // this Update changed rows directly (see exec)
 }
 
 var (
@@ -232,13 +233,14 @@ func (tx *writeTx) Usage(ctx context.Context, tenant string) (leases, waiters in
 // begin resets tx for the next Update of the batch.
 func (tx *writeTx) begin() {
 	tx.op.reset()
-	tx.savepoint = false
+	tx.savepoint, tx.direct = false, false
 }
 
 // exec runs a write at once, for the rare writes that are not lock state
 // (tenants, keys, pruning). The first one of an Update opens a savepoint, so
 // that the Update's failure can undo its own writes alone. Savepoints are
-// released all at once by COMMIT.
+// released all at once by COMMIT. A write that changed rows marks the
+// Update direct: the journal does not record it, so its batch is synced.
 func (tx *writeTx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if !tx.savepoint {
 		if _, err := tx.q.ExecContext(ctx, `SAVEPOINT op`); err != nil {
@@ -247,7 +249,13 @@ func (tx *writeTx) exec(ctx context.Context, query string, args ...any) (sql.Res
 		tx.savepoint = true
 	}
 	res, err := tx.q.ExecContext(ctx, query, args...)
-	return res, unavailable(err)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		tx.direct = true
+	}
+	return res, nil
 }
 
 // write is exec for writes whose result is not needed.
