@@ -291,7 +291,11 @@ func runLoad(t testing.TB, key string, insts []*instance, clients int, names []s
 					switch {
 					case status == 200 || code == dlm.CodeLeaseEnded+":released":
 						// lease_ended: a release that failed ambiguously
-						// had committed; reason is checked by count below.
+						// had committed.
+						ld.holds = append(ld.holds, h)
+					case code == dlm.CodeLeaseEnded+":expired" && !time.Now().Before(l.ExpiresAt):
+						// It ran out while the database was down.
+						h.end = l.ExpiresAt
 						ld.holds = append(ld.holds, h)
 					case status == 0:
 						// The instance died during the release, which
