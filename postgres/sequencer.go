@@ -60,7 +60,7 @@ func (s *Store) queueNumbering(b *pgx.Batch, wait bool, left *int64) {
 
 // queueNumber queues the numbering statements into b, to run in a
 // transaction. With wait, they wait for the lock; without, they number only
-// if the lock is free. Then, if left is not nil, they store into it how many
+// if the lock is free. If left is not nil, they store into it how many
 // events up to the session's last written one (dlm.last_seq) are still
 // unnumbered.
 func (s *Store) queueNumber(b *pgx.Batch, wait bool, left *int64) {
@@ -71,17 +71,20 @@ func (s *Store) queueNumber(b *pgx.Batch, wait bool, left *int64) {
 	}
 	// This statement takes its snapshot after the lock is granted, so it
 	// sees every numbering transaction before it.
-	b.Queue(`WITH c AS (SELECT last FROM event_counter),
+	// It also counts the events up to the session's last written one that
+	// stay unnumbered: those pending in its snapshot, less those it numbers
+	// (the outer query does not see the CTE's updates).
+	qq := b.Queue(`WITH c AS (SELECT last FROM event_counter),
 		p AS (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM (
 			SELECT seq FROM events WHERE id IS NULL AND current_setting('dlm.numbering') = 'true'
 			ORDER BY seq LIMIT $1) pending),
-		u AS (UPDATE events e SET id = c.last + p.rn FROM p, c WHERE e.seq = p.seq RETURNING e.id),
-		last AS (UPDATE event_counter SET last = (SELECT max(id) FROM u) WHERE EXISTS (SELECT FROM u))
-		SELECT count(*) FROM u`, numberBatch)
+		u AS (UPDATE events e SET id = c.last + p.rn FROM p, c WHERE e.seq = p.seq RETURNING e.id, e.seq),
+		last AS (UPDATE event_counter SET last = (SELECT max(id) FROM u) WHERE EXISTS (SELECT FROM u)),
+		mine AS (SELECT coalesce(nullif(current_setting('dlm.last_seq', true), ''), '0')::bigint AS seq)
+		SELECT (SELECT count(*) FROM events, mine WHERE events.id IS NULL AND events.seq <= mine.seq)
+			- (SELECT count(*) FROM u, mine WHERE u.seq <= mine.seq)`, numberBatch)
 	if left != nil {
-		b.Queue(`SELECT count(*) FROM events
-			WHERE id IS NULL AND seq <= coalesce(nullif(current_setting('dlm.last_seq', true), ''), '0')::bigint`).
-			QueryRow(func(r pgx.Row) error { return r.Scan(left) })
+		qq.QueryRow(func(r pgx.Row) error { return r.Scan(left) })
 	}
 }
 

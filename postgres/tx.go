@@ -277,23 +277,35 @@ func (t *tx) queueState(b *pgx.Batch, where string, args []any, s *dlm.LockState
 		var mode int16
 		var ttl int64
 		var idem *string
-		err := r.Scan(&w.ID, &w.Tenant, &w.Seq, &mode, &w.HolderID, &ttl, &idem, &w.Ticket, &w.QueuedAt, &w.Deadline)
+		var live bool
+		err := r.Scan(&w.ID, &w.Tenant, &w.Seq, &mode, &w.HolderID, &ttl, &idem, &w.Ticket, &w.QueuedAt, &w.Deadline, &live)
 		w.Mode, w.TTL = dlm.Mode(mode), time.Duration(ttl)
 		w.QueuedAt, w.Deadline = w.QueuedAt.UTC(), w.Deadline.UTC()
 		if idem != nil {
 			w.IdempotencyKey = *idem
 		}
-		s.Waiters = append(s.Waiters, w)
+		if live {
+			s.Waiters = append(s.Waiters, w)
+		} else if t.write {
+			t.dropWaiter(w)
+		}
 		return err
-	}, `SELECT id, tenant, seq, mode, holder, ttl, idem, ticket, queued_at, deadline
-		FROM waiters w WHERE `+where+` AND `+alive(len(args)+1)+` ORDER BY seq`,
+	}, `SELECT id, tenant, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, `+alive(len(args)+1)+`
+		FROM waiters w WHERE `+where+` ORDER BY seq`,
 		append(args, t.deadAfter())...)
 }
 
+// dropWaiter queues the removal of a waiter whose instance is gone: its
+// request died with it. No event is recorded: nothing happened to the lock.
+func (t *tx) dropWaiter(w dlm.Waiter) {
+	t.later(`DELETE FROM waiters WHERE id = $1`, w.ID)
+	t.countUsage("waiter_usage", map[string]int64{w.Tenant: -1})
+}
+
 // LoadLock implements dlm.ReadTx in one round trip. In a write transaction
-// it first makes sure the lock's row exists and locks it FOR UPDATE, then
-// drops the waiters of instances that are gone, and reads the state after
-// the lock is granted. It also reads the usage of the lock's tenant, which an
+// it first makes sure the lock's row exists and locks it FOR UPDATE, and
+// reads the state after the lock is granted. Waiters of instances that are
+// gone are left out (and, in a write transaction, deleted at commit). It also reads the usage of the lock's tenant, which an
 // acquire asks for next.
 func (t *tx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
 	if l := t.locked; l != nil && l.Key == key {
@@ -309,8 +321,6 @@ func (t *tx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) 
 		b.Queue(`INSERT INTO locks (ns, name) VALUES ($1, $2) ON CONFLICT DO NOTHING`, key.Namespace, key.Name)
 		b.Queue(`SELECT token FROM locks WHERE ns = $1 AND name = $2 FOR UPDATE`, key.Namespace, key.Name).
 			QueryRow(func(r pgx.Row) error { return r.Scan(&s.Token) })
-		b.Queue(dropWaitersSQL(`w.ns = $1 AND w.name = $2 AND NOT `+alive(3), 3),
-			key.Namespace, key.Name, t.deadAfter(), t.shard())
 		t.queueHoldersAndWaiters(b, key, s)
 		if key.Namespace != dlm.GlobalNamespace {
 			t.queueUsage(b, key.Namespace)
@@ -372,7 +382,6 @@ func (t *tx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *
 		}, `SELECT ns, name, token, set_config('dlm.ns', ns, true), set_config('dlm.name', name, true)
 			FROM locks WHERE (ns, name) = (SELECT ns, name FROM leases WHERE id = $1) FOR UPDATE`, id)
 		const where = `ns = current_setting('dlm.ns', true) AND name = current_setting('dlm.name', true)`
-		b.Queue(dropWaitersSQL(`w.`+where+` AND NOT `+alive(1), 1), t.deadAfter(), t.shard())
 		t.queueState(b, where, nil, spec)
 	})
 	if err != nil {
@@ -574,13 +583,14 @@ func (t *tx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
 	}
 	for i := range c.Events {
 		e := &c.Events[i]
-		t.later(`INSERT INTO events (type, ns, name, holder, mode, token, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		ret := ``
+		if i == len(c.Events)-1 {
+			// The session remembers the last event this transaction
+			// wrote, so that it can tell when its events are numbered.
+			ret = ` RETURNING set_config('dlm.last_seq', seq::text, false)`
+		}
+		t.later(`INSERT INTO events (type, ns, name, holder, mode, token, at) VALUES ($1, $2, $3, $4, $5, $6, $7)`+ret,
 			int16(e.Type), e.Key.Namespace, e.Key.Name, e.HolderID, int16(e.Mode), e.Token, e.At)
-	}
-	if len(c.Events) > 0 {
-		// The session remembers the last event this transaction wrote, so
-		// that after commit it can tell when its events are numbered.
-		t.later(`SELECT set_config('dlm.last_seq', currval(pg_get_serial_sequence('events', 'seq'))::text, false)`)
 	}
 	t.countUsage("lease_usage", leases)
 	t.countUsage("waiter_usage", waiters)
