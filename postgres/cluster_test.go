@@ -134,6 +134,7 @@ func TestClusterExclusionAndFencing(t *testing.T) {
 	}
 	checkHolds(t, holds)
 	t.Logf("%d holds checked", len(holds))
+	checkUsage(t, c.url, c.schema)
 }
 
 // TestClusterFIFO: waiters queued through different instances are granted in
@@ -249,6 +250,73 @@ func TestClusterWatch(t *testing.T) {
 		}
 		if got.ID != want.ID || got.Type != want.Type || got.Key != want.Key || got.Token != want.Token {
 			t.Fatalf("watch event %d = %+v, want %+v", i, got, want)
+		}
+	}
+}
+
+// TestClusterSweep: three instances sweep the same expired leases at once;
+// each lease expires exactly once (one expired event each), on time, and the
+// waiters behind them are granted.
+func TestClusterSweep(t *testing.T) {
+	c := newCluster(t, 3, engine.Options{})
+	ctx := t.Context()
+	const n = 40
+	var expiresAt time.Time
+	for i := range n {
+		r := creq(fmt.Sprint("s/", i), "h", dlm.Exclusive, 0)
+		r.TTL = 500 * time.Millisecond
+		l, _, err := c.engines[i%3].Acquire(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expiresAt = l.ExpiresAt
+	}
+	// A waiter behind one of them, on another instance.
+	granted := make(chan error, 1)
+	go func() {
+		_, _, err := c.engines[1].Acquire(ctx, creq("s/0", "w", dlm.Exclusive, 20*time.Second))
+		granted <- err
+	}()
+	if err := <-granted; err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+	eventually(t, "every lease has expired", func() bool {
+		events, _, err := c.engines[2].Events(ctx, engine.EventQuery{Tenant: ctenant, Prefix: "s/", Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		expired := map[string]int{}
+		for _, ev := range events {
+			if ev.Type == dlm.EventExpired {
+				expired[ev.Key.Name]++
+			}
+		}
+		for name, k := range expired {
+			if k > 1 {
+				t.Fatalf("%s expired %d times", name, k)
+			}
+		}
+		return len(expired) == n
+	})
+	t.Logf("all %d leases expired %v after the last expiry", n, time.Since(expiresAt))
+	checkUsage(t, c.url, c.schema)
+}
+
+// checkUsage compares the usage counters with the rows they count.
+func checkUsage(t testing.TB, url, schema string) {
+	t.Helper()
+	conn := adminConn(t, url)
+	for _, tables := range [][2]string{{"lease_usage", "leases"}, {"waiter_usage", "waiters"}} {
+		var bad int
+		err := conn.QueryRow(t.Context(), `SELECT count(*) FROM
+			(SELECT tenant, sum(n) AS n FROM `+schema+`.`+tables[0]+` GROUP BY tenant) u
+			FULL JOIN (SELECT tenant, count(*) AS n FROM `+schema+`.`+tables[1]+` GROUP BY tenant) r USING (tenant)
+			WHERE coalesce(u.n, 0) <> coalesce(r.n, 0)`).Scan(&bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad > 0 {
+			t.Errorf("%d tenants' counts in %s disagree with %s", bad, tables[0], tables[1])
 		}
 	}
 }

@@ -179,6 +179,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	checkHolds(t, holds)
+	checkUsage(t, c.url, c.schema)
 	t.Logf("%d holds, %d unavailable answers, slowest call %v", len(holds), unavailable, slowest)
 	if slowest > 10*time.Second {
 		t.Errorf("a call took %v: calls must fail fast while the database is down", slowest)
