@@ -2,7 +2,7 @@ package postgres
 
 import (
 	"context"
-	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,18 +26,19 @@ import (
 // in the order they were written; transactions on one lock commit one after
 // the other under its row lock, so their events are numbered in that order.
 //
-// Whoever wrote events numbers them before its Update returns, so that its
-// events are readable by then (history and "watch from now" rely on that, as
-// on SQLite). Just before its COMMIT, in the same round trip, the writer
-// tries the lock without waiting. If it gets it, nobody else is numbering:
-// it numbers everything pending, its own events included, and its commit is
+// An Update's events are numbered before it returns, so that they are
+// readable by then (history and "watch from now" rely on that, as on
+// SQLite). Just before its COMMIT, in the same round trip, the writer tries
+// the lock without waiting. If it gets it, nobody else is numbering: it
+// numbers everything pending, its own events included, and its commit is
 // also the numbering's (one WAL flush for both). If another transaction
-// holds the lock, that one is numbering right now; the writer commits, waits
-// for it to finish (a shared lock on the same key), tries again in a
-// numbering transaction of its own, and so on until its events are numbered.
-// Under load, then, one numbering transaction, one WAL flush, serves every
-// event committed while the previous one flushed: numbering never caps
-// throughput at one commit per flush.
+// holds the lock, the writer commits, gives its connection back and asks its
+// instance's numberer for a round: a numbering transaction that waits for
+// the lock and numbers everything pending then, the events of every writer
+// that asked meanwhile included. Under load, then, one numbering
+// transaction, one WAL flush, serves every event committed while the
+// previous one flushed: numbering never caps throughput at one commit per
+// flush.
 //
 // If the writer's connection fails between its COMMIT and the numbering, the
 // Update still succeeded; every instance also runs a numbering pass every
@@ -46,24 +47,21 @@ const (
 	numberEvery = time.Second
 	// numberBatch bounds one numbering transaction.
 	numberBatch = 10000
-	// numberTries bounds how often a writer waits for someone else's
-	// numbering and tries again; two suffice unless numbering fails.
-	numberTries = 10
 )
 
 // queueNumbering queues a numbering transaction into b: see queueNumber.
-func (s *Store) queueNumbering(b *pgx.Batch, wait bool, left *int64) {
+func (s *Store) queueNumbering(b *pgx.Batch, wait bool, numbered, left *int64) {
 	b.Queue(`BEGIN`)
-	s.queueNumber(b, wait, left)
+	s.queueNumber(b, wait, numbered, left)
 	b.Queue(`COMMIT`)
 }
 
 // queueNumber queues the numbering statements into b, to run in a
 // transaction. With wait, they wait for the lock; without, they number only
-// if the lock is free. If left is not nil, they store into it how many
-// events up to the session's last written one (dlm.last_seq) are still
-// unnumbered.
-func (s *Store) queueNumber(b *pgx.Batch, wait bool, left *int64) {
+// if the lock is free. They store into numbered how many events they
+// numbered, and into left how many events up to the session's last written
+// one (dlm.last_seq) are still unnumbered.
+func (s *Store) queueNumber(b *pgx.Batch, wait bool, numbered, left *int64) {
 	if wait {
 		b.Queue(`SELECT set_config('dlm.numbering', 'true', true), pg_advisory_xact_lock($1)`, lockKey("number", s.schema))
 	} else {
@@ -81,34 +79,41 @@ func (s *Store) queueNumber(b *pgx.Batch, wait bool, left *int64) {
 		u AS (UPDATE events e SET id = c.last + p.rn FROM p, c WHERE e.seq = p.seq RETURNING e.id, e.seq),
 		last AS (UPDATE event_counter SET last = (SELECT max(id) FROM u) WHERE EXISTS (SELECT FROM u)),
 		mine AS (SELECT coalesce(nullif(current_setting('dlm.last_seq', true), ''), '0')::bigint AS seq)
-		SELECT (SELECT count(*) FROM events, mine WHERE events.id IS NULL AND events.seq <= mine.seq)
+		SELECT (SELECT count(*) FROM u),
+			(SELECT count(*) FROM events, mine WHERE events.id IS NULL AND events.seq <= mine.seq)
 			- (SELECT count(*) FROM u, mine WHERE u.seq <= mine.seq)`, numberBatch)
-	if left != nil {
-		qq.QueryRow(func(r pgx.Row) error { return r.Scan(left) })
+	qq.QueryRow(func(r pgx.Row) error { return r.Scan(numbered, left) })
+}
+
+// numberer runs this instance's numbering rounds: a writer whose events
+// someone else was numbering when it committed asks for the next round and
+// waits for it, without holding a connection. A round starts after the
+// request, so its snapshot includes the writer's commit.
+type numberer struct {
+	mu   sync.Mutex
+	next chan struct{} // closed when the next round has ended
+	kick chan struct{}
+}
+
+// awaitNumbering waits until a numbering round that starts now has ended,
+// or ctx ends.
+func (s *Store) awaitNumbering(ctx context.Context) error {
+	s.num.mu.Lock()
+	done := s.num.next
+	s.num.mu.Unlock()
+	kick(s.num.kick)
+	select {
+	case <-done:
+		return nil
+	case <-s.quit:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
-// awaitNumbering waits on conn until the events this session wrote are
-// numbered: it waits for the numbering in progress to end and numbers
-// whatever is still pending itself, if nobody else does first.
-func (s *Store) awaitNumbering(ctx context.Context, conn *pgx.Conn, left int64) error {
-	for try := 0; left > 0; try++ {
-		if try == numberTries {
-			return fmt.Errorf("%d events still unnumbered after %d tries", left, try)
-		}
-		b := &pgx.Batch{}
-		b.Queue(`BEGIN`)
-		b.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, lockKey("number", s.schema))
-		b.Queue(`COMMIT`)
-		s.queueNumbering(b, false, &left)
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// numberLoop numbers stragglers every numberEvery until Close.
+// numberLoop runs numbering rounds when asked, and every numberEvery for
+// stragglers, until Close.
 func (s *Store) numberLoop() {
 	ctx, cancel := s.quitContext()
 	defer cancel()
@@ -117,16 +122,27 @@ func (s *Store) numberLoop() {
 	for {
 		select {
 		case <-s.quit:
+			s.num.mu.Lock()
+			close(s.num.next) // nobody waits for a round that never comes
+			s.num.mu.Unlock()
 			return
+		case <-s.num.kick:
 		case <-tick.C:
 		}
-		if err := s.numberPass(ctx); err != nil && ctx.Err() == nil {
+		s.num.mu.Lock()
+		done := s.num.next
+		s.num.next = make(chan struct{})
+		s.num.mu.Unlock()
+		if err := s.numberRound(ctx); err != nil && ctx.Err() == nil {
 			s.log.Debug("dlm: numbering events failed", "err", err)
 		}
+		close(done)
 	}
 }
 
-func (s *Store) numberPass(ctx context.Context) error {
+// numberRound numbers every committed event still unnumbered, waiting for
+// the numbering lock.
+func (s *Store) numberRound(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
 	defer cancel()
 	conn, err := s.pool.Acquire(ctx)
@@ -134,9 +150,17 @@ func (s *Store) numberPass(ctx context.Context) error {
 		return err
 	}
 	defer conn.Release()
-	b := &pgx.Batch{}
-	s.queueNumbering(b, true, nil)
-	return conn.SendBatch(ctx, b).Close()
+	for {
+		var n, left int64
+		b := &pgx.Batch{}
+		s.queueNumbering(b, true, &n, &left)
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if n < numberBatch {
+			return nil
+		}
+	}
 }
 
 // quitContext returns a context cancelled by Close.

@@ -90,6 +90,7 @@ type Store struct {
 
 	changes chan struct{} // Notifier.Changes, buffered 1: coalesced
 	kickPub chan struct{} // asks the publisher to NOTIFY other instances
+	num     numberer
 
 	quit    chan struct{}
 	bg      sync.WaitGroup
@@ -138,6 +139,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		changes:  make(chan struct{}, 1),
 		kickPub:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
+		num:      numberer{next: make(chan struct{}), kick: make(chan struct{}, 1)},
 	}
 	octx, cancel := context.WithTimeout(ctx, opts.OpTimeout)
 	defer cancel()
@@ -269,6 +271,14 @@ func (s *Store) run(ctx context.Context, write bool, fn func(*tx) error) error {
 	if err := t.commit(ctx); err != nil {
 		t.rollback()
 		return unavailable(err)
+	}
+	if t.numberLater {
+		// The Update has committed: a failure here only delays its
+		// events, which the next round numbers.
+		conn.Release()
+		if err := s.awaitNumbering(ctx); err != nil {
+			s.log.Debug("dlm: waiting for events to be numbered", "err", err)
+		}
 	}
 	if t.saved {
 		s.changed()

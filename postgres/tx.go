@@ -34,6 +34,9 @@ type tx struct {
 	// locked is a lock's state that FindLease locked and loaded ahead of
 	// the LoadLock that follows it.
 	locked *dlm.LockState
+	// numberLater is set when the transaction committed events that
+	// someone else was numbering: they are numbered in the next round.
+	numberLater bool
 }
 
 type stmt struct {
@@ -118,9 +121,9 @@ func (t *tx) commit(ctx context.Context) error {
 	}
 	b := &pgx.Batch{}
 	t.flushInto(b)
-	var left int64
+	var numbered, left int64
 	if t.events {
-		t.s.queueNumber(b, false, &left)
+		t.s.queueNumber(b, false, &numbered, &left)
 	}
 	committed := false
 	b.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
@@ -135,14 +138,10 @@ func (t *tx) commit(ctx context.Context) error {
 		return err
 	}
 	t.begun = false
-	if err == nil && left > 0 {
-		err = t.s.awaitNumbering(ctx, t.conn, left)
-	}
 	if err != nil {
-		t.s.log.Debug("dlm: numbering events after commit failed", "err", err)
-		t.begun = true
-		t.rollback()
+		t.s.log.Debug("dlm: numbering events failed", "err", err)
 	}
+	t.numberLater = left > 0
 	return nil
 }
 
