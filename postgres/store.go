@@ -13,11 +13,14 @@
 // clock_timestamp() once, right after its first row lock, and every decision
 // and stored time in it uses that value.
 //
-// Events are numbered right after commit, in commit order, by short
-// numbering transactions (sequencer.go), so that a reader tailing the log by
-// ID never misses an event that commits late. Changes are announced with
-// LISTEN/NOTIFY (notify.go); instances record a heartbeat so that the waiters
-// of an instance that died are dropped (janitor in notify.go).
+// Events are numbered in commit order by short numbering transactions
+// (sequencer.go), so that a reader tailing the log by ID never misses an
+// event that commits late. Changes are announced with LISTEN/NOTIFY
+// (notify.go); instances record a heartbeat so that the waiters of an
+// instance that died are dropped (janitor in notify.go).
+//
+// It uses github.com/jackc/pgx/v5 (pgxpool): the PostgreSQL driver and pool,
+// whose batches pipeline a transaction's statements into few round trips.
 package postgres
 
 import (
@@ -193,9 +196,6 @@ func lockKey(purpose, schema string) int64 {
 	h.Write([]byte("dlm\x00" + purpose + "\x00" + schema))
 	return int64(h.Sum64())
 }
-
-// Instance returns this store's instance ID, which its waiters carry.
-func (s *Store) Instance() string { return s.instance }
 
 // Close stops the background work, drops this instance's waiters (their
 // requests end with the process) and closes the pool. Calls after Close fail
