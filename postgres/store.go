@@ -6,8 +6,10 @@
 // one lock are serialised by a row lock on its locks row; operations on
 // different locks run in parallel, and PostgreSQL batches their commits
 // itself. Statements are pipelined: BEGIN travels with a transaction's first
-// reads, and the writes of Save travel with the next read or with COMMIT, so
-// an acquire costs two round trips and a release three.
+// reads, and the writes of Save travel with the next read or with COMMIT:
+// an acquire costs two round trips (lock and load; write and commit), and so
+// does a release or renew (find the lease, lock and load its lock; write and
+// commit). An idempotency key adds one to an acquire.
 //
 // The database's clock is the only clock (SPEC §4): each transaction reads
 // clock_timestamp() once, right after its first row lock, and every decision
