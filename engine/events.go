@@ -209,6 +209,9 @@ func (w *Watcher) readBacklog(ctx context.Context) error {
 	return nil
 }
 
+// Done is closed when the watch ends: closed, or dropped by the engine.
+func (w *Watcher) Done() <-chan struct{} { return w.done }
+
 // Close ends the watch.
 func (w *Watcher) Close() {
 	w.e.feed.mu.Lock()

@@ -63,6 +63,9 @@ func (e *Engine) sweep(ctx context.Context) {
 		case <-e.sweeper.kick:
 			timer.Stop()
 		}
+		// While this sweep runs, any new expiry must wake the next one: the
+		// sweep may read the store before that expiry is committed.
+		e.sweeper.target.Store(0)
 		wait, err := e.sweepOnce(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -73,7 +76,7 @@ func (e *Engine) sweep(ctx context.Context) {
 		}
 		if now := time.Now(); now.After(nextPrune) {
 			nextPrune = now.Add(pruneEvery)
-			if err := e.prune(ctx); err != nil && ctx.Err() == nil {
+			if err := e.Prune(ctx); err != nil && ctx.Err() == nil {
 				e.log.Warn("pruning failed", "err", err)
 			}
 		}
@@ -135,8 +138,9 @@ func (e *Engine) sweepOnce(ctx context.Context) (time.Duration, error) {
 // so that pruning a large backlog never stalls the lock path for long.
 const pruneBatch = 5000
 
-// prune forgets ended leases and events past their retention.
-func (e *Engine) prune(ctx context.Context) error {
+// Prune forgets ended leases and events past their retention now. The engine
+// also does it every minute by itself.
+func (e *Engine) Prune(ctx context.Context) error {
 	err := e.store.Update(ctx, func(tx dlm.Tx) error {
 		return tx.PruneEnded(ctx, tx.Now().Add(-e.opts.EndedRetention))
 	})

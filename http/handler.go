@@ -122,10 +122,15 @@ func (h *Handler) authorize(r *http.Request, a access) (engine.Principal, error)
 	return p, nil
 }
 
-// bearer returns the key of r's "Authorization: Bearer <key>" header.
+// bearer returns the key of r's "Authorization: Bearer <key>" header or, for
+// a WebSocket from a browser, which cannot set that header, of its offered
+// subprotocol "bearer.<key>".
 func bearer(r *http.Request) (string, error) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 {
+		if key := subprotocolKey(r); key != "" {
+			return key, nil
+		}
 		return "", dlm.Errorf(dlm.CodeUnauthenticated, "missing API key: send Authorization: Bearer <key>")
 	}
 	scheme, key, ok := strings.Cut(vals[0], " ")

@@ -39,9 +39,8 @@ type route struct {
 	serve   func(h *Handler, w http.ResponseWriter, r *http.Request, c *call) error
 }
 
-// routeTable lists every route, most specific first. /v1/events and
-// /v1/watch (SPEC §3 "Events") are added here; /metrics, which needs no
-// dlm key, can be added as a public route or with WithRoute.
+// routeTable lists every route, most specific first. /metrics, which needs
+// no dlm key, is added with WithRoute.
 func routeTable() []route {
 	return []route{
 		{"GET", "/healthz", public, nil, (*Handler).healthz},
@@ -55,6 +54,9 @@ func routeTable() []route {
 		{"GET", "/v1/leases/{lease_id}", tenantKey, nil, (*Handler).getLease},
 		{"POST", "/v1/leases/{lease_id}/renew", tenantKey, nil, (*Handler).renew},
 		{"DELETE", "/v1/leases/{lease_id}", tenantKey, nil, (*Handler).release},
+
+		{"GET", "/v1/events", tenantOrAdmin, []string{"name", "prefix", "scope", "since", "limit", "tenant"}, (*Handler).events},
+		{"GET", "/v1/watch", tenantOrAdmin, []string{"name", "prefix", "scope", "since", "tenant"}, (*Handler).watch},
 
 		{"POST", "/v1/tenants", adminKey, nil, (*Handler).createTenant},
 		{"GET", "/v1/tenants", adminKey, nil, (*Handler).listTenants},

@@ -56,6 +56,12 @@ func (s *Server) Listen(addr string) error {
 	if err != nil {
 		return err
 	}
+	s.Serve(ln)
+	return nil
+}
+
+// Serve starts serving on ln in the background. Call it (or Listen) once.
+func (s *Server) Serve(ln net.Listener) {
 	s.ln = ln
 	go func() {
 		defer close(s.done)
@@ -63,7 +69,6 @@ func (s *Server) Listen(addr string) error {
 			s.err = err
 		}
 	}()
-	return nil
 }
 
 // Addr returns the address the server listens on.

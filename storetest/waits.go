@@ -48,7 +48,7 @@ func testSweeperGrantsWaiter(t *testing.T, open Opener) {
 	// here, since a busy CI machine may stall any process for a while.
 	late := got.lease.AcquiredAt.Sub(held.ExpiresAt)
 	t.Logf("waiter granted %v after the holder's expiry", late)
-	if late < 0 || late > 2*time.Second {
+	if late < 0 || late > 5*time.Second {
 		t.Errorf("waiter granted %v after expiry", late)
 	}
 	if got.lease.Token != held.Token+1 {
@@ -270,12 +270,22 @@ func testConcurrentSafety(t *testing.T, open Opener) {
 		wg    sync.WaitGroup
 	)
 	names := []string{"p/0", "p/1", "p/2"}
-	deadline := time.Now().Add(2 * time.Second)
+	// Run for two seconds and until there are enough holds to say
+	// something, however slow the machine; but not forever.
+	const enough = 100
+	start := time.Now()
+	more := func() bool {
+		mu.Lock()
+		n := len(holds)
+		mu.Unlock()
+		d := time.Since(start)
+		return d < 2*time.Second || n < enough && d < 30*time.Second
+	}
 	for c := range 12 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; time.Now().Before(deadline); i++ {
+			for i := 0; more(); i++ {
 				m := dlm.Exclusive
 				if (c+i)%3 == 0 {
 					m = dlm.Shared
@@ -306,7 +316,7 @@ func testConcurrentSafety(t *testing.T, open Opener) {
 		}()
 	}
 	wg.Wait()
-	if len(holds) < 50 {
+	if len(holds) < enough {
 		t.Fatalf("only %d holds in the run", len(holds))
 	}
 	for i, a := range holds {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -34,6 +35,9 @@ type Options struct {
 	AdminKey string
 	// Logger receives the server's logs. Default: discarded.
 	Logger *slog.Logger
+	// Listener, if set, is where the server accepts connections. Default:
+	// a fresh listener on 127.0.0.1:0.
+	Listener net.Listener
 }
 
 // Server is a running dlm server.
@@ -89,11 +93,14 @@ func New(t testing.TB, opts *Options) *Server {
 	}
 	s.AdminKey, s.TenantKey, s.TenantKeyID = creds.AdminKey, creds.TenantKey, creds.TenantKeyID
 	s.HTTP = dlmhttp.NewServer(e, dlmhttp.WithLogger(o.Logger))
-	if err := s.HTTP.Listen("127.0.0.1:0"); err != nil {
-		e.Close()
-		store.Close()
-		t.Fatalf("testserver: listen: %v", err)
+	if o.Listener == nil {
+		if o.Listener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			e.Close()
+			store.Close()
+			t.Fatalf("testserver: listen: %v", err)
+		}
 	}
+	s.HTTP.Serve(o.Listener)
 	s.URL = s.HTTP.URL()
 	t.Cleanup(s.Close)
 	return s

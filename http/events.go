@@ -1,0 +1,219 @@
+package dlmhttp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/engine"
+)
+
+// wireEvent is an event on the wire. It names the grant by its fencing
+// token and never carries a lease ID.
+type wireEvent struct {
+	ID           int64  `json:"id"`
+	Type         string `json:"type"`
+	Name         string `json:"name"`
+	Scope        string `json:"scope"`
+	HolderID     string `json:"holder_id"`
+	Mode         string `json:"mode"`
+	FencingToken int64  `json:"fencing_token"`
+	At           string `json:"at"`
+}
+
+func event(e *dlm.Event) wireEvent {
+	return wireEvent{
+		ID: e.ID, Type: e.Type.String(), Name: e.Key.Name, Scope: e.Key.Scope(),
+		HolderID: e.HolderID, Mode: e.Mode.String(), FencingToken: e.Token, At: wireTime(e.At),
+	}
+}
+
+// eventQuery reads the filters that history and watch share. since is
+// whether ?since= was given.
+func (h *Handler) eventQuery(r *http.Request, c *call) (q engine.EventQuery, since bool, err error) {
+	q.Name, _ = c.query.get("name")
+	q.Prefix, _ = c.query.get("prefix")
+	q.Scope, _ = c.query.get("scope")
+	if q.Scope != "" && q.Scope != scopeTenant && q.Scope != scopeGlobal {
+		return q, false, dlm.Invalid("scope", "must be %q or %q", scopeTenant, scopeGlobal)
+	}
+	q.Tenant = c.principal.Tenant
+	if c.principal.Admin {
+		// The admin key belongs to no tenant: it reads one with ?tenant=,
+		// or the global scope.
+		ns, err := h.namespace(r.Context(), c)
+		if err != nil {
+			return q, false, err
+		}
+		if ns == dlm.GlobalNamespace {
+			q.Scope = scopeGlobal
+			q.Tenant = "*" // no tenant has this name; only global events match
+		} else {
+			q.Tenant, q.Scope = ns, scopeTenant
+		}
+	}
+	s, since := c.query.get("since")
+	if since {
+		if q.Since, err = strconv.ParseInt(s, 10, 64); err != nil || q.Since < 0 {
+			return q, false, dlm.Invalid("since", "must be an event id (a non-negative integer)")
+		}
+	}
+	return q, since, nil
+}
+
+type wireEventList struct {
+	Events    []wireEvent `json:"events"`
+	NextSince int64       `json:"next_since"`
+}
+
+// events serves GET /v1/events: the audit log after ?since=, oldest first.
+func (h *Handler) events(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, _, err := h.eventQuery(r, c)
+	if err != nil {
+		return err
+	}
+	if q.Limit, err = c.query.int("limit", 1, engine.MaxEventLimit, engine.DefaultEventLimit); err != nil {
+		return err
+	}
+	events, next, err := h.engine.Events(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	out := wireEventList{Events: make([]wireEvent, len(events)), NextSince: next}
+	for i := range events {
+		out.Events[i] = event(&events[i])
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// Watch timing.
+const (
+	// pingEvery is how often the server pings a watcher; a peer that does
+	// not answer within pingTimeout is dead and its watch ends.
+	pingEvery   = 20 * time.Second
+	pingTimeout = 10 * time.Second
+	// writeTimeout bounds one message's write: a peer whose TCP window
+	// stays shut that long is as slow as one that fell behind.
+	writeTimeout = 10 * time.Second
+)
+
+// Close codes of a watch, beside the standard ones.
+const (
+	// closeCompacted: ?since= is older than the retained log.
+	closeCompacted websocket.StatusCode = 4001
+	// closeSlowConsumer: the watcher fell too far behind.
+	closeSlowConsumer websocket.StatusCode = 4002
+)
+
+// watchSubprotocol is the WebSocket subprotocol of /v1/watch. A browser,
+// which cannot set headers on a WebSocket, offers it along with
+// "bearer.<api-key>" to authenticate (see bearer).
+const watchSubprotocol = "dlm.v1"
+
+// watch serves GET /v1/watch over WebSocket: the events after ?since= (or,
+// without it, from now on), then live events, one JSON text message each.
+func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
+	q, since, err := h.eventQuery(r, c)
+	if err != nil {
+		return err
+	}
+	watcher, werr := h.engine.Watch(r.Context(), q, since)
+	if werr != nil && !errors.Is(werr, engine.ErrCompacted) {
+		return werr
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{watchSubprotocol}})
+	if err != nil {
+		if watcher != nil {
+			watcher.Close()
+		}
+		return nil // Accept has answered the request
+	}
+	if werr != nil {
+		conn.Close(closeCompacted, "compacted")
+		return nil
+	}
+	defer watcher.Close()
+	// The watch reads nothing from the peer; CloseRead answers its control
+	// frames and ends ctx when it goes away.
+	ctx := conn.CloseRead(context.WithoutCancel(r.Context()))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go ping(ctx, conn, cancel)
+	// A write stuck on a peer that does not read ends as soon as the
+	// engine drops the watch, rather than at writeTimeout.
+	wbase, wstop := context.WithCancel(ctx)
+	defer wstop()
+	go func() {
+		select {
+		case <-watcher.Done():
+			wstop()
+		case <-wbase.Done():
+		}
+	}()
+	for {
+		ev, err := watcher.Next(ctx)
+		if err != nil {
+			code, reason := websocket.StatusGoingAway, "server is shutting down"
+			switch {
+			case ctx.Err() != nil:
+				conn.CloseNow()
+				return nil
+			case errors.Is(err, engine.ErrSlowConsumer):
+				code, reason = closeSlowConsumer, "slow consumer: fell too far behind"
+			case dlm.ErrorCode(err) != dlm.CodeUnavailable:
+				code, reason = websocket.StatusInternalError, "internal error"
+				h.log.Error("watch failed", "err", err)
+			}
+			conn.Close(code, reason)
+			return nil
+		}
+		msg, _ := json.Marshal(event(&ev))
+		wctx, wcancel := context.WithTimeout(wbase, writeTimeout)
+		err = conn.Write(wctx, websocket.MessageText, msg)
+		wcancel()
+		if err != nil {
+			conn.Close(closeSlowConsumer, "slow consumer: write timed out")
+			return nil
+		}
+	}
+}
+
+// ping pings the peer until ctx ends, and calls dead when it stops answering.
+func ping(ctx context.Context, conn *websocket.Conn, dead func()) {
+	t := time.NewTicker(pingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		err := conn.Ping(pctx)
+		cancel()
+		if err != nil {
+			dead()
+			return
+		}
+	}
+}
+
+// subprotocolKey returns the API key a browser offered as the WebSocket
+// subprotocol "bearer.<key>", if any.
+func subprotocolKey(r *http.Request) string {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if key, ok := strings.CutPrefix(strings.TrimSpace(p), "bearer."); ok {
+				return key
+			}
+		}
+	}
+	return ""
+}
