@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
 )
 
@@ -497,6 +499,69 @@ func TestServeClusterPostgresRestart(t *testing.T) {
 		status, _ := do(key, "GET", in.url+"/readyz", nil, nil)
 		if status != 200 {
 			t.Errorf("instance %s /readyz = %d after recovery", in.name, status)
+		}
+	}
+}
+
+// TestServeClusterWatch: a WebSocket watch on one instance receives the
+// events of acquires and releases made through the two others, in ID order,
+// exactly as the history has them.
+func TestServeClusterWatch(t *testing.T) {
+	insts, key, _ := serveCluster(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, insts[2].url+"/v1/watch?prefix=w/", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + key}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	type event struct {
+		ID    int64  `json:"id"`
+		Type  string `json:"type"`
+		Name  string `json:"name"`
+		Token int64  `json:"fencing_token"`
+	}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 15 {
+				l, status, code := insts[i].acquire(key, fmt.Sprintf("w/%d/%d", i, j%3), "h", time.Minute, 0)
+				if status != 200 {
+					t.Errorf("acquire: %d %s", status, code)
+					return
+				}
+				if status, code := insts[i].release(key, l.ID); status != 200 {
+					t.Errorf("release: %d %s", status, code)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var history struct {
+		Events []event `json:"events"`
+	}
+	if status, code := do(key, "GET", insts[0].url+"/v1/events?prefix=w/&limit=1000", nil, &history); status != 200 {
+		t.Fatalf("history: %d %s", status, code)
+	}
+	if len(history.Events) != 60 {
+		t.Fatalf("history has %d events, want 60", len(history.Events))
+	}
+	for i, want := range history.Events {
+		_, msg, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d events: %v", i, err)
+		}
+		var got event
+		if err := json.Unmarshal(msg, &got); err != nil {
+			t.Fatalf("event %d: %v: %s", i, err, msg)
+		}
+		if got != want {
+			t.Fatalf("watch event %d = %+v, want %+v", i, got, want)
 		}
 	}
 }
