@@ -289,8 +289,10 @@ func fmtMs(v float64) string {
 		return fmt.Sprintf("%.2fms", v)
 	case v < 100:
 		return fmt.Sprintf("%.1fms", v)
-	case v < 10000:
+	case v < 1000:
 		return fmt.Sprintf("%.0fms", v)
+	case v < 10000:
+		return fmt.Sprintf("%.2fs", v/1000)
 	}
 	return fmt.Sprintf("%.1fs", v/1000)
 }
