@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/linearize"
@@ -22,16 +23,33 @@ func freshDatabase(t *testing.T, baseURL string) string {
 		t.Fatalf("postgres URL: %v", err)
 	}
 	name := fmt.Sprintf("dlm_linearize_%d", time.Now().UnixNano())
-	psql := func(sql string) {
-		t.Helper()
-		out, err := exec.Command("psql", baseURL, "-XAtqc", sql).CombinedOutput()
+	exec := func(sql string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, baseURL)
 		if err != nil {
-			t.Fatalf("psql %q: %v\n%s", sql, err, out)
+			return err
 		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
 	}
-	psql("CREATE DATABASE " + name)
+	// The shared server may be restarting under another package's test:
+	// try for a while.
+	for deadline := time.Now().Add(time.Minute); ; {
+		err := exec("CREATE DATABASE " + name)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("creating database %s: %v", name, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	t.Cleanup(func() {
-		exec.Command("psql", baseURL, "-XAtqc", "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)").Run()
+		if err := exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)"); err != nil {
+			t.Logf("dropping database %s: %v", name, err)
+		}
 	})
 	u.Path = "/" + name
 	return u.String()

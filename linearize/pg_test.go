@@ -1,6 +1,7 @@
 package linearize_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,25 +10,47 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
-// postgresURL is the shared PostgreSQL of the test environment, from
-// DLM_TEST_POSTGRES. Without it the test is skipped, except in CI, where
-// a skip would hide that the cluster was never tested.
+// defaultPostgresURL is the local server scripts/postgres.sh sets up.
+const defaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+var (
+	pgReachOnce sync.Once
+	pgReachErr  error
+)
+
+// postgresURL is the shared PostgreSQL of the test environment:
+// DLM_TEST_POSTGRES, or the local server at defaultPostgresURL (as the
+// postgres package's tests do). When it does not answer the test is
+// skipped, except in CI, where a skip would hide that the cluster went
+// untested.
 func postgresURL(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat("../postgres"); err != nil && os.Getenv("DLM_TEST_BIN") == "" {
-		t.Skip("this tree has no PostgreSQL store (../postgres) yet")
-	}
 	u := os.Getenv("DLM_TEST_POSTGRES")
 	if u == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("DLM_TEST_POSTGRES is not set in CI: the cluster tests must run")
+		u = defaultPostgresURL
+	}
+	pgReachOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, u)
+		if err == nil {
+			conn.Close(ctx)
 		}
-		t.Skip("DLM_TEST_POSTGRES is not set (export DLM_TEST_POSTGRES=\"$(scripts/postgres.sh)\")")
+		pgReachErr = err
+	})
+	if pgReachErr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL at %s does not answer in CI: the cluster tests must run: %v", u, pgReachErr)
+		}
+		t.Skipf("PostgreSQL at %s does not answer (set DLM_TEST_POSTGRES, or run scripts/postgres.sh): %v", u, pgReachErr)
 	}
 	return u
 }

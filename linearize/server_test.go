@@ -3,6 +3,7 @@ package linearize_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -134,8 +135,27 @@ func newServer(t testing.TB, extra ...string) *server {
 
 func (s *server) URL() string { return "http://" + s.addr }
 
-// start runs the process and waits until it is ready.
+// start runs the process and waits until it is ready. A process that
+// exits before it is ready (its database restarting under it, say) is
+// started again, as a supervisor would, for up to a minute.
 func (s *server) start() {
+	s.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		exit := s.spawn()
+		err := s.waitReady(exit, deadline)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errExited) || time.Now().After(deadline) {
+			s.t.Fatalf("dlm serve: %v:\n%s", err, s.logs)
+		}
+		s.t.Logf("dlm serve exited before it was ready; starting it again")
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (s *server) spawn() chan struct{} {
 	s.t.Helper()
 	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--log-level", "warn"}, s.extra...)
 	cmd := exec.Command(dlmBin, args...)
@@ -153,30 +173,30 @@ func (s *server) start() {
 	s.mu.Lock()
 	s.cmd, s.exit = cmd, exit
 	s.mu.Unlock()
-	s.waitReady(exit)
+	return exit
 }
 
+var errExited = errors.New("exited before it was ready")
+
 // waitReady polls /readyz (there is no signal to wait on across processes)
-// until it answers 200, the process exits, or a generous deadline passes.
-func (s *server) waitReady(exit chan struct{}) {
-	s.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+// until it answers 200, the process exits, or the deadline passes.
+func (s *server) waitReady(exit chan struct{}, deadline time.Time) error {
 	c := &http.Client{Timeout: time.Second}
 	for {
 		resp, err := c.Get(s.URL() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		select {
 		case <-exit:
-			s.t.Fatalf("dlm serve exited before it was ready:\n%s", s.logs)
+			return errExited
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("dlm serve not ready after 30s:\n%s", s.logs)
+			return errors.New("not ready after a minute")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
