@@ -38,13 +38,21 @@ func postgresURL(t *testing.T) string {
 		u = defaultPostgresURL
 	}
 	pgReachOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, u)
-		if err == nil {
-			conn.Close(ctx)
+		// Another package's test may be restarting the server right now
+		// (go test runs packages in parallel): give it a minute.
+		for deadline := time.Now().Add(time.Minute); ; {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			conn, err := pgx.Connect(ctx, u)
+			if err == nil {
+				conn.Close(ctx)
+			}
+			cancel()
+			pgReachErr = err
+			if err == nil || time.Now().After(deadline) || os.Getenv("CI") != "true" && os.Getenv("DLM_TEST_POSTGRES") == "" {
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
-		pgReachErr = err
 	})
 	if pgReachErr != nil {
 		if os.Getenv("CI") == "true" {
