@@ -53,9 +53,10 @@ func WithRoute(method, path string, next http.Handler) Option {
 // matched (e.g. "/v1/locks/{name...}/acquire"), never the path itself, or
 // UnmatchedRoute; method is the request's method if it is a standard one,
 // else "other"; status is the status sent and d the time spent. So every
-// label has a small, fixed set of values. A WebSocket (/v1/watch) is
-// reported when it closes, with status 101 and d its whole session. f runs
-// on the request's goroutine and must be quick.
+// label has a small, fixed set of values. A request whose client left
+// before the answer is reported with StatusClientClosedRequest. A WebSocket
+// (/v1/watch) is reported when it closes, with status 101 and d its whole
+// session. f runs on the request's goroutine and must be quick.
 func WithObserver(f func(route, method string, status int, d time.Duration)) Option {
 	return func(h *Handler) { h.observe = f }
 }
@@ -90,8 +91,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.writeError(sw, r, err)
 	}
-	if sw.status == 0 {
-		sw.status = http.StatusOK // nothing written: net/http sends 200
+	status := sw.status
+	switch {
+	case status == 0:
+		status = http.StatusOK // nothing written: net/http sends 200
+	case status == http.StatusServiceUnavailable && r.Context().Err() != nil:
+		// The client left before the answer (a blocking acquire given
+		// up): the 503 went to nobody and is no failure of the server.
+		status = StatusClientClosedRequest
 	}
 	d := time.Since(start)
 	if h.observe != nil {
@@ -99,12 +106,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt != nil {
 			route, method = rt.pattern, rt.method
 		}
-		h.observe(route, method, sw.status, d)
+		h.observe(route, method, status, d)
 	}
-	h.log.Log(r.Context(), logLevel(sw.status), "request",
-		"method", r.Method, "path", logPath(r), "status", sw.status,
+	h.log.Log(r.Context(), logLevel(status), "request",
+		"method", r.Method, "path", logPath(r), "status", status,
 		"duration", d, "remote", r.RemoteAddr)
 }
+
+// StatusClientClosedRequest is the status that logs and WithObserver report
+// for a request whose client went away before it was answered, as nginx
+// does. It is never sent.
+const StatusClientClosedRequest = 499
 
 // serve answers r and returns the route that matched, if any.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (*route, error) {
