@@ -16,10 +16,18 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/metrics"
 	"github.com/dlmhq/dlm/sqlite"
 )
+
+// commitObserver is a store that reports its commit batches, as
+// sqlite.Store does, for the dlm_commit_* metrics.
+type commitObserver interface {
+	ObserveCommits(f func(ops int, d time.Duration))
+}
 
 // shutdownTimeout bounds a graceful shutdown: requests still running after
 // it (they can only be slow storage, since queued acquires are answered at
@@ -174,14 +182,23 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 			log.Error("closing the store failed", "err", err)
 		}
 	}()
+	met := metrics.New(metrics.WithLogger(log))
 	e := engine.New(store, engine.Options{
 		MaxTTL:              c.maxTTL,
 		MaxWait:             c.maxWait,
 		MaxLeasesPerTenant:  c.maxLeasesPerTenant,
 		MaxWaitersPerTenant: c.maxWaitersPerTenant,
 		Logger:              log,
+		Observer:            met,
 	})
-	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log))
+	met.SetEngine(e)
+	var ds dlm.Store = store
+	if co, ok := ds.(commitObserver); ok {
+		co.ObserveCommits(met.ObserveCommit)
+	}
+	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log),
+		dlmhttp.WithObserver(met.ObserveRequest),
+		dlmhttp.WithRoute("GET", "/metrics", met.Handler()))
 	if err := m.bootstrap(ctx, e, c.dataDir, log); err != nil {
 		e.Close()
 		return err
