@@ -19,8 +19,10 @@ package metrics
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,6 +68,12 @@ type Metrics struct {
 
 	requests       *prometheus.CounterVec
 	requestSeconds *prometheus.HistogramVec
+	// series caches the children of requests and requestSeconds by label
+	// values, so that a request costs a map lookup rather than hashing its
+	// labels twice. The map is replaced, never changed: readers take no
+	// lock. Its size is bounded by the label values (see ObserveRequest).
+	series   atomic.Pointer[map[requestKey]*requestSeries]
+	seriesMu sync.Mutex // serializes replacing series
 
 	grants, releases, expiries, forceReleases prometheus.Counter
 	wait                                      [5]prometheus.Observer // by engine.WaitOutcome
@@ -185,10 +193,48 @@ func (m *Metrics) Waited(d time.Duration, outcome engine.WaitOutcome) {
 // The duration of a WebSocket (status 101) is its whole session, not a
 // latency, so it stays out of the duration histogram.
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, method, codeLabel(status)).Inc()
-	if status != http.StatusSwitchingProtocols {
-		m.requestSeconds.WithLabelValues(route, method).Observe(d.Seconds())
+	s := m.requestSeries(requestKey{route, method, status})
+	s.count.Inc()
+	if s.seconds != nil {
+		s.seconds.Observe(d.Seconds())
 	}
+}
+
+type requestKey struct {
+	route, method string
+	status        int
+}
+
+type requestSeries struct {
+	count   prometheus.Counter
+	seconds prometheus.Observer // nil for WebSockets
+}
+
+// requestSeries returns the series of k, making them on first use.
+func (m *Metrics) requestSeries(k requestKey) *requestSeries {
+	if p := m.series.Load(); p != nil {
+		if s := (*p)[k]; s != nil {
+			return s
+		}
+	}
+	m.seriesMu.Lock()
+	defer m.seriesMu.Unlock()
+	old := map[requestKey]*requestSeries{}
+	if p := m.series.Load(); p != nil {
+		if s := (*p)[k]; s != nil {
+			return s
+		}
+		old = *p
+	}
+	s := &requestSeries{count: m.requests.WithLabelValues(k.route, k.method, codeLabel(k.status))}
+	if k.status != http.StatusSwitchingProtocols {
+		s.seconds = m.requestSeconds.WithLabelValues(k.route, k.method)
+	}
+	next := make(map[requestKey]*requestSeries, len(old)+1)
+	maps.Copy(next, old)
+	next[k] = s
+	m.series.Store(&next)
+	return s
 }
 
 // ObserveCommit records one durable commit of ops operations that took d;
