@@ -122,6 +122,7 @@ func New(store dlm.Store, opts Options) *Engine {
 	e.waiters.init()
 	e.sweeper.init()
 	e.feed.init()
+	e.stats.turn = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.wg.Add(3)
 	go func() {

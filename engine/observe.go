@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -57,8 +56,10 @@ const DefaultStatsMaxAge = 5 * time.Second
 
 // statsCache keeps the last dlm.Stats read from the store.
 type statsCache struct {
-	mu    sync.Mutex // held while counting, so concurrent callers share one count
-	at    time.Time  // when stats was read; zero if never
+	// turn is a lock held while counting, so that concurrent callers
+	// share one count; a channel, so that they can give up waiting.
+	turn  chan struct{}
+	at    time.Time // when stats was read; zero if never
 	stats dlm.Stats
 }
 
@@ -68,8 +69,12 @@ type statsCache struct {
 // unavailable, or ctx's.
 func (e *Engine) Stats(ctx context.Context) (dlm.Stats, error) {
 	c := &e.stats
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	select {
+	case c.turn <- struct{}{}:
+		defer func() { <-c.turn }()
+	case <-ctx.Done():
+		return dlm.Stats{}, context.Cause(ctx)
+	}
 	if !c.at.IsZero() && time.Since(c.at) < e.opts.StatsMaxAge {
 		return c.stats, nil
 	}

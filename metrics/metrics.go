@@ -138,8 +138,8 @@ func New(opts ...Option) *Metrics {
 		Help:    "Time from the start of a commit batch to its durable commit.",
 		Buckets: commitBuckets,
 	})
-	m.leasesDesc = prometheus.NewDesc("dlm_leases", "Leases held now, by mode.", []string{"mode"}, nil)
-	m.waitersDesc = prometheus.NewDesc("dlm_waiters", "Blocking acquires queued now, by mode.", []string{"mode"}, nil)
+	m.leasesDesc = prometheus.NewDesc("dlm_leases", "Leases held now in the store, by mode; with a shared store every instance reports the same count.", []string{"mode"}, nil)
+	m.waitersDesc = prometheus.NewDesc("dlm_waiters", "Blocking acquires queued now in the store, by mode; with a shared store every instance reports the same count.", []string{"mode"}, nil)
 	m.watchersDesc = prometheus.NewDesc("dlm_watchers", "Event watches (WebSockets) connected now.", nil, nil)
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),

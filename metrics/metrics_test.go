@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -371,5 +372,36 @@ func TestMetricNames(t *testing.T) {
 	}
 	if diff := cmp.Diff(slices.Sorted(maps.Keys(names)), want); diff != "" {
 		t.Errorf("metric names (-got +want):\n%s", diff)
+	}
+}
+
+// failingEngine is an engine whose store does not answer.
+type failingEngine struct{}
+
+func (failingEngine) Stats(context.Context) (dlm.Stats, error) {
+	return dlm.Stats{}, dlm.Errorf(dlm.CodeUnavailable, "storage: down")
+}
+func (failingEngine) Watchers() int { return 3 }
+
+// TestScrapeSurvivesStoreFailure: when leases cannot be counted, the other
+// metrics are still served.
+func TestScrapeSurvivesStoreFailure(t *testing.T) {
+	m := metrics.New(metrics.WithLogger(slog.New(slog.DiscardHandler)))
+	m.SetEngine(failingEngine{})
+	m.Changed(&dlm.Change{Granted: make([]dlm.Lease, 2)})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	text := string(b)
+	if resp.StatusCode != 200 || !strings.Contains(text, "dlm_grants_total 2\n") || !strings.Contains(text, "dlm_watchers 3\n") {
+		t.Errorf("GET /metrics = %d:\n%s", resp.StatusCode, text)
+	}
+	if strings.Contains(text, "dlm_leases{") {
+		t.Errorf("lease gauges served without a count:\n%s", text)
 	}
 }
