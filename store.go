@@ -102,7 +102,9 @@ func (c *ModeCounts) Add(m Mode, n int64) {
 type Tx interface {
 	ReadTx
 	// Save persists c, which the operations on s produced since s was
-	// loaded, and assigns the IDs of c.Events in order.
+	// loaded. A store that numbers events when they are written assigns
+	// the IDs of c.Events in order; one that numbers them after commit
+	// (PostgreSQL) leaves them 0, and they are read back from Events.
 	Save(ctx context.Context, s *LockState, c *Change) error
 	// Usage returns how many leases and waiters tenant has stored.
 	Usage(ctx context.Context, tenant string) (leases, waiters int64, err error)

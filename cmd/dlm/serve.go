@@ -20,6 +20,7 @@ import (
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
 	"github.com/dlmhq/dlm/metrics"
+	"github.com/dlmhq/dlm/postgres"
 	"github.com/dlmhq/dlm/sqlite"
 )
 
@@ -161,9 +162,6 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.postgres != "" {
-		return errors.New("PostgreSQL support is not built yet: run without --postgres (DLM_POSTGRES_URL) to use the embedded store")
-	}
 	log := c.logger(m.Stderr)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -172,10 +170,31 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	opts := engine.Options{
+		MaxTTL:              c.maxTTL,
+		MaxWait:             c.maxWait,
+		MaxLeasesPerTenant:  c.maxLeasesPerTenant,
+		MaxWaitersPerTenant: c.maxWaitersPerTenant,
+		Logger:              log,
+	}
+	var store dlm.Store
 	dbPath := filepath.Join(c.dataDir, "dlm.db")
-	store, err := sqlite.Open(dbPath)
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+	if c.postgres != "" {
+		pg, err := postgres.Open(ctx, c.postgres, postgres.Options{Logger: log})
+		if err != nil {
+			return fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		store, dbPath = pg, "postgres"
+		// Grants made by other instances wake parked acquires through the
+		// event feed; this poll only bounds the delay if a notification
+		// is lost.
+		opts.WaitPoll = time.Second
+	} else {
+		sq, err := sqlite.Open(dbPath)
+		if err != nil {
+			return fmt.Errorf("open store: %w", err)
+		}
+		store = sq
 	}
 	defer func() {
 		if err := store.Close(); err != nil {
@@ -183,17 +202,10 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		}
 	}()
 	met := metrics.New(metrics.WithLogger(log))
-	e := engine.New(store, engine.Options{
-		MaxTTL:              c.maxTTL,
-		MaxWait:             c.maxWait,
-		MaxLeasesPerTenant:  c.maxLeasesPerTenant,
-		MaxWaitersPerTenant: c.maxWaitersPerTenant,
-		Logger:              log,
-		Observer:            met,
-	})
+	opts.Observer = met
+	e := engine.New(store, opts)
 	met.SetEngine(e)
-	var ds dlm.Store = store
-	if co, ok := ds.(commitObserver); ok {
+	if co, ok := store.(commitObserver); ok {
 		co.ObserveCommits(met.ObserveCommit)
 	}
 	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log),

@@ -429,8 +429,9 @@ func TestServeConfig(t *testing.T) {
 		}
 	}
 
-	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: env("DLM_POSTGRES_URL", "postgres://x")}
-	if err := m.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "PostgreSQL support is not built yet") {
+	// Nothing listens on port 1: the PostgreSQL store is opened, and fails.
+	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: env("DLM_POSTGRES_URL", "postgres://postgres@127.0.0.1:1/x?sslmode=disable")}
+	if err := m.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open PostgreSQL store") {
 		t.Errorf("serve with DLM_POSTGRES_URL = %v", err)
 	}
 }
