@@ -221,8 +221,10 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 const leaveQueueTimeout = 10 * time.Second
 
 // leaveQueue removes the waiter w if ticket still owns it. If w was granted
-// in the meantime it returns that lease and granted true; otherwise the
-// current holders.
+// in the meantime it returns that lease and granted true — even if the lease
+// has already ended again (say, force-released before the waiter looked):
+// the grant happened, and the lease's own calls will say how it ended.
+// Otherwise it returns the current holders.
 func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, granted bool, holders []dlm.Lease, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveQueueTimeout)
 	defer cancel()
@@ -230,6 +232,15 @@ func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, grant
 		return saveOne(ctx, tx, w.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 			lease, granted = s.CancelWait(now, w.ID, ticket, c)
 			holders = s.View(now).Holders
+			if !granted {
+				_, ended, err := tx.FindLease(ctx, w.ID)
+				if err != nil {
+					return err
+				}
+				if ended != nil {
+					lease, granted = ended.Lease, true
+				}
+			}
 			return nil
 		})
 	})

@@ -31,6 +31,8 @@ type committer struct {
 	// fsync or a failed commit after the journal took the batch). Every
 	// later Update fails with it; a restart recovers from the journal.
 	broken error
+	// inflight is the Store's mark of the batch in flight (Store.readNow).
+	inflight *atomic.Int64
 	// observe holds the Store's commit observer (Store.ObserveCommits).
 	observe *atomic.Pointer[func(ops int, d time.Duration)]
 }
@@ -225,7 +227,13 @@ func (c *committer) run(batch []*request) {
 		return
 	}
 	tx := c.tx
+	// Readers judge expiry no later than this batch's now until it has
+	// committed (Store.readNow); mark the batch before taking its now, so
+	// that no read can take a later now unnoticed.
+	c.inflight.Store(inflightTaking)
 	tx.now = time.Now()
+	c.inflight.Store(tx.now.UnixNano())
+	defer c.inflight.Store(0)
 	tx.lastEvent = c.lastEvent
 	c.batch.reset()
 	direct := false // a direct write, which the journal does not record

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,8 +36,11 @@ type Store struct {
 	rdb  *sql.DB // read-only pool
 	lock *os.File
 
-	reqs     chan *request
-	quit     chan struct{}
+	reqs chan *request
+	quit chan struct{}
+	// inflight is the now of the batch in flight (unix nanoseconds), 0
+	// between batches, or inflightTaking; see readNow.
+	inflight atomic.Int64
 	stopped  chan struct{}
 	closeMu  sync.RWMutex // held for reading by Updates in flight
 	closed   bool
@@ -86,7 +90,7 @@ func Open(path string) (*Store, error) {
 		s.closeDBs()
 		return nil, err
 	}
-	c.observe = &s.commits
+	c.observe, c.inflight = &s.commits, &s.inflight
 	go s.commitLoop(c)
 	return s, nil
 }
@@ -196,7 +200,28 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 		return unavailable(err)
 	}
 	defer tx.Rollback()
-	return fn(&readTx{q: tx, now: time.Now()})
+	return fn(&readTx{q: tx, now: s.readNow()})
+}
+
+// inflightTaking marks a batch that is about to take its now.
+const inflightTaking = -1
+
+// readNow is the time a read judges expiry at: now, but no later than the
+// now of a batch still in flight. That batch decided at its own now on the
+// state the read sees; judging later could show a lease expired that the
+// batch is renewing, and then live again once it commits.
+func (s *Store) readNow() time.Time {
+	now := time.Now()
+	for {
+		switch f := s.inflight.Load(); {
+		case f == inflightTaking:
+			runtime.Gosched() // the batch takes its now in a moment
+			continue
+		case f > 0 && f < now.UnixNano():
+			return time.Unix(0, f).UTC()
+		}
+		return now
+	}
 }
 
 // unavailable wraps a storage failure in the code callers act on. It passes
