@@ -70,13 +70,41 @@ type ReadTx interface {
 	// none is. A reader asking for events after an ID below FirstEventID-1
 	// has missed pruned events.
 	FirstEventID(ctx context.Context) (int64, error)
+	// Stats counts, across every namespace, the leases live at Now and
+	// the waiters whose deadline is after Now, by mode: for monitoring.
+	// It may cost a scan of every lease, so callers cache its answer. In
+	// a write transaction it need not see that transaction's own saves.
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Stats is what a store holds at one moment, for monitoring.
+type Stats struct {
+	Leases  ModeCounts // leases live at the time
+	Waiters ModeCounts // waiters queued, before their deadline
+}
+
+// ModeCounts is a count per mode.
+type ModeCounts struct {
+	Exclusive, Shared int64
+}
+
+// Add adds n to the count of mode m. Unknown modes are ignored.
+func (c *ModeCounts) Add(m Mode, n int64) {
+	switch m {
+	case Exclusive:
+		c.Exclusive += n
+	case Shared:
+		c.Shared += n
+	}
 }
 
 // Tx is a write transaction.
 type Tx interface {
 	ReadTx
 	// Save persists c, which the operations on s produced since s was
-	// loaded, and assigns the IDs of c.Events in order.
+	// loaded. A store that numbers events when they are written assigns
+	// the IDs of c.Events in order; one that numbers them after commit
+	// (PostgreSQL) leaves them 0, and they are read back from Events.
 	Save(ctx context.Context, s *LockState, c *Change) error
 	// Usage returns how many leases and waiters tenant has stored.
 	Usage(ctx context.Context, tenant string) (leases, waiters int64, err error)

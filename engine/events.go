@@ -141,7 +141,9 @@ func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watc
 	w.upto = e.feed.last
 	w.sent = q.Since
 	if !fromStart {
-		w.sent = w.upto
+		// On a shared store the feed may not have read up to last yet:
+		// what it publishes up to there is from before the watch began.
+		w.sent = max(w.upto, last)
 	}
 	e.feed.watchers[w] = struct{}{}
 	return w, nil

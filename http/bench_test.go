@@ -16,7 +16,11 @@ import (
 //
 //	go test -run XXX -bench AcquireRelease -benchtime 10000x ./http/
 func BenchmarkAcquireRelease(b *testing.B) {
-	s := testserver.New(b, nil)
+	runCycles(b, testserver.New(b, nil))
+}
+
+// runCycles runs acquire+release cycles with 64 clients on distinct names.
+func runCycles(b *testing.B, s *testserver.Server) {
 	const clients = 64
 	b.SetParallelism((clients + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	var next atomic.Int64
@@ -41,4 +45,17 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cycles/s")
+}
+
+// BenchmarkAcquireReleaseIdleWatchers is BenchmarkAcquireRelease with 1,000
+// watchers connected that match none of the benchmark's events: compare the
+// two to see what watchers cost the lock path.
+//
+//	go test -run XXX -bench 'AcquireRelease' -benchtime 10000x ./http/
+func BenchmarkAcquireReleaseIdleWatchers(b *testing.B) {
+	s := testserver.New(b, nil)
+	for i := range 1000 {
+		dial(b, s, s.TenantKey, fmt.Sprintf("name=idle-%d", i))
+	}
+	runCycles(b, s)
 }

@@ -16,10 +16,19 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/metrics"
+	"github.com/dlmhq/dlm/postgres"
 	"github.com/dlmhq/dlm/sqlite"
 )
+
+// commitObserver is a store that reports its commit batches, as
+// sqlite.Store does, for the dlm_commit_* metrics.
+type commitObserver interface {
+	ObserveCommits(f func(ops int, d time.Duration))
+}
 
 // shutdownTimeout bounds a graceful shutdown: requests still running after
 // it (they can only be slow storage, since queued acquires are answered at
@@ -153,9 +162,6 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.postgres != "" {
-		return errors.New("PostgreSQL support is not built yet: run without --postgres (DLM_POSTGRES_URL) to use the embedded store")
-	}
 	log := c.logger(m.Stderr)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -164,24 +170,47 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	opts := engine.Options{
+		MaxTTL:              c.maxTTL,
+		MaxWait:             c.maxWait,
+		MaxLeasesPerTenant:  c.maxLeasesPerTenant,
+		MaxWaitersPerTenant: c.maxWaitersPerTenant,
+		Logger:              log,
+	}
+	var store dlm.Store
 	dbPath := filepath.Join(c.dataDir, "dlm.db")
-	store, err := sqlite.Open(dbPath)
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+	if c.postgres != "" {
+		pg, err := postgres.Open(ctx, c.postgres, postgres.Options{Logger: log})
+		if err != nil {
+			return fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		store, dbPath = pg, "postgres"
+		// Grants made by other instances wake parked acquires through the
+		// event feed; this poll only bounds the delay if a notification
+		// is lost.
+		opts.WaitPoll = time.Second
+	} else {
+		sq, err := sqlite.Open(dbPath)
+		if err != nil {
+			return fmt.Errorf("open store: %w", err)
+		}
+		store = sq
 	}
 	defer func() {
 		if err := store.Close(); err != nil {
 			log.Error("closing the store failed", "err", err)
 		}
 	}()
-	e := engine.New(store, engine.Options{
-		MaxTTL:              c.maxTTL,
-		MaxWait:             c.maxWait,
-		MaxLeasesPerTenant:  c.maxLeasesPerTenant,
-		MaxWaitersPerTenant: c.maxWaitersPerTenant,
-		Logger:              log,
-	})
-	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log))
+	met := metrics.New(metrics.WithLogger(log))
+	opts.Observer = met
+	e := engine.New(store, opts)
+	met.SetEngine(e)
+	if co, ok := store.(commitObserver); ok {
+		co.ObserveCommits(met.ObserveCommit)
+	}
+	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log),
+		dlmhttp.WithObserver(met.ObserveRequest),
+		dlmhttp.WithRoute("GET", "/metrics", met.Handler()))
 	if err := m.bootstrap(ctx, e, c.dataDir, log); err != nil {
 		e.Close()
 		return err

@@ -1,0 +1,180 @@
+package postgres_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/postgres"
+)
+
+// TestEventsHaveNoGaps is the property that makes tailing the log safe:
+// while writers on several instances commit events concurrently, a reader
+// polling Events(since) sees every ID exactly once, in order, and never an ID
+// below one it has already read. An event whose writer died between its
+// commit and the numbering is numbered by the background pass.
+func TestEventsHaveNoGaps(t *testing.T) {
+	url, schema := freshSchema(t)
+	ctx := t.Context()
+	var engines []*engine.Engine
+	for range 2 {
+		s := open(t, url, schema, postgres.Options{MaxConns: 8})
+		e := engine.New(s, engine.Options{})
+		t.Cleanup(e.Close)
+		engines = append(engines, e)
+	}
+	reader := open(t, url, schema, postgres.Options{MaxConns: 2})
+
+	var (
+		written atomic.Int64 // events the writers' operations produced
+		wg      sync.WaitGroup
+		stop    = make(chan struct{})
+	)
+	for c := range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := engines[c%len(engines)]
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := fmt.Sprintf("n/%d", (c*31+i)%40)
+				l, _, err := e.Acquire(ctx, engine.AcquireRequest{Tenant: "t", Key: dlm.Key{Namespace: "t", Name: name}, HolderID: "h", TTL: time.Minute})
+				if dlm.ErrorCode(err) == dlm.CodeLockConflict {
+					continue
+				}
+				if err != nil {
+					t.Errorf("acquire: %v", err)
+					return
+				}
+				written.Add(1)
+				if _, err := e.Release(ctx, "t", l.ID); err != nil {
+					t.Errorf("release: %v", err)
+					return
+				}
+				written.Add(1)
+			}
+		}()
+	}
+
+	var last int64
+	read := func() int {
+		var got []dlm.Event
+		err := reader.View(ctx, func(tx dlm.ReadTx) error {
+			var err error
+			got, err = tx.Events(ctx, dlm.EventFilter{Since: last, Limit: 500})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("events: %v", err)
+		}
+		for _, e := range got {
+			// IDs are dense, so anything but last+1 is a gap or a repeat.
+			if e.ID != last+1 {
+				t.Fatalf("read event %d after %d", e.ID, last)
+			}
+			last = e.ID
+		}
+		return len(got)
+	}
+	start := time.Now()
+	for time.Since(start) < 3*time.Second {
+		read()
+	}
+	close(stop)
+	wg.Wait()
+	// A straggler: committed, never numbered by its writer.
+	if _, err := adminConn(t, url).Exec(ctx, `INSERT INTO `+schema+`.events (type, ns, name, holder, mode, token, at)
+		VALUES (1, 't', 'straggler', 'h', 1, 1, now())`); err != nil {
+		t.Fatal(err)
+	}
+	written.Add(1)
+	deadline := time.Now().Add(10 * time.Second)
+	for last < written.Load() {
+		if read() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("read %d events of %d written", last, written.Load())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if last != written.Load() {
+		t.Errorf("read %d events, %d written", last, written.Load())
+	}
+	t.Logf("%d events read in order", last)
+}
+
+// TestChangesAcrossInstances checks the Notifier: a commit on one instance
+// wakes another, and so does a lost LISTEN connection once it is back.
+func TestChangesAcrossInstances(t *testing.T) {
+	url, schema := freshSchema(t)
+	ctx := t.Context()
+	a := open(t, url, schema, postgres.Options{})
+	b := open(t, url, schema, postgres.Options{})
+	eb := engine.New(b, engine.Options{})
+	t.Cleanup(eb.Close)
+	drain(a.Changes())
+
+	start := time.Now()
+	if _, _, err := eb.Acquire(ctx, engine.AcquireRequest{Tenant: "t", Key: dlm.Key{Namespace: "t", Name: "x"}, HolderID: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Changes():
+		t.Logf("notified %v after the commit began", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change notification from the other instance")
+	}
+
+	// Cut every LISTEN connection of the schema; a reconnects and fires.
+	drain(a.Changes())
+	conn := adminConn(t, url)
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE query LIKE 'LISTEN %' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()`, schema); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Changes():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change notification after the LISTEN connection came back")
+	}
+	// And it listens again.
+	drain(a.Changes())
+	if _, _, err := eb.Acquire(ctx, engine.AcquireRequest{Tenant: "t", Key: dlm.Key{Namespace: "t", Name: "y"}, HolderID: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Changes():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change notification after reconnecting")
+	}
+}
+
+func drain(c <-chan struct{}) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+// eventually polls cond until it holds or a generous deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

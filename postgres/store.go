@@ -1,0 +1,309 @@
+// Package postgres is the dlm.Store for cluster mode: any number of dlm
+// instances share one PostgreSQL database, which is the single source of
+// truth and of time.
+//
+// Every Update is one short transaction on a pooled connection. Operations on
+// one lock are serialised by a row lock on its locks row; operations on
+// different locks run in parallel, and PostgreSQL batches their commits
+// itself. Statements are pipelined: BEGIN travels with a transaction's first
+// reads, and the writes of Save travel with the next read or with COMMIT:
+// an acquire costs two round trips (lock and load; write and commit), and so
+// does a release or renew (find the lease, lock and load its lock; write and
+// commit). An idempotency key adds one to an acquire.
+//
+// The database's clock is the only clock (SPEC §4): each transaction reads
+// clock_timestamp() once, right after its first row lock, and every decision
+// and stored time in it uses that value.
+//
+// Events are numbered in commit order by short numbering transactions
+// (sequencer.go), so that a reader tailing the log by ID never misses an
+// event that commits late. Changes are announced with LISTEN/NOTIFY
+// (notify.go); instances record a heartbeat so that the waiters of an
+// instance that died are dropped (janitor in notify.go).
+//
+// It uses github.com/jackc/pgx/v5 (pgxpool): the PostgreSQL driver and pool,
+// whose batches pipeline a transaction's statements into few round trips.
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dlmhq/dlm"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Options configure a Store. The zero value of each field means its default.
+type Options struct {
+	// Schema is the PostgreSQL schema that holds dlm's tables; it is created
+	// if missing. Default: the connection's current schema (usually
+	// "public"). Instances of one cluster must use the same schema; clusters
+	// in different schemas of one database are independent.
+	Schema string
+	// MaxConns caps the pool, unless the URL sets pool_max_conns. Default 16:
+	// enough concurrent transactions for PostgreSQL to batch commits.
+	MaxConns int32
+	// OpTimeout bounds one Update or View, including waiting for a
+	// connection, so that no call hangs when the database does. Default 10s.
+	OpTimeout time.Duration
+	// Heartbeat is how often the instance records that it is alive.
+	// Default 1s.
+	Heartbeat time.Duration
+	// DeadAfter is how long after its last heartbeat an instance counts as
+	// gone, and its queued waiters are dropped. Default 5s.
+	DeadAfter time.Duration
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxConns == 0 {
+		o.MaxConns = 16
+	}
+	if o.OpTimeout == 0 {
+		o.OpTimeout = 10 * time.Second
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = time.Second
+	}
+	if o.DeadAfter == 0 {
+		o.DeadAfter = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Store is a dlm.Store and dlm.Notifier on a PostgreSQL database. Its methods
+// are safe for concurrent use.
+type Store struct {
+	pool     *pgxpool.Pool
+	connCfg  *pgx.ConnConfig // for the dedicated connections
+	opts     Options
+	log      *slog.Logger
+	schema   string
+	channel  string // NOTIFY channel of this schema
+	instance string // this instance's ID, recorded with its waiters
+
+	changes chan struct{} // Notifier.Changes, buffered 1: coalesced
+	kickPub chan struct{} // asks the publisher to NOTIFY other instances
+	num     numberer
+
+	quit    chan struct{}
+	bg      sync.WaitGroup
+	closeMu sync.RWMutex // held for reading by calls in flight
+	closed  bool
+}
+
+var (
+	_ dlm.Store    = (*Store)(nil)
+	_ dlm.Notifier = (*Store)(nil)
+)
+
+// Open connects to the database at url (a PostgreSQL URL or DSN, as pgx
+// accepts it), migrates the schema and starts the background work of an
+// instance: the LISTEN connection, the publisher of notifications, the
+// heartbeat and the event numbering pass. It fails if the database
+// cannot be reached within opts.OpTimeout.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	opts.setDefaults()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres URL: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	rp := cfg.ConnConfig.RuntimeParams
+	if _, set := rp["application_name"]; !set {
+		rp["application_name"] = "dlm"
+	}
+	// A transaction left open by a stuck client would hold its row locks
+	// forever; the server ends such sessions instead.
+	if _, set := rp["idle_in_transaction_session_timeout"]; !set {
+		rp["idle_in_transaction_session_timeout"] = "30000"
+	}
+	if opts.Schema != "" {
+		rp["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
+	}
+	s := &Store{
+		opts:     opts,
+		log:      opts.Logger,
+		instance: rand.Text(),
+		changes:  make(chan struct{}, 1),
+		kickPub:  make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		num:      numberer{next: make(chan struct{}), kick: make(chan struct{}, 1)},
+	}
+	octx, cancel := context.WithTimeout(ctx, opts.OpTimeout)
+	defer cancel()
+	// Migrate on a connection of its own first, so that the pool never
+	// holds a connection that looked up types before the tables existed.
+	conn, err := pgx.ConnectConfig(octx, cfg.ConnConfig.Copy())
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	s.schema = opts.Schema
+	if s.schema == "" {
+		if err := conn.QueryRow(octx, `SELECT current_schema()`).Scan(&s.schema); err != nil {
+			return nil, unavailable(err)
+		}
+		rp["search_path"] = pgx.Identifier{s.schema}.Sanitize()
+	}
+	if err := migrate(octx, conn, s.schema); err != nil {
+		return nil, fmt.Errorf("migrating schema %s: %w", s.schema, err)
+	}
+	s.channel = "dlm:" + s.schema
+	if len(s.channel) > 63 { // NAMEDATALEN-1; longer names are truncated
+		s.channel = s.channel[:63]
+	}
+	s.connCfg = cfg.ConnConfig.Copy()
+	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if _, err := s.pool.Exec(octx, `INSERT INTO instances (id, seen_at) VALUES ($1, clock_timestamp())`, s.instance); err != nil {
+		s.pool.Close()
+		return nil, unavailable(err)
+	}
+	s.start(&s.bg, s.listen)
+	s.start(&s.bg, s.publish)
+	s.start(&s.bg, s.numberLoop)
+	s.start(&s.bg, s.janitor)
+	return s, nil
+}
+
+func (s *Store) start(wg *sync.WaitGroup, fn func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fn()
+	}()
+}
+
+// lockKey is the advisory lock key of purpose in schema.
+func lockKey(purpose, schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("dlm\x00" + purpose + "\x00" + schema))
+	return int64(h.Sum64())
+}
+
+// Close stops the background work, drops this instance's waiters (their
+// requests end with the process) and closes the pool. Calls after Close fail
+// with unavailable.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.quit)
+	s.bg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+	defer cancel()
+	err := s.run(ctx, true, func(tx *tx) error {
+		if err := tx.dropWaiters(ctx, `w.instance = $1`, s.instance); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `DELETE FROM instances WHERE id = $1`, s.instance)
+		return err
+	})
+	s.pool.Close()
+	if err != nil {
+		s.log.Warn("dlm: could not drop this instance's waiters on close", "err", err)
+	}
+	return nil
+}
+
+var errClosed = dlm.Errorf(dlm.CodeUnavailable, "store is closed")
+
+// Update implements dlm.Store. fn runs in its own transaction. Once begun, the
+// transaction runs to its end even if ctx ends, bounded by OpTimeout, so that
+// a caller that gives up cannot leave a commit half-known; an error from the
+// store itself is unavailable.
+func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
+	return s.call(ctx, true, func(tx *tx) error { return fn(tx) })
+}
+
+// View implements dlm.Store: fn runs in a read-only REPEATABLE READ
+// transaction, so all its reads see one snapshot.
+func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
+	return s.call(ctx, false, func(tx *tx) error { return fn(tx) })
+}
+
+func (s *Store) call(ctx context.Context, write bool, fn func(*tx) error) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
+	defer cancel()
+	return s.run(octx, write, fn)
+}
+
+// run runs fn in a transaction on a pooled connection and commits it.
+func (s *Store) run(ctx context.Context, write bool, fn func(*tx) error) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer conn.Release() // the pool drops it if a transaction is left open
+	t := &tx{s: s, conn: conn.Conn(), write: write, ctx: ctx}
+	if err := fn(t); err != nil {
+		t.rollback()
+		return unavailable(err)
+	}
+	if err := t.commit(ctx); err != nil {
+		t.rollback()
+		return unavailable(err)
+	}
+	if t.numberLater {
+		// The Update has committed: a failure here only delays its
+		// events, which the next round numbers.
+		conn.Release()
+		if err := s.awaitNumbering(ctx); err != nil {
+			s.log.Debug("dlm: waiting for events to be numbered", "err", err)
+		}
+	}
+	if t.saved {
+		s.changed()
+	}
+	return nil
+}
+
+// changed is called after a commit that saved a change: the publisher tells
+// the other instances.
+func (s *Store) changed() { kick(s.kickPub) }
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// unavailable wraps a storage failure in the code callers act on.
+func unavailable(err error) error {
+	var de *dlm.Error
+	if errors.As(err, &de) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &dlm.Error{Code: dlm.CodeUnavailable, Message: "storage: " + err.Error()}
+}
