@@ -23,10 +23,15 @@ type cluster struct {
 
 func newCluster(t testing.TB, n int, opts engine.Options) *cluster {
 	t.Helper()
+	return newClusterWith(t, n, opts, postgres.Options{MaxConns: 8})
+}
+
+func newClusterWith(t testing.TB, n int, opts engine.Options, sopts postgres.Options) *cluster {
+	t.Helper()
 	c := &cluster{}
 	c.url, c.schema = freshSchema(t)
 	for range n {
-		s := open(t, c.url, c.schema, postgres.Options{MaxConns: 8})
+		s := open(t, c.url, c.schema, sopts)
 		e := engine.New(s, opts)
 		t.Cleanup(e.Close)
 		c.stores = append(c.stores, s)

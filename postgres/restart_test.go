@@ -12,6 +12,7 @@ import (
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/postgres"
 )
 
 // localCluster returns the version of the local PostgreSQL cluster that
@@ -59,7 +60,10 @@ func pgRunning(version string) bool {
 // themselves. No grant is lost (every lease acknowledged before the outage is
 // still there to release after it) and no token repeats.
 func TestPostgresRestartUnderLoad(t *testing.T) {
-	c := newCluster(t, 2, engine.Options{})
+	// Instances count as gone 2s after their last heartbeat, and the
+	// outage lasts longer than that.
+	const deadAfter = 2 * time.Second
+	c := newClusterWith(t, 2, engine.Options{}, postgres.Options{MaxConns: 8, Heartbeat: 200 * time.Millisecond, DeadAfter: deadAfter})
 	version := localCluster(t, c.url)
 	t.Cleanup(func() {
 		// Whatever happened, leave the server running.
@@ -157,6 +161,21 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		defer mu.Unlock()
 		return len(holds)
 	}
+	// A waiter parked through the outage, longer than instances take to
+	// count as gone: it must not be dropped as dead.
+	held, _, err := c.engines[0].Acquire(ctx, creq("parked", "holder", dlm.Exclusive, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parked := make(chan error, 1)
+	go func() {
+		_, _, err := c.engines[1].Acquire(ctx, creq("parked", "waiter", dlm.Exclusive, time.Minute))
+		parked <- err
+	}()
+	eventually(t, "the waiter queues", func() bool {
+		v, err := c.engines[0].Inspect(ctx, ckey("parked"))
+		return err == nil && len(v.Waiters) == 1
+	})
 	eventually(t, "the load runs", func() bool { return count() > 20 })
 	pgctl(t, version, "stop")
 	t.Log("PostgreSQL stopped")
@@ -166,7 +185,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		return unavailable > 10
 	})
 	before := count()
-	time.Sleep(time.Second) // an outage of a second or so, under load
+	time.Sleep(deadAfter + time.Second) // an outage longer than deadAfter, under load
 	pgctl(t, version, "start")
 	t.Log("PostgreSQL started")
 	deadline := time.Now().Add(30 * time.Second)
@@ -178,6 +197,29 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	// After the outage (and past DeadAfter) the parked waiter is still
+	// queued, and gets the lock when the holder lets go.
+	if v, err := c.engines[0].Inspect(ctx, ckey("parked")); err != nil || len(v.Waiters) != 1 {
+		t.Errorf("after the outage the parked waiter is gone: %+v, %v", v, err)
+	}
+	for {
+		_, err := c.engines[0].Release(ctx, ctenant, held.ID)
+		if dlm.ErrorCode(err) != dlm.CodeUnavailable {
+			if err != nil {
+				t.Errorf("release of the held lock: %v", err)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-parked:
+		if err != nil {
+			t.Errorf("the waiter parked through the outage: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("the waiter parked through the outage was not granted")
+	}
 	checkHolds(t, holds)
 	checkUsage(t, c.url, c.schema)
 	t.Logf("%d holds, %d unavailable answers, slowest call %v", len(holds), unavailable, slowest)

@@ -214,10 +214,12 @@ func nullable(s string) any {
 
 // alive is the condition that waiter w belongs to a live instance. $n is the
 // number of seconds after which an instance that has not recorded a heartbeat
-// counts as gone.
+// counts as gone. For as long after the server (re)started, nobody counts as
+// gone: no instance could record a heartbeat while it was down.
 func alive(n int) string {
-	return fmt.Sprintf(`EXISTS (SELECT 1 FROM instances i WHERE i.id = w.instance
-		AND i.seen_at > clock_timestamp() - make_interval(secs => $%d))`, n)
+	return fmt.Sprintf(`(EXISTS (SELECT 1 FROM instances i WHERE i.id = w.instance
+			AND i.seen_at > clock_timestamp() - make_interval(secs => $%[1]d))
+		OR pg_postmaster_start_time() > clock_timestamp() - make_interval(secs => $%[1]d))`, n)
 }
 
 func (t *tx) deadAfter() float64 { return t.s.opts.DeadAfter.Seconds() }
