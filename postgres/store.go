@@ -154,7 +154,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer closeConn(conn)
 	s.schema = opts.Schema
 	if s.schema == "" {
 		if err := conn.QueryRow(octx, `SELECT current_schema()`).Scan(&s.schema); err != nil {
