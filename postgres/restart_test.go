@@ -66,8 +66,8 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	// Instances count as gone 2s after their last heartbeat, and the
 	// outage lasts longer than that.
 	const deadAfter = 2 * time.Second
+	version := localCluster(t, testURL(t))
 	c := newClusterWith(t, 2, engine.Options{}, postgres.Options{MaxConns: 8, Heartbeat: 200 * time.Millisecond, DeadAfter: deadAfter})
-	version := localCluster(t, c.url)
 	t.Cleanup(func() {
 		// Whatever happened, leave the server running.
 		if !pgRunning(version) {
