@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,17 +15,38 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// testURL returns the database the tests may use, from DLM_TEST_POSTGRES. The
-// tests skip without it, except in CI, where a skip would hide that the
-// PostgreSQL backend went untested.
+// defaultTestURL is the local server that scripts/postgres.sh sets up.
+const defaultTestURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+var (
+	reachOnce sync.Once
+	reachErr  error
+)
+
+// testURL returns the database the tests may use: DLM_TEST_POSTGRES, or the
+// local server at defaultTestURL. The tests skip when it does not answer,
+// except in CI, where a skip would hide that the PostgreSQL backend went
+// untested.
 func testURL(t testing.TB) string {
 	t.Helper()
 	url := os.Getenv("DLM_TEST_POSTGRES")
 	if url == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("DLM_TEST_POSTGRES is not set in CI: the PostgreSQL tests must run (scripts/postgres.sh prints the URL)")
+		url = defaultTestURL
+	}
+	reachOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, url)
+		if err == nil {
+			conn.Close(ctx)
 		}
-		t.Skip("DLM_TEST_POSTGRES is not set; e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+		reachErr = err
+	})
+	if reachErr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL at %s does not answer in CI: the PostgreSQL tests must run (scripts/postgres.sh starts it): %v", url, reachErr)
+		}
+		t.Skipf("PostgreSQL at %s does not answer (set DLM_TEST_POSTGRES, or run scripts/postgres.sh): %v", url, reachErr)
 	}
 	return url
 }

@@ -208,8 +208,8 @@ func (c *committer) countUsage(ctx context.Context) error {
 }
 
 // run executes batch as one transaction: each Update's fn decides on the
-// in-memory state, flush writes what they all saved, the journal makes the
-// batch durable, and SQLite commits it. An fn that fails leaves nothing
+// in-memory state, flush writes what they all saved while the journal makes
+// the batch durable, and then SQLite commits it. An fn that fails leaves nothing
 // behind: its saves are dropped and its rare direct writes rolled back to
 // its savepoint.
 func (c *committer) run(batch []*request) {
@@ -246,13 +246,22 @@ func (c *committer) run(batch []*request) {
 		direct = direct || tx.direct
 		c.batch.merge(tx.op)
 	}
-	if err := c.flush(ctx, c.batch); err != nil {
-		c.fail(batch, err)
+	// The journal's fdatasync runs while SQLite takes the same rows, and
+	// SQLite commits only once the journal holds them: the fsync costs
+	// the batch little, and nothing is visible before it is durable.
+	c.record = encodeRecord(c.record, c.batch)
+	journaled := make(chan error, 1)
+	go func() { journaled <- c.durable() }()
+	flushErr := c.flush(ctx, c.batch)
+	if err := <-journaled; err != nil {
+		c.broken = fmt.Errorf("journal: %w", err)
+		c.fail(batch, c.broken)
 		return
 	}
-	c.record = encodeRecord(c.record, c.batch)
-	if err := c.durable(); err != nil {
-		c.broken = fmt.Errorf("journal: %w", err)
+	if flushErr != nil {
+		// The journal has the batch, so a restart would apply it: say
+		// nothing definite about it until then.
+		c.broken = fmt.Errorf("writing a journaled batch: %w", flushErr)
 		c.fail(batch, c.broken)
 		return
 	}
