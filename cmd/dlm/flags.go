@@ -52,28 +52,38 @@ type credentials struct {
 // DLM_KEY it uses the key from the data directory's credentials.json: the
 // admin key if admin, the default tenant's key otherwise.
 func (g *globals) client(admin bool) (*client.Client, error) {
+	key, err := g.apiKey(admin)
+	if err != nil {
+		return nil, err
+	}
+	// A person at a shell would rather see an error than wait out a long
+	// outage: give up retrying after 10s.
+	return client.New(g.url, key, &client.Options{RetryTimeout: 10 * time.Second})
+}
+
+// apiKey returns --key or DLM_KEY, or else the key in the data directory's
+// credentials.json: the admin key if admin, the default tenant's otherwise.
+func (g *globals) apiKey(admin bool) (string, error) {
 	key := g.key
 	if key == "" {
 		path := filepath.Join(g.dataDir, "credentials.json")
 		b, err := os.ReadFile(path)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no API key: set DLM_KEY or --key, or point --data-dir (DLM_DATA_DIR) at the data directory of a local dlm serve (%s does not exist)", path)
+			return "", fmt.Errorf("no API key: set DLM_KEY or --key, or point --data-dir (DLM_DATA_DIR) at the data directory of a local dlm serve (%s does not exist)", path)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read credentials: %w", err)
+			return "", fmt.Errorf("read credentials: %w", err)
 		}
 		var cr credentials
 		if err := json.Unmarshal(b, &cr); err != nil {
-			return nil, fmt.Errorf("read credentials %s: %w", path, err)
+			return "", fmt.Errorf("read credentials %s: %w", path, err)
 		}
 		key = cr.TenantKey
 		if admin {
 			key = cr.AdminKey
 		}
 	}
-	// A person at a shell would rather see an error than wait out a long
-	// outage: give up retrying after 10s.
-	return client.New(g.url, key, &client.Options{RetryTimeout: 10 * time.Second})
+	return key, nil
 }
 
 // newFlagSet returns the flag set of one command, with the global flags.

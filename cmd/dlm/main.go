@@ -116,6 +116,7 @@ Usage: dlm [global flags] COMMAND [flags] [args]
 
 Server:
   serve                      run the lock server
+  bench WORKLOAD             load-test a server: uncontended, contended, hold, mixed
 
 Locks:
   run NAME -- CMD [ARGS...]  hold a lock while a command runs
@@ -190,6 +191,8 @@ func (m *Main) dispatch(ctx context.Context, g *globals, cmd string, args []stri
 		return m.runForceRelease(ctx, g, args)
 	case "tenants":
 		return m.runTenants(ctx, g, args)
+	case "bench":
+		return m.runBench(ctx, g, args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
