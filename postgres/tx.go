@@ -400,13 +400,23 @@ func (t *tx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *
 	return nil, ended, nil
 }
 
+// FindIdempotent implements dlm.ReadTx. In a write transaction it first
+// takes a transaction-scoped advisory lock on the key, so that requests with
+// one key take turns even when they are for different locks on different
+// instances: the second finds the first's lease or waiter and is refused.
 func (t *tx) FindIdempotent(ctx context.Context, tenant, idem string) (key dlm.Key, ok bool, err error) {
-	err = t.query(ctx, func(r pgx.Rows) error {
-		ok = true
-		return r.Scan(&key.Namespace, &key.Name)
-	}, `SELECT ns, name FROM leases WHERE tenant = $1 AND idem = $2
-		UNION ALL SELECT ns, name FROM waiters w WHERE tenant = $1 AND idem = $2 AND `+alive(3)+` LIMIT 1`,
-		tenant, idem, t.deadAfter())
+	err = t.send(ctx, func(b *pgx.Batch) {
+		if t.write {
+			b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockKey("idem\x00"+tenant+"\x00"+idem, t.s.schema))
+		}
+		// Its snapshot is taken after the lock is granted.
+		queueQuery(b, func(r pgx.Rows) error {
+			ok = true
+			return r.Scan(&key.Namespace, &key.Name)
+		}, `SELECT ns, name FROM leases WHERE tenant = $1 AND idem = $2
+			UNION ALL SELECT ns, name FROM waiters w WHERE tenant = $1 AND idem = $2 AND `+alive(3)+` LIMIT 1`,
+			tenant, idem, t.deadAfter())
+	})
 	return key, ok, err
 }
 
