@@ -493,6 +493,31 @@ func (t *tx) NextDue(ctx context.Context) (next time.Time, err error) {
 	return n.UTC(), nil
 }
 
+// Stats implements dlm.ReadTx across every instance. Waiters of an
+// instance that is gone are not counted: nobody waits on them any more.
+func (t *tx) Stats(ctx context.Context) (st dlm.Stats, err error) {
+	if err := t.ensureNow(ctx); err != nil {
+		return st, err
+	}
+	err = t.query(ctx, func(r pgx.Rows) error {
+		var waiter bool
+		var mode int16
+		var n int64
+		if err := r.Scan(&waiter, &mode, &n); err != nil {
+			return err
+		}
+		if waiter {
+			st.Waiters.Add(dlm.Mode(mode), n)
+		} else {
+			st.Leases.Add(dlm.Mode(mode), n)
+		}
+		return nil
+	}, `SELECT false, mode, count(*) FROM leases WHERE expires_at > $1 GROUP BY mode
+		UNION ALL SELECT true, mode, count(*) FROM waiters w WHERE deadline > $1 AND `+alive(2)+` GROUP BY mode`,
+		t.now, t.deadAfter())
+	return st, err
+}
+
 func (t *tx) Tenants(ctx context.Context) ([]dlm.Tenant, error) {
 	var ts []dlm.Tenant
 	err := t.query(ctx, func(r pgx.Rows) error {

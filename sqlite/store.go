@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +41,8 @@ type Store struct {
 	closeMu  sync.RWMutex // held for reading by Updates in flight
 	closed   bool
 	closeErr error
+
+	commits atomic.Pointer[func(ops int, d time.Duration)] // see ObserveCommits
 }
 
 var _ dlm.Store = (*Store)(nil)
@@ -83,8 +86,22 @@ func Open(path string) (*Store, error) {
 		s.closeDBs()
 		return nil, err
 	}
+	c.observe = &s.commits
 	go s.commitLoop(c)
 	return s, nil
+}
+
+// ObserveCommits makes the committer call f after each batch it committed
+// durably, with the number of Updates the batch carried and the time from
+// the batch's start to its durable commit. f runs on the committer, so it
+// must be quick and must not block; it may be set at any time, and nil
+// stops the calls.
+func (s *Store) ObserveCommits(f func(ops int, d time.Duration)) {
+	if f == nil {
+		s.commits.Store(nil)
+		return
+	}
+	s.commits.Store(&f)
 }
 
 func (s *Store) open(path string) error {

@@ -19,9 +19,16 @@ import (
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/metrics"
 	"github.com/dlmhq/dlm/postgres"
 	"github.com/dlmhq/dlm/sqlite"
 )
+
+// commitObserver is a store that reports its commit batches, as
+// sqlite.Store does, for the dlm_commit_* metrics.
+type commitObserver interface {
+	ObserveCommits(f func(ops int, d time.Duration))
+}
 
 // shutdownTimeout bounds a graceful shutdown: requests still running after
 // it (they can only be slow storage, since queued acquires are answered at
@@ -194,8 +201,16 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 			log.Error("closing the store failed", "err", err)
 		}
 	}()
+	met := metrics.New(metrics.WithLogger(log))
+	opts.Observer = met
 	e := engine.New(store, opts)
-	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log))
+	met.SetEngine(e)
+	if co, ok := store.(commitObserver); ok {
+		co.ObserveCommits(met.ObserveCommit)
+	}
+	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log),
+		dlmhttp.WithObserver(met.ObserveRequest),
+		dlmhttp.WithRoute("GET", "/metrics", met.Handler()))
 	if err := m.bootstrap(ctx, e, c.dataDir, log); err != nil {
 		e.Close()
 		return err

@@ -216,6 +216,7 @@ func TestServeFirstStart(t *testing.T) {
 	mustCall(t, 200, "GET", p.url+"/readyz", "", "")
 	mustCall(t, 200, "GET", p.url+"/v1/tenants", creds.AdminKey, "")
 	mustCall(t, 200, "POST", p.url+"/v1/locks/a/acquire", creds.TenantKey, `{"holder_id":"h"}`)
+	checkMetrics(t, p.url)
 	if err := p.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
@@ -432,5 +433,32 @@ func TestServeConfig(t *testing.T) {
 	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: env("DLM_POSTGRES_URL", "postgres://postgres@127.0.0.1:1/x?sslmode=disable")}
 	if err := m.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open PostgreSQL store") {
 		t.Errorf("serve with DLM_POSTGRES_URL = %v", err)
+	}
+}
+
+// checkMetrics checks that /metrics answers without a key, in the
+// Prometheus text format, with dlm's series filled in by the acquire before.
+func checkMetrics(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /metrics = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{
+		"dlm_grants_total 1\n",
+		`dlm_leases{mode="exclusive"} 1` + "\n",
+		`dlm_http_requests_total{code="200",method="POST",route="/v1/locks/{name...}/acquire"} 1` + "\n",
+		"dlm_commit_batch_size_count ",
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
