@@ -399,8 +399,13 @@ func TestServeConfig(t *testing.T) {
 	}
 	c, err := parse(env())
 	if err != nil || c.listen != "127.0.0.1:7070" || c.dataDir != "./dlm-data" || c.maxTTL != 24*time.Hour ||
-		c.maxWait != 5*time.Minute || c.maxLeasesPerTenant != 100_000 || c.maxWaitersPerTenant != 10_000 {
+		c.maxWait != 5*time.Minute || c.maxLeasesPerTenant != 100_000 || c.maxWaitersPerTenant != 10_000 ||
+		c.eventRetention != 168*time.Hour || c.eventRetentionCount != 1_000_000 {
 		t.Errorf("defaults = %+v, %v", c, err)
+	}
+	c, err = parse(env("DLM_EVENT_RETENTION", "1h", "DLM_EVENT_RETENTION_COUNT", "10"), "--event-retention-count", "20")
+	if err != nil || c.eventRetention != time.Hour || c.eventRetentionCount != 20 {
+		t.Errorf("event retention = %+v, %v", c, err)
 	}
 	c, err = parse(env("DLM_LISTEN", "0.0.0.0:1", "DLM_DATA_DIR", "/env", "DLM_MAX_TTL", "1h", "DLM_MAX_LEASES_PER_TENANT", "5"))
 	if err != nil || c.listen != "0.0.0.0:1" || c.dataDir != "/env" || c.maxTTL != time.Hour || c.maxLeasesPerTenant != 5 {
@@ -419,6 +424,7 @@ func TestServeConfig(t *testing.T) {
 		{args: []string{"--max-ttl", "10ms"}},
 		{args: []string{"--max-wait", "0s"}},
 		{args: []string{"--max-leases-per-tenant", "0"}},
+		{args: []string{"--event-retention", "0s"}},
 		{args: []string{"--log-level", "loud"}},
 		{args: []string{"--log-format", "xml"}},
 		{args: []string{"--bogus"}},
