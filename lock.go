@@ -73,7 +73,9 @@ func (s *LockState) Acquire(now time.Time, r Request, c *Change) (Outcome, Lease
 		for i := range s.Holders {
 			h := &s.Holders[i]
 			if h.Tenant == r.Tenant && h.IdempotencyKey == r.IdempotencyKey {
-				if h.Mode != r.Mode || h.HolderID != r.HolderID || h.TTL != r.TTL {
+				// The TTL is not compared: a renew may have changed it
+				// since, and the retry repeats the original request.
+				if h.Mode != r.Mode || h.HolderID != r.HolderID {
 					return 0, Lease{}, Waiter{}, reusedKey()
 				}
 				return Replayed, *h, Waiter{}, nil

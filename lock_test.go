@@ -226,13 +226,18 @@ func TestIdempotentReplayAndMismatch(t *testing.T) {
 	for name, change := range map[string]func(*dlm.Request){
 		"mode":   func(r *dlm.Request) { r.Mode = dlm.Shared },
 		"holder": func(r *dlm.Request) { r.HolderID = "other" },
-		"ttl":    func(r *dlm.Request) { r.TTL = time.Hour },
 	} {
 		bad := retry
 		change(&bad)
 		if _, _, _, err := s.Acquire(t0, bad, &c); !errors.Is(err, dlm.ErrIdempotencyKeyReused) {
 			t.Errorf("same key, different %s: err = %v, want idempotency_key_reused", name, err)
 		}
+	}
+
+	// A renew may change the lease's TTL: a retry still replays it.
+	renewed, _ := s.Renew(t0, first.ID, time.Hour, &c)
+	if out, _, _, err := s.Acquire(t0, retry, &c); out != dlm.Replayed || err != nil {
+		t.Errorf("retry after a renew with another ttl = %v, %v; want replayed", out, err)
 	}
 
 	// Another tenant's key of the same name is another key.
@@ -243,7 +248,7 @@ func TestIdempotentReplayAndMismatch(t *testing.T) {
 	}
 
 	// Once the lease has expired, the key takes a new lease.
-	out, got, _, err = s.Acquire(first.ExpiresAt, retry, &c)
+	out, got, _, err = s.Acquire(renewed.ExpiresAt, retry, &c)
 	if err != nil || out != dlm.Granted || got.ID != "A-retry" {
 		t.Errorf("after expiry = %v %q, %v; want a new grant", out, got.ID, err)
 	}

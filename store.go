@@ -70,6 +70,32 @@ type ReadTx interface {
 	// none is. A reader asking for events after an ID below FirstEventID-1
 	// has missed pruned events.
 	FirstEventID(ctx context.Context) (int64, error)
+	// Stats counts, across every namespace, the leases live at Now and
+	// the waiters whose deadline is after Now, by mode: for monitoring.
+	// It may cost a scan of every lease, so callers cache its answer. In
+	// a write transaction it need not see that transaction's own saves.
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Stats is what a store holds at one moment, for monitoring.
+type Stats struct {
+	Leases  ModeCounts // leases live at the time
+	Waiters ModeCounts // waiters queued, before their deadline
+}
+
+// ModeCounts is a count per mode.
+type ModeCounts struct {
+	Exclusive, Shared int64
+}
+
+// Add adds n to the count of mode m. Unknown modes are ignored.
+func (c *ModeCounts) Add(m Mode, n int64) {
+	switch m {
+	case Exclusive:
+		c.Exclusive += n
+	case Shared:
+		c.Shared += n
+	}
 }
 
 // Tx is a write transaction.

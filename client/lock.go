@@ -222,14 +222,11 @@ func (l *Lock) renewUntil(lostAt time.Time, ttl time.Duration) bool {
 	ctx, cancel := context.WithDeadline(l.kctx, lostAt)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		// One attempt may take a third of the TTL or half the time left,
-		// whichever is longer, so that a hung connection leaves time for
-		// another try on a fresh one.
-		left := time.Until(lostAt)
-		actx, acancel := context.WithTimeout(ctx, max(ttl/3, left/2))
+		// An attempt may take all the time left: a slow server is far
+		// more common than a hung connection, and cutting a slow renewal
+		// short only loads the server with another.
 		sent := time.Now()
-		lease, err := l.c.renewOnce(actx, l.lease.ID, 0)
-		acancel()
+		lease, err := l.c.renewOnce(ctx, l.lease.ID, 0)
 		if err == nil {
 			l.confirmed(lease, sent)
 			return true

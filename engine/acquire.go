@@ -138,7 +138,10 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 		}
 		replayed = true
 	}
-	lease, err = e.park(ctx, req, waiter, sub, start.Add(req.Wait))
+	lease, outcome, err := e.park(ctx, req, waiter, sub, start.Add(req.Wait))
+	if e.opts.Observer != nil {
+		e.opts.Observer.Waited(time.Since(start), outcome)
+	}
 	return lease, replayed && err == nil, err
 }
 
@@ -161,8 +164,9 @@ func (e *Engine) checkUsage(ctx context.Context, tx dlm.Tx, tenant string, out d
 }
 
 // park waits for the queued request's grant until deadline, ctx's end or
-// Close, and takes it out of the queue if it gives up.
-func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *subscription, deadline time.Time) (dlm.Lease, error) {
+// Close, and takes it out of the queue if it gives up. outcome says which
+// ended the wait; a grant found while leaving the queue counts as granted.
+func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *subscription, deadline time.Time) (_ dlm.Lease, outcome WaitOutcome, _ error) {
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	var poll <-chan time.Time
@@ -174,34 +178,40 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 	for {
 		select {
 		case l := <-sub.lease:
-			return l, nil
+			return l, WaitGranted, nil
 		case <-sub.check:
 			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
-				return l, nil
+				return l, WaitGranted, nil
 			}
 		case <-poll:
 			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
-				return l, nil
+				return l, WaitGranted, nil
 			}
 		case <-timer.C:
 			l, granted, holders, err := e.leaveQueue(w, req.ID)
-			if err != nil || granted {
-				return l, err
+			if err == nil && granted {
+				return l, WaitGranted, nil
 			}
-			return dlm.Lease{}, &dlm.Error{Code: dlm.CodeWaitTimeout, Message: "waited " + req.Wait.String() + " without a grant", Holders: holders}
+			if err != nil {
+				return l, WaitTimedOut, err
+			}
+			return dlm.Lease{}, WaitTimedOut, &dlm.Error{Code: dlm.CodeWaitTimeout, Message: "waited " + req.Wait.String() + " without a grant", Holders: holders}
 		case <-ctx.Done():
 			l, granted, _, err := e.leaveQueue(w, req.ID)
 			if err == nil && granted && req.IdempotencyKey == "" {
 				// Nobody can learn this lease's ID any more: give it back.
 				_, err = e.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
 			}
-			return dlm.Lease{}, errors.Join(context.Cause(ctx), err)
+			return dlm.Lease{}, WaitCancelled, errors.Join(context.Cause(ctx), err)
 		case <-e.closing:
 			l, granted, _, err := e.leaveQueue(w, req.ID)
-			if err != nil || granted {
-				return l, err
+			if err == nil && granted {
+				return l, WaitGranted, nil
 			}
-			return dlm.Lease{}, errShuttingDown
+			if err != nil {
+				return l, WaitShutdown, err
+			}
+			return dlm.Lease{}, WaitShutdown, errShuttingDown
 		}
 	}
 }
@@ -211,8 +221,10 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 const leaveQueueTimeout = 10 * time.Second
 
 // leaveQueue removes the waiter w if ticket still owns it. If w was granted
-// in the meantime it returns that lease and granted true; otherwise the
-// current holders.
+// in the meantime it returns that lease and granted true — even if the lease
+// has already ended again (say, force-released before the waiter looked):
+// the grant happened, and the lease's own calls will say how it ended.
+// Otherwise it returns the current holders.
 func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, granted bool, holders []dlm.Lease, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveQueueTimeout)
 	defer cancel()
@@ -220,6 +232,15 @@ func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, grant
 		return saveOne(ctx, tx, w.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 			lease, granted = s.CancelWait(now, w.ID, ticket, c)
 			holders = s.View(now).Holders
+			if !granted {
+				_, ended, err := tx.FindLease(ctx, w.ID)
+				if err != nil {
+					return err
+				}
+				if ended != nil {
+					lease, granted = ended.Lease, true
+				}
+			}
 			return nil
 		})
 	})

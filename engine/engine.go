@@ -45,6 +45,12 @@ type Options struct {
 	WatchBuffer int
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
+	// Observer, if set, learns of every committed change and every end of
+	// a wait, for metrics. Default nil: none.
+	Observer Observer
+	// StatsMaxAge is how long Stats reuses a count. Default
+	// DefaultStatsMaxAge.
+	StatsMaxAge time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -75,6 +81,9 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.StatsMaxAge == 0 {
+		o.StatsMaxAge = DefaultStatsMaxAge
+	}
 }
 
 // Engine is the lock service over one Store. Its methods are safe for
@@ -88,6 +97,7 @@ type Engine struct {
 	sweeper sweeper
 	feed    feed
 	keys    keyCache
+	stats   statsCache
 	// shared is true when other processes write to the store too, so grants
 	// and events can come from elsewhere.
 	shared bool
@@ -112,6 +122,7 @@ func New(store dlm.Store, opts Options) *Engine {
 	e.waiters.init()
 	e.sweeper.init()
 	e.feed.init()
+	e.stats.turn = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.wg.Add(3)
 	go func() {
@@ -197,10 +208,13 @@ func (e *Engine) update(ctx context.Context, fn func(tx dlm.Tx) ([]dlm.Change, e
 	return nil
 }
 
-// afterCommit hands grants to the acquires parked on them, tells the feed
-// about new events and makes sure the sweeper wakes for the earliest new
-// expiry.
+// afterCommit tells the observer about c, hands grants to the acquires
+// parked on them, tells the feed about new events and makes sure the
+// sweeper wakes for the earliest new expiry.
 func (e *Engine) afterCommit(c *dlm.Change) {
+	if e.opts.Observer != nil {
+		e.opts.Observer.Changed(c)
+	}
 	if len(c.Events) > 0 {
 		e.feed.poked()
 	}

@@ -19,9 +19,10 @@ import (
 
 // Handler is the http.Handler of the dlm API. It is safe for concurrent use.
 type Handler struct {
-	engine *engine.Engine
-	log    *slog.Logger
-	routes []route
+	engine  *engine.Engine
+	log     *slog.Logger
+	routes  []route
+	observe func(route, method string, status int, d time.Duration)
 }
 
 // Option configures a Handler.
@@ -47,6 +48,23 @@ func WithRoute(method, path string, next http.Handler) Option {
 	}
 }
 
+// WithObserver makes the handler call f once for every request, when
+// ServeHTTP returns, for metrics. route is the pattern of the route that
+// matched (e.g. "/v1/locks/{name...}/acquire"), never the path itself, or
+// UnmatchedRoute; method is the request's method if it is a standard one,
+// else "other"; status is the status sent and d the time spent. So every
+// label has a small, fixed set of values. A request whose client left
+// before the answer is reported with StatusClientClosedRequest. A WebSocket
+// (/v1/watch) is reported when it closes, with status 101 and d its whole
+// session. f runs on the request's goroutine and must be quick.
+func WithObserver(f func(route, method string, status int, d time.Duration)) Option {
+	return func(h *Handler) { h.observe = f }
+}
+
+// UnmatchedRoute is the route WithObserver reports for a request that no
+// route matched, whatever its path (404, 405).
+const UnmatchedRoute = "unmatched"
+
 // NewHandler returns the handler of the dlm API on e.
 func NewHandler(e *engine.Engine, opts ...Option) *Handler {
 	h := &Handler{engine: e, log: slog.Default(), routes: routeTable()}
@@ -69,37 +87,70 @@ type call struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	if err := h.serve(sw, r); err != nil {
+	rt, err := h.serve(sw, r)
+	if err != nil {
 		h.writeError(sw, r, err)
 	}
-	if sw.status == 0 {
-		sw.status = http.StatusOK // nothing written: net/http sends 200
+	status := sw.status
+	switch {
+	case status == 0:
+		status = http.StatusOK // nothing written: net/http sends 200
+	case status == http.StatusServiceUnavailable && r.Context().Err() != nil:
+		// The client left before the answer (a blocking acquire given
+		// up): the 503 went to nobody and is no failure of the server.
+		status = StatusClientClosedRequest
 	}
-	h.log.Log(r.Context(), logLevel(sw.status), "request",
-		"method", r.Method, "path", logPath(r), "status", sw.status,
-		"duration", time.Since(start), "remote", r.RemoteAddr)
+	d := time.Since(start)
+	if h.observe != nil {
+		route, method := UnmatchedRoute, methodLabel(r.Method)
+		if rt != nil {
+			route, method = rt.pattern, rt.method
+		}
+		h.observe(route, method, status, d)
+	}
+	h.log.Log(r.Context(), logLevel(status), "request",
+		"method", r.Method, "path", logPath(r), "status", status,
+		"duration", d, "remote", r.RemoteAddr)
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
+// StatusClientClosedRequest is the status that logs and WithObserver report
+// for a request whose client went away before it was answered, as nginx
+// does. It is never sent.
+const StatusClientClosedRequest = 499
+
+// serve answers r and returns the route that matched, if any.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (*route, error) {
 	rt, params, allow, err := h.find(r.Method, r.URL.EscapedPath())
 	switch {
 	case err != nil:
-		return err
+		return nil, err
 	case rt == nil && len(allow) > 0:
-		return &methodNotAllowed{allow: strings.Join(allow, ", ")}
+		return nil, &methodNotAllowed{allow: strings.Join(allow, ", ")}
 	case rt == nil:
-		return dlm.Errorf(dlm.CodeNotFound, "no route %s %s", r.Method, r.URL.EscapedPath())
+		return nil, dlm.Errorf(dlm.CodeNotFound, "no route %s %s", r.Method, r.URL.EscapedPath())
 	}
 	c := &call{params: params}
 	if rt.access != public {
 		if c.principal, err = h.authorize(r, rt.access); err != nil {
-			return err
+			return rt, err
 		}
 	}
 	if c.query, err = parseQuery(r, rt.query); err != nil {
-		return err
+		return rt, err
 	}
-	return rt.serve(h, w, r, c)
+	return rt, rt.serve(h, w, r, c)
+}
+
+// methodLabel returns m if it is a method of RFC 9110 or PATCH, else
+// "other": clients choose the method, and a label must not take any value
+// they send.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 // authorize authenticates r's bearer key and checks that its principal may

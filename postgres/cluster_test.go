@@ -23,10 +23,15 @@ type cluster struct {
 
 func newCluster(t testing.TB, n int, opts engine.Options) *cluster {
 	t.Helper()
+	return newClusterWith(t, n, opts, postgres.Options{MaxConns: 8})
+}
+
+func newClusterWith(t testing.TB, n int, opts engine.Options, sopts postgres.Options) *cluster {
+	t.Helper()
 	c := &cluster{}
 	c.url, c.schema = freshSchema(t)
 	for range n {
-		s := open(t, c.url, c.schema, postgres.Options{MaxConns: 8})
+		s := open(t, c.url, c.schema, sopts)
 		e := engine.New(s, opts)
 		t.Cleanup(e.Close)
 		c.stores = append(c.stores, s)
@@ -317,6 +322,42 @@ func checkUsage(t testing.TB, url, schema string) {
 		}
 		if bad > 0 {
 			t.Errorf("%d tenants' counts in %s disagree with %s", bad, tables[0], tables[1])
+		}
+	}
+}
+
+// TestClusterIdempotencyKeyRace: two instances receive one idempotency key
+// for two different locks at the same moment. At most one request gets a
+// lease; the other is told the key was used for another lock.
+func TestClusterIdempotencyKeyRace(t *testing.T) {
+	c := newCluster(t, 2, engine.Options{})
+	ctx := t.Context()
+	for round := range 30 {
+		var (
+			wg   sync.WaitGroup
+			errs [2]error
+		)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := creq(fmt.Sprintf("idem/%d/%d", round, i), "h", dlm.Exclusive, 0)
+				r.IdempotencyKey = fmt.Sprint("key-", round)
+				_, _, errs[i] = c.engines[i].Acquire(ctx, r)
+			}()
+		}
+		wg.Wait()
+		granted := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				granted++
+			case dlm.ErrorCode(err) != dlm.CodeIdempotencyKeyReused:
+				t.Errorf("round %d: %v", round, err)
+			}
+		}
+		if granted != 1 {
+			t.Errorf("round %d: %d requests with one key got a lease (%v)", round, granted, errs)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	neturl "net/url"
 	"testing"
 	"time"
 
@@ -89,7 +90,16 @@ func waiterRows(t testing.TB, admin *pgx.Conn, schema string) int {
 func TestConnectionLoss(t *testing.T) {
 	url, schema := freshSchema(t)
 	ctx := t.Context()
-	s := open(t, url, schema, postgres.Options{})
+	// Name this store's connections, so that only they are dropped: other
+	// tests may be using the server.
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", schema)
+	u.RawQuery = q.Encode()
+	s := open(t, u.String(), schema, postgres.Options{})
 	e := engine.New(s, engine.Options{})
 	t.Cleanup(e.Close)
 	key := dlm.Key{Namespace: "t", Name: "c"}
@@ -99,7 +109,7 @@ func TestConnectionLoss(t *testing.T) {
 	}
 	admin := adminConn(t, url)
 	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE application_name = 'dlm' AND pid <> pg_backend_pid()`); err != nil {
+		WHERE application_name = $1 AND pid <> pg_backend_pid()`, schema); err != nil {
 		t.Fatal(err)
 	}
 	failures := 0

@@ -13,6 +13,14 @@ import (
 // missed meanwhile). Values are coalesced.
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
+// closeConn closes a dedicated connection, waiting at most a second for a
+// clean goodbye from a server that may be gone.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn.Close(ctx)
+}
+
 // reconnect pauses between attempts to re-establish a dedicated connection.
 const reconnectPause = 200 * time.Millisecond
 
@@ -33,7 +41,7 @@ func (s *Store) listen() {
 				}
 				err = s.receive(ctx, conn)
 			}
-			conn.Close(context.Background())
+			closeConn(conn)
 		}
 		if ctx.Err() != nil {
 			return

@@ -465,8 +465,8 @@ func TestServeClusterSIGKILL(t *testing.T) {
 // three instances: requests fail with 503 meanwhile, then everything recovers
 // by itself; no grant is lost and no token repeats.
 func TestServeClusterPostgresRestart(t *testing.T) {
-	insts, key, pgURL := serveCluster(t, 3)
-	version := localCluster(t, pgURL)
+	version := localCluster(t, testURL(t))
+	insts, key, _ := serveCluster(t, 3)
 	t.Cleanup(func() {
 		if !pgRunning(version) {
 			pgctl(t, version, "start")

@@ -12,8 +12,9 @@
 // commit). An idempotency key adds one to an acquire.
 //
 // The database's clock is the only clock (SPEC §4): each transaction reads
-// clock_timestamp() once, right after its first row lock, and every decision
-// and stored time in it uses that value.
+// clock_timestamp() once, in its first round trip (after the row lock, when
+// that round trip takes one), and every decision and stored time in it uses
+// that value.
 //
 // Events are numbered in commit order by short numbering transactions
 // (sequencer.go), so that a reader tailing the log by ID never misses an
@@ -154,7 +155,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer closeConn(conn)
 	s.schema = opts.Schema
 	if s.schema == "" {
 		if err := conn.QueryRow(octx, `SELECT current_schema()`).Scan(&s.schema); err != nil {

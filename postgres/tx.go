@@ -214,10 +214,12 @@ func nullable(s string) any {
 
 // alive is the condition that waiter w belongs to a live instance. $n is the
 // number of seconds after which an instance that has not recorded a heartbeat
-// counts as gone.
+// counts as gone. For as long after the server (re)started, nobody counts as
+// gone: no instance could record a heartbeat while it was down.
 func alive(n int) string {
-	return fmt.Sprintf(`EXISTS (SELECT 1 FROM instances i WHERE i.id = w.instance
-		AND i.seen_at > clock_timestamp() - make_interval(secs => $%d))`, n)
+	return fmt.Sprintf(`(EXISTS (SELECT 1 FROM instances i WHERE i.id = w.instance
+			AND i.seen_at > clock_timestamp() - make_interval(secs => $%[1]d))
+		OR pg_postmaster_start_time() > clock_timestamp() - make_interval(secs => $%[1]d))`, n)
 }
 
 func (t *tx) deadAfter() float64 { return t.s.opts.DeadAfter.Seconds() }
@@ -398,13 +400,23 @@ func (t *tx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *
 	return nil, ended, nil
 }
 
+// FindIdempotent implements dlm.ReadTx. In a write transaction it first
+// takes a transaction-scoped advisory lock on the key, so that requests with
+// one key take turns even when they are for different locks on different
+// instances: the second finds the first's lease or waiter and is refused.
 func (t *tx) FindIdempotent(ctx context.Context, tenant, idem string) (key dlm.Key, ok bool, err error) {
-	err = t.query(ctx, func(r pgx.Rows) error {
-		ok = true
-		return r.Scan(&key.Namespace, &key.Name)
-	}, `SELECT ns, name FROM leases WHERE tenant = $1 AND idem = $2
-		UNION ALL SELECT ns, name FROM waiters w WHERE tenant = $1 AND idem = $2 AND `+alive(3)+` LIMIT 1`,
-		tenant, idem, t.deadAfter())
+	err = t.send(ctx, func(b *pgx.Batch) {
+		if t.write {
+			b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockKey("idem\x00"+tenant+"\x00"+idem, t.s.schema))
+		}
+		// Its snapshot is taken after the lock is granted.
+		queueQuery(b, func(r pgx.Rows) error {
+			ok = true
+			return r.Scan(&key.Namespace, &key.Name)
+		}, `SELECT ns, name FROM leases WHERE tenant = $1 AND idem = $2
+			UNION ALL SELECT ns, name FROM waiters w WHERE tenant = $1 AND idem = $2 AND `+alive(3)+` LIMIT 1`,
+			tenant, idem, t.deadAfter())
+	})
 	return key, ok, err
 }
 
@@ -479,6 +491,31 @@ func (t *tx) NextDue(ctx context.Context) (next time.Time, err error) {
 		return time.Time{}, err
 	}
 	return n.UTC(), nil
+}
+
+// Stats implements dlm.ReadTx across every instance. Waiters of an
+// instance that is gone are not counted: nobody waits on them any more.
+func (t *tx) Stats(ctx context.Context) (st dlm.Stats, err error) {
+	if err := t.ensureNow(ctx); err != nil {
+		return st, err
+	}
+	err = t.query(ctx, func(r pgx.Rows) error {
+		var waiter bool
+		var mode int16
+		var n int64
+		if err := r.Scan(&waiter, &mode, &n); err != nil {
+			return err
+		}
+		if waiter {
+			st.Waiters.Add(dlm.Mode(mode), n)
+		} else {
+			st.Leases.Add(dlm.Mode(mode), n)
+		}
+		return nil
+	}, `SELECT false, mode, count(*) FROM leases WHERE expires_at > $1 GROUP BY mode
+		UNION ALL SELECT true, mode, count(*) FROM waiters w WHERE deadline > $1 AND `+alive(2)+` GROUP BY mode`,
+		t.now, t.deadAfter())
+	return st, err
 }
 
 func (t *tx) Tenants(ctx context.Context) ([]dlm.Tenant, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,10 @@ type committer struct {
 	// fsync or a failed commit after the journal took the batch). Every
 	// later Update fails with it; a restart recovers from the journal.
 	broken error
+	// inflight is the Store's mark of the batch in flight (Store.readNow).
+	inflight *atomic.Int64
+	// observe holds the Store's commit observer (Store.ObserveCommits).
+	observe *atomic.Pointer[func(ops int, d time.Duration)]
 }
 
 type usage struct{ leases, waiters int64 }
@@ -213,6 +218,7 @@ func (c *committer) countUsage(ctx context.Context) error {
 // behind: its saves are dropped and its rare direct writes rolled back to
 // its savepoint.
 func (c *committer) run(batch []*request) {
+	start := time.Now()
 	ctx := context.Background()
 	if err := c.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
 		for _, r := range batch {
@@ -221,7 +227,13 @@ func (c *committer) run(batch []*request) {
 		return
 	}
 	tx := c.tx
+	// Readers judge expiry no later than this batch's now until it has
+	// committed (Store.readNow); mark the batch before taking its now, so
+	// that no read can take a later now unnoticed.
+	c.inflight.Store(inflightTaking)
 	tx.now = time.Now()
+	c.inflight.Store(tx.now.UnixNano())
+	defer c.inflight.Store(0)
 	tx.lastEvent = c.lastEvent
 	c.batch.reset()
 	direct := false // a direct write, which the journal does not record
@@ -286,6 +298,11 @@ func (c *committer) run(batch []*request) {
 		u.leases += d.leases
 		u.waiters += d.waiters
 		c.usage[t] = u
+	}
+	if c.observe != nil {
+		if f := c.observe.Load(); f != nil {
+			(*f)(len(batch), time.Since(start))
+		}
 	}
 }
 

@@ -16,7 +16,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,12 +36,17 @@ type Store struct {
 	rdb  *sql.DB // read-only pool
 	lock *os.File
 
-	reqs     chan *request
-	quit     chan struct{}
+	reqs chan *request
+	quit chan struct{}
+	// inflight is the now of the batch in flight (unix nanoseconds), 0
+	// between batches, or inflightTaking; see readNow.
+	inflight atomic.Int64
 	stopped  chan struct{}
 	closeMu  sync.RWMutex // held for reading by Updates in flight
 	closed   bool
 	closeErr error
+
+	commits atomic.Pointer[func(ops int, d time.Duration)] // see ObserveCommits
 }
 
 var _ dlm.Store = (*Store)(nil)
@@ -83,8 +90,22 @@ func Open(path string) (*Store, error) {
 		s.closeDBs()
 		return nil, err
 	}
+	c.observe, c.inflight = &s.commits, &s.inflight
 	go s.commitLoop(c)
 	return s, nil
+}
+
+// ObserveCommits makes the committer call f after each batch it committed
+// durably, with the number of Updates the batch carried and the time from
+// the batch's start to its durable commit. f runs on the committer, so it
+// must be quick and must not block; it may be set at any time, and nil
+// stops the calls.
+func (s *Store) ObserveCommits(f func(ops int, d time.Duration)) {
+	if f == nil {
+		s.commits.Store(nil)
+		return
+	}
+	s.commits.Store(&f)
 }
 
 func (s *Store) open(path string) error {
@@ -179,7 +200,28 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 		return unavailable(err)
 	}
 	defer tx.Rollback()
-	return fn(&readTx{q: tx, now: time.Now()})
+	return fn(&readTx{q: tx, now: s.readNow()})
+}
+
+// inflightTaking marks a batch that is about to take its now.
+const inflightTaking = -1
+
+// readNow is the time a read judges expiry at: now, but no later than the
+// now of a batch still in flight. That batch decided at its own now on the
+// state the read sees; judging later could show a lease expired that the
+// batch is renewing, and then live again once it commits.
+func (s *Store) readNow() time.Time {
+	now := time.Now()
+	for {
+		switch f := s.inflight.Load(); {
+		case f == inflightTaking:
+			runtime.Gosched() // the batch takes its now in a moment
+			continue
+		case f > 0 && f < now.UnixNano():
+			return time.Unix(0, f).UTC()
+		}
+		return now
+	}
 }
 
 // unavailable wraps a storage failure in the code callers act on. It passes

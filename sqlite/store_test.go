@@ -106,3 +106,48 @@ func TestFailedUpdateLeavesNoTrace(t *testing.T) {
 }
 
 var errBoom = errors.New("boom")
+
+// TestObserveCommits checks that every Update is counted in exactly one
+// observed batch, and that a batch's time covers its commit.
+func TestObserveCommits(t *testing.T) {
+	s, err := sqlite.Open(filepath.Join(t.TempDir(), "dlm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var (
+		mu      sync.Mutex
+		ops     int
+		batches int
+		zero    int
+	)
+	s.ObserveCommits(func(n int, d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		ops += n
+		batches++
+		if d <= 0 {
+			zero++
+		}
+	})
+	const n = 64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if err := s.Update(t.Context(), func(dlm.Tx) error { return nil }); err != nil {
+				t.Errorf("update: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	s.ObserveCommits(nil)
+	if err := s.Update(t.Context(), func(dlm.Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if ops != n || batches < 1 || batches > n || zero > 0 {
+		t.Errorf("observed %d updates in %d batches (%d of them without time), want %d updates", ops, batches, zero, n)
+	}
+	t.Logf("%d updates in %d batches", ops, batches)
+}

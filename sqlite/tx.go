@@ -374,3 +374,24 @@ func (tx *writeTx) RevokeAPIKey(ctx context.Context, tenant, id string) (bool, e
 func (tx *writeTx) PruneEnded(ctx context.Context, before time.Time) error {
 	return tx.write(ctx, `DELETE FROM ended_leases WHERE ended_at < ?`, nanos(before))
 }
+
+// Stats implements dlm.ReadTx with one scan of each table's expiry index.
+func (tx *readTx) Stats(ctx context.Context) (dlm.Stats, error) {
+	var st dlm.Stats
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var waiter bool
+		var mode dlm.Mode
+		var n int64
+		if err := r.Scan(&waiter, &mode, &n); err != nil {
+			return err
+		}
+		if waiter {
+			st.Waiters.Add(mode, n)
+		} else {
+			st.Leases.Add(mode, n)
+		}
+		return nil
+	}, `SELECT 0, mode, count(*) FROM leases WHERE expires_at > ?1 GROUP BY mode
+		UNION ALL SELECT 1, mode, count(*) FROM waiters WHERE deadline > ?1 GROUP BY mode`, nanos(tx.now))
+	return st, err
+}

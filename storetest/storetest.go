@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"WatchLiveOnlyAndFilter", testWatchLiveOnlyAndFilter},
 		{"WatchResume", testWatchResume},
 		{"SlowWatcherIsDropped", testSlowWatcherIsDropped},
+		{"Stats", testStats},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,9 +19,16 @@ import (
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/metrics"
 	"github.com/dlmhq/dlm/postgres"
 	"github.com/dlmhq/dlm/sqlite"
 )
+
+// commitObserver is a store that reports its commit batches, as
+// sqlite.Store does, for the dlm_commit_* metrics.
+type commitObserver interface {
+	ObserveCommits(f func(ops int, d time.Duration))
+}
 
 // shutdownTimeout bounds a graceful shutdown: requests still running after
 // it (they can only be slow storage, since queued acquires are answered at
@@ -41,6 +48,8 @@ type serveConfig struct {
 	maxWait             time.Duration
 	maxLeasesPerTenant  int64
 	maxWaitersPerTenant int64
+	eventRetention      time.Duration
+	eventRetentionCount int64
 	logLevel            slog.Level
 	logFormat           string
 }
@@ -64,6 +73,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 	fs.DurationVar(&c.maxWait, "max-wait", env.duration("DLM_MAX_WAIT", 5*time.Minute), "longest a blocking acquire may wait [DLM_MAX_WAIT]")
 	fs.Int64Var(&c.maxLeasesPerTenant, "max-leases-per-tenant", env.int("DLM_MAX_LEASES_PER_TENANT", 100_000), "most leases one tenant may hold [DLM_MAX_LEASES_PER_TENANT]")
 	fs.Int64Var(&c.maxWaitersPerTenant, "max-waiters-per-tenant", env.int("DLM_MAX_WAITERS_PER_TENANT", 10_000), "most acquires one tenant may have queued [DLM_MAX_WAITERS_PER_TENANT]")
+	fs.DurationVar(&c.eventRetention, "event-retention", env.duration("DLM_EVENT_RETENTION", 168*time.Hour), "how long events are kept [DLM_EVENT_RETENTION]")
+	fs.Int64Var(&c.eventRetentionCount, "event-retention-count", env.int("DLM_EVENT_RETENTION_COUNT", 1_000_000), "most events kept [DLM_EVENT_RETENTION_COUNT]")
 	level := env.str("DLM_LOG_LEVEL", "info")
 	fs.StringVar(&level, "log-level", level, "debug, info, warn or error; debug logs every request [DLM_LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env.str("DLM_LOG_FORMAT", "text"), "text or json [DLM_LOG_FORMAT]")
@@ -92,6 +103,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 		return nil, fmt.Errorf("max wait %v: must be positive", c.maxWait)
 	case c.maxLeasesPerTenant <= 0 || c.maxWaitersPerTenant <= 0:
 		return nil, errors.New("per-tenant maximums must be positive")
+	case c.eventRetention <= 0 || c.eventRetentionCount <= 0:
+		return nil, errors.New("event retention must be positive")
 	case c.listen == "":
 		return nil, errors.New("listen address is empty")
 	case c.dataDir == "" && c.postgres == "":
@@ -168,6 +181,8 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		MaxWait:             c.maxWait,
 		MaxLeasesPerTenant:  c.maxLeasesPerTenant,
 		MaxWaitersPerTenant: c.maxWaitersPerTenant,
+		EventRetention:      c.eventRetention,
+		EventRetentionCount: c.eventRetentionCount,
 		Logger:              log,
 	}
 	var store dlm.Store
@@ -194,8 +209,16 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 			log.Error("closing the store failed", "err", err)
 		}
 	}()
+	met := metrics.New(metrics.WithLogger(log))
+	opts.Observer = met
 	e := engine.New(store, opts)
-	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log))
+	met.SetEngine(e)
+	if co, ok := store.(commitObserver); ok {
+		co.ObserveCommits(met.ObserveCommit)
+	}
+	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log),
+		dlmhttp.WithObserver(met.ObserveRequest),
+		dlmhttp.WithRoute("GET", "/metrics", met.Handler()))
 	if err := m.bootstrap(ctx, e, c.dataDir, log); err != nil {
 		e.Close()
 		return err

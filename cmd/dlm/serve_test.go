@@ -216,6 +216,7 @@ func TestServeFirstStart(t *testing.T) {
 	mustCall(t, 200, "GET", p.url+"/readyz", "", "")
 	mustCall(t, 200, "GET", p.url+"/v1/tenants", creds.AdminKey, "")
 	mustCall(t, 200, "POST", p.url+"/v1/locks/a/acquire", creds.TenantKey, `{"holder_id":"h"}`)
+	checkMetrics(t, p.url)
 	if err := p.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
@@ -398,8 +399,13 @@ func TestServeConfig(t *testing.T) {
 	}
 	c, err := parse(env())
 	if err != nil || c.listen != "127.0.0.1:7070" || c.dataDir != "./dlm-data" || c.maxTTL != 24*time.Hour ||
-		c.maxWait != 5*time.Minute || c.maxLeasesPerTenant != 100_000 || c.maxWaitersPerTenant != 10_000 {
+		c.maxWait != 5*time.Minute || c.maxLeasesPerTenant != 100_000 || c.maxWaitersPerTenant != 10_000 ||
+		c.eventRetention != 168*time.Hour || c.eventRetentionCount != 1_000_000 {
 		t.Errorf("defaults = %+v, %v", c, err)
+	}
+	c, err = parse(env("DLM_EVENT_RETENTION", "1h", "DLM_EVENT_RETENTION_COUNT", "10"), "--event-retention-count", "20")
+	if err != nil || c.eventRetention != time.Hour || c.eventRetentionCount != 20 {
+		t.Errorf("event retention = %+v, %v", c, err)
 	}
 	c, err = parse(env("DLM_LISTEN", "0.0.0.0:1", "DLM_DATA_DIR", "/env", "DLM_MAX_TTL", "1h", "DLM_MAX_LEASES_PER_TENANT", "5"))
 	if err != nil || c.listen != "0.0.0.0:1" || c.dataDir != "/env" || c.maxTTL != time.Hour || c.maxLeasesPerTenant != 5 {
@@ -418,6 +424,7 @@ func TestServeConfig(t *testing.T) {
 		{args: []string{"--max-ttl", "10ms"}},
 		{args: []string{"--max-wait", "0s"}},
 		{args: []string{"--max-leases-per-tenant", "0"}},
+		{args: []string{"--event-retention", "0s"}},
 		{args: []string{"--log-level", "loud"}},
 		{args: []string{"--log-format", "xml"}},
 		{args: []string{"--bogus"}},
@@ -432,5 +439,32 @@ func TestServeConfig(t *testing.T) {
 	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: env("DLM_POSTGRES_URL", "postgres://postgres@127.0.0.1:1/x?sslmode=disable")}
 	if err := m.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open PostgreSQL store") {
 		t.Errorf("serve with DLM_POSTGRES_URL = %v", err)
+	}
+}
+
+// checkMetrics checks that /metrics answers without a key, in the
+// Prometheus text format, with dlm's series filled in by the acquire before.
+func checkMetrics(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /metrics = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{
+		"dlm_grants_total 1\n",
+		`dlm_leases{mode="exclusive"} 1` + "\n",
+		`dlm_http_requests_total{code="200",method="POST",route="/v1/locks/{name...}/acquire"} 1` + "\n",
+		"dlm_commit_batch_size_count ",
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

@@ -38,6 +38,9 @@ type Options struct {
 	// Listener, if set, is where the server accepts connections. Default:
 	// a fresh listener on 127.0.0.1:0.
 	Listener net.Listener
+	// Handler are extra options of the HTTP handler, after the logger:
+	// observers and extra routes such as /metrics.
+	Handler []dlmhttp.Option
 }
 
 // Server is a running dlm server.
@@ -92,7 +95,7 @@ func New(t testing.TB, opts *Options) *Server {
 		t.Fatalf("testserver: bootstrap: %v", err)
 	}
 	s.AdminKey, s.TenantKey, s.TenantKeyID = creds.AdminKey, creds.TenantKey, creds.TenantKeyID
-	s.HTTP = dlmhttp.NewServer(e, dlmhttp.WithLogger(o.Logger))
+	s.HTTP = dlmhttp.NewServer(e, append([]dlmhttp.Option{dlmhttp.WithLogger(o.Logger)}, o.Handler...)...)
 	if o.Listener == nil {
 		if o.Listener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			e.Close()
