@@ -623,7 +623,9 @@ func (m *refLock) acquire(now time.Time, r dlm.Request, c *refChange) (dlm.Outco
 	if r.IdempotencyKey != "" {
 		for _, h := range m.holders {
 			if h.Tenant == r.Tenant && h.Idem == r.IdempotencyKey {
-				if h.Mode != r.Mode || h.Holder != r.HolderID || h.TTL != r.TTL {
+				// Not the TTL: a renew may have changed it, and a retry
+				// repeats the original request (SPEC 2.6).
+				if h.Mode != r.Mode || h.Holder != r.HolderID {
 					return 0, refLease{}, refWaiter{}, dlm.ErrIdempotencyKeyReused
 				}
 				return dlm.Replayed, h, refWaiter{}, nil

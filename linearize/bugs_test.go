@@ -71,8 +71,9 @@ func (r *changeSpy) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) e
 
 func renews(c *dlm.Change) bool { return len(c.Renewed) > 0 }
 
-// TestBUGReadSeesExpiredLeaseRevived: a renew decided just before the
-// lease's expiry but committed just after it (a group commit's fsync takes
+// TestReadNeverSeesExpiredLeaseRevived (was a BUG, fixed in 045ff3d: reads
+// now judge expiry no later than the batch in flight): a renew decided just
+// before the lease's expiry but committed just after it (a group commit's fsync takes
 // that long) lets readers see the lease expired and then live again. Reads
 // evaluate committed state at their own, later, now; the batch in flight
 // decided at an earlier now. Between the two, GET /v1/leases/{id} answers
@@ -85,8 +86,7 @@ func renews(c *dlm.Change) bool { return len(c.Renewed) > 0 }
 //
 // Found while writing ExpiryEdges: reading sqlite/commit.go (one now per
 // batch, taken before the commit) against readTx (its own later now).
-func TestBUGReadSeesExpiredLeaseRevived(t *testing.T) {
-	t.Skip("BUG: a read between a renew's decision (before expiry) and its commit (after) sees the lease expired, then live again")
+func TestReadNeverSeesExpiredLeaseRevived(t *testing.T) {
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "dlm.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,8 @@ func TestBUGReadSeesExpiredLeaseRevived(t *testing.T) {
 	}
 }
 
-// TestBUGIdempotentRetryAfterRenewWithTTL: SPEC 2.6 says an acquire retried
+// TestIdempotentRetryAfterRenewWithTTLReplays (was a BUG, fixed in 045ff3d):
+// SPEC 2.6 says an acquire retried
 // with the same idempotency key returns the same lease while it is live. The
 // core compares the retry with the lease's current TTL, which a renew with
 // ttl_ms changes, so the very same request retried after such a renew is
@@ -142,8 +143,7 @@ func TestBUGReadSeesExpiredLeaseRevived(t *testing.T) {
 //
 // Found while writing the reference model of FuzzLockState (LockState.Acquire
 // compares h.TTL, which Renew changes).
-func TestBUGIdempotentRetryAfterRenewWithTTL(t *testing.T) {
-	t.Skip("BUG: an idempotent retry after a renew with a new ttl_ms answers idempotency_key_reused instead of the lease")
+func TestIdempotentRetryAfterRenewWithTTLReplays(t *testing.T) {
 	e := openEngine(t)
 	ctx := t.Context()
 	r := engine.AcquireRequest{Tenant: tenant, Key: key("idem-ttl"), HolderID: "a", TTL: 10 * time.Second, IdempotencyKey: "job-1"}
@@ -160,7 +160,8 @@ func TestBUGIdempotentRetryAfterRenewWithTTL(t *testing.T) {
 	}
 }
 
-// TestBUGWaiterGrantedThenForceReleasedAnswersWaitTimeout: a blocking
+// TestWaiterGrantedThenForceReleasedAnswersTheGrant (was a BUG, fixed in
+// 045ff3d): a blocking
 // acquire whose grant is made (by a release) and ended (by a force-release)
 // before the waiting request collects it answers wait_timeout, "waited
 // without a grant", although it was granted: the audit log shows the grant
@@ -175,8 +176,7 @@ func TestBUGIdempotentRetryAfterRenewWithTTL(t *testing.T) {
 //
 // Found by TestEngineLinearizable (porcupine: the force-release ended a
 // lease that no acquire in the history was answered).
-func TestBUGWaiterGrantedThenForceReleasedAnswersWaitTimeout(t *testing.T) {
-	t.Skip("BUG: a waiter granted and force-released before it collects the grant answers wait_timeout")
+func TestWaiterGrantedThenForceReleasedAnswersTheGrant(t *testing.T) {
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "dlm.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -120,9 +120,7 @@ func TestEngineLinearizable(t *testing.T) {
 	}{
 		{"try", linearize.Workload{Clients: 8, Ops: 100, Seed: 1}},
 		{"wait", linearize.Workload{Clients: 8, Ops: 100, Wait: true, Seed: 2}},
-		// Force-release with blocking acquires waits for the fix of
-		// TestBUGWaiterGrantedThenForceReleasedAnswersWaitTimeout.
-		{"try-force", linearize.Workload{Clients: 6, Ops: 100, Wait: !knownBugWaitForce, Force: true, Seed: 3}},
+		{"wait-force", linearize.Workload{Clients: 6, Ops: 100, Wait: true, Force: true, Seed: 3}},
 		{"one-lock", linearize.Workload{Clients: 10, Ops: 100, Locks: []string{"lin/hot"}, Wait: true, Seed: 4}},
 	}
 	for _, tt := range tests {
@@ -139,13 +137,6 @@ func TestEngineLinearizable(t *testing.T) {
 		})
 	}
 }
-
-// knownBugWaitForce keeps blocking acquires and force-releases out of the
-// same default run while TestBUGWaiterGrantedThenForceReleasedAnswersWaitTimeout
-// is open: a waiter granted and force-released before it collects the grant
-// is answered wait_timeout, which the checker rightly rejects. Set it to
-// false once that is fixed.
-const knownBugWaitForce = true
 
 // lyingTarget acknowledges every fifth release without doing it: the lease
 // stays held, as after a release lost by a store that acknowledged it
