@@ -215,3 +215,19 @@ func waitDone(t *testing.T, done chan *linearize.Stats) *linearize.Stats {
 		return nil
 	}
 }
+
+// TestClusterExpiryEdges runs the expiry-edge rounds on three instances:
+// the holder renews through one, the waiter queues on another, the prober
+// inspects and tries through the third. The database's clock decides
+// expiry (SPEC §4); the waiter must be woken across instances.
+func TestClusterExpiryEdges(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t, postgresURL(t))
+	c := newCluster(t, dbURL, 3)
+	x := linearize.ExpiryEdges{Locks: 3, Rounds: 6, Seed: 81}
+	st, viol := x.Run(t.Context(), c.target())
+	t.Logf("expiry edges across instances: %v", st)
+	for _, v := range viol {
+		t.Error(v)
+	}
+}
