@@ -153,6 +153,7 @@ func TestClusterKillInstance(t *testing.T) {
 		t.Errorf("only %d kills happened before the workload ended", kills)
 	}
 	mustCheck(t, "cluster-kill", rec.Ops())
+	checkEventLog(t, c.servers[0], rec.Ops())
 }
 
 // TestClusterPostgresRestart runs three instances on a PostgreSQL server of
@@ -202,6 +203,7 @@ func TestClusterPostgresRestart(t *testing.T) {
 		t.Errorf("only %d PostgreSQL faults happened before the workload ended", faults)
 	}
 	mustCheck(t, "cluster-pg", rec.Ops())
+	checkEventLog(t, c.servers[2], rec.Ops())
 }
 
 // waitDone waits for the workload to finish, within a bound.
