@@ -1,0 +1,296 @@
+package linearize
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/dlmhq/dlm"
+)
+
+// lease is a holder in the model. id is "" for a grant whose answer was lost
+// (an unknown outcome) until a replay of its idempotency key reveals it.
+type lease struct {
+	id     string
+	token  int64
+	mode   dlm.Mode
+	holder string
+	idem   string
+}
+
+// state is the model of one lock: the last fencing token issued and the
+// holders, in token order. States are values: steps copy before changing.
+type state struct {
+	last    int64
+	holders []lease
+}
+
+func (s state) with(l lease) state {
+	h := make([]lease, 0, len(s.holders)+1)
+	h = append(h, s.holders...)
+	h = append(h, l)
+	return state{last: max(s.last, l.token), holders: h}
+}
+
+func (s state) without(i int) state {
+	h := make([]lease, 0, len(s.holders))
+	h = append(h, s.holders[:i]...)
+	h = append(h, s.holders[i+1:]...)
+	return state{last: s.last, holders: h}
+}
+
+func (s state) replace(i int, l lease) state {
+	h := slices.Clone(s.holders)
+	h[i] = l
+	return state{last: s.last, holders: h}
+}
+
+func (s state) find(id string) int {
+	for i, h := range s.holders {
+		if h.id == id && id != "" {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s state) findIdem(in Input) int {
+	if in.IdemKey == "" {
+		return -1
+	}
+	for i, h := range s.holders {
+		// One tenant per history: the key is the tenant's.
+		if h.idem == in.IdemKey {
+			return i
+		}
+	}
+	return -1
+}
+
+// compatible reports whether a grant in mode m may join the holders.
+func (s state) compatible(m dlm.Mode) bool {
+	for _, h := range s.holders {
+		if !dlm.Compatible(m, h.mode) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s state) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "last=%d holders=[", s.last)
+	for i, h := range s.holders {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		id := short(h.id)
+		if id == "" {
+			id = "?"
+		}
+		fmt.Fprintf(&b, "%s:%s:%s:t%d", h.holder, h.mode, id, h.token)
+	}
+	b.WriteString("]")
+	return b.String()
+}
+
+// model is the sequential specification of one lock.
+//
+// queue says whether blocking acquires appear in the history. The model has
+// no queue (a waiter's enqueue is invisible to clients), so when there may
+// be one, a shared request may find the lock taken although every holder is
+// shared: an exclusive waiter is ahead of it (SPEC 2.4). Conflicts are
+// otherwise exact: a request conflicts if and only if a holder is
+// incompatible with it. Committed state never has waiters without holders,
+// since a grant to the queue head happens in the transaction that frees it.
+//
+// The model requires each grant's token to be exactly one above the last:
+// stricter than SPEC 2.2 (strictly greater), and true of the one core every
+// backend shares (LockState.grant).
+type model struct{ queue bool }
+
+// step returns the states s can move to by in answered with out, and why
+// there are none.
+func (m model) step(s state, in Input, out Output) ([]state, string) {
+	if out.Unknown {
+		return m.stepUnknown(s, in), ""
+	}
+	switch in.Kind {
+	case AcquireTry, AcquireWait:
+		return m.stepAcquire(s, in, out)
+	case Renew, Release:
+		i := s.find(in.LeaseID)
+		switch out.Code {
+		case "":
+			if i < 0 {
+				return nil, fmt.Sprintf("%s of %s succeeded but it holds nothing", in.Kind, short(in.LeaseID))
+			}
+			if s.holders[i].token != out.Token {
+				return nil, fmt.Sprintf("%s answered token %d, the lease has %d", in.Kind, out.Token, s.holders[i].token)
+			}
+			if in.Kind == Release {
+				return []state{s.without(i)}, ""
+			}
+			return []state{s}, ""
+		case dlm.CodeLeaseEnded:
+			if i >= 0 {
+				return nil, fmt.Sprintf("%s of %s answered lease_ended but it holds t%d", in.Kind, short(in.LeaseID), s.holders[i].token)
+			}
+			return []state{s}, ""
+		}
+		return nil, fmt.Sprintf("%s answered %s", in.Kind, out.Code)
+	case Inspect:
+		if out.Code != "" {
+			return nil, "inspect answered " + out.Code
+		}
+		if out.LastToken != s.last {
+			return nil, fmt.Sprintf("inspect shows last token %d, the model %d", out.LastToken, s.last)
+		}
+		if !sameHolders(s.holders, out.Holders) {
+			return nil, fmt.Sprintf("inspect shows holders %s, the model %v", fmtHolders(out.Holders), s)
+		}
+		return []state{s}, ""
+	case ForceRelease:
+		if out.Code != "" {
+			return nil, "force-release answered " + out.Code
+		}
+		if !sameHolders(s.holders, out.Holders) {
+			return nil, fmt.Sprintf("force-release ended %s, the model holds %v", fmtHolders(out.Holders), s)
+		}
+		return []state{{last: s.last}}, ""
+	}
+	return nil, "unknown operation"
+}
+
+func fmtHolders(hs []Holder) string {
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		parts[i] = fmt.Sprintf("%s:%s:t%d", h.Holder, h.Mode, h.Token)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+func sameHolders(ls []lease, hs []Holder) bool {
+	if len(ls) != len(hs) {
+		return false
+	}
+	hs = slices.Clone(hs)
+	slices.SortFunc(hs, func(a, b Holder) int { return int(a.Token - b.Token) })
+	for i := range ls {
+		if ls[i].token != hs[i].Token || ls[i].mode != hs[i].Mode || ls[i].holder != hs[i].Holder {
+			return false
+		}
+	}
+	return true
+}
+
+func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
+	if i := s.findIdem(in); i >= 0 {
+		// A live lease has this key: the acquire must replay it.
+		h := s.holders[i]
+		if out.Code != "" {
+			return nil, fmt.Sprintf("acquire with key %s answered %s while its lease t%d is held", in.IdemKey, out.Code, h.token)
+		}
+		if out.Token != h.token || (h.id != "" && h.id != out.Lease) {
+			return nil, fmt.Sprintf("replay of key %s answered %s t%d, the lease is %s t%d", in.IdemKey, short(out.Lease), out.Token, short(h.id), h.token)
+		}
+		if !out.Replayed {
+			return nil, fmt.Sprintf("replay of key %s not marked replayed", in.IdemKey)
+		}
+		if h.id == "" {
+			h.id = out.Lease
+			return []state{s.replace(i, h)}, ""
+		}
+		return []state{s}, ""
+	}
+	blocked := !s.compatible(in.Mode) || (m.queue && len(s.holders) > 0)
+	switch out.Code {
+	case "":
+		if !s.compatible(in.Mode) {
+			return nil, fmt.Sprintf("granted %s while %v", in.Mode, s)
+		}
+		if out.Token != s.last+1 {
+			return nil, fmt.Sprintf("granted token %d, want %d", out.Token, s.last+1)
+		}
+		if out.Replayed && in.Kind == AcquireTry {
+			return nil, "a new grant marked replayed"
+		}
+		if s.find(out.Lease) >= 0 {
+			return nil, "granted a lease ID that is held already"
+		}
+		return []state{s.with(lease{out.Lease, out.Token, in.Mode, in.Holder, in.IdemKey})}, ""
+	case dlm.CodeLockConflict, dlm.CodeWaitTimeout:
+		if (out.Code == dlm.CodeLockConflict) != (in.Kind == AcquireTry) {
+			return nil, fmt.Sprintf("%s answered %s", in.Kind, out.Code)
+		}
+		if !blocked {
+			return nil, fmt.Sprintf("%s answered %s while %v", in.Mode, out.Code, s)
+		}
+		return []state{s}, ""
+	}
+	return nil, fmt.Sprintf("%s answered %s", in.Kind, out.Code)
+}
+
+// stepUnknown returns every state an operation without an answer may have
+// left.
+func (m model) stepUnknown(s state, in Input) []state {
+	next := []state{s} // it did not happen (or changed nothing)
+	switch in.Kind {
+	case AcquireTry, AcquireWait:
+		if s.findIdem(in) >= 0 || !s.compatible(in.Mode) {
+			break
+		}
+		l := lease{"", s.last + 1, in.Mode, in.Holder, in.IdemKey}
+		next = append(next, s.with(l))
+		if in.Kind == AcquireWait && in.IdemKey == "" {
+			// Granted after its client left: the server gives it back.
+			next = append(next, state{last: l.token, holders: s.holders})
+		}
+	case Release:
+		if i := s.find(in.LeaseID); i >= 0 {
+			next = append(next, s.without(i))
+		}
+	case ForceRelease:
+		if len(s.holders) > 0 {
+			next = append(next, state{last: s.last})
+		}
+	}
+	return next
+}
+
+func (s state) equal(o state) bool {
+	return s.last == o.last && slices.Equal(s.holders, o.holders)
+}
+
+func (s state) hash() uint64 {
+	h := fnv.New64a()
+	fmt.Fprint(h, s.last)
+	for _, l := range s.holders {
+		fmt.Fprint(h, l.token, l.id)
+	}
+	return h.Sum64()
+}
+
+// porcupine returns the model in porcupine's terms. Inputs and outputs are
+// Input and Output values.
+func (m model) porcupine() porcupine.Model {
+	nm := porcupine.NondeterministicModel{
+		Init: func() []any { return []any{state{}} },
+		Step: func(st, in, out any) []any {
+			next, _ := m.step(st.(state), in.(Input), out.(Output))
+			res := make([]any, len(next))
+			for i := range next {
+				res[i] = next[i]
+			}
+			return res
+		},
+		Equal:             func(a, b any) bool { return a.(state).equal(b.(state)) },
+		Hash:              func(st any) uint64 { return st.(state).hash() },
+		DescribeOperation: func(in, out any) string { return describe(in.(Input), out.(Output)) },
+		DescribeState:     func(st any) string { return st.(state).String() },
+	}
+	return nm.ToModel()
+}
