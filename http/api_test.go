@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 )
 
@@ -443,7 +444,7 @@ func TestLockNamesInPaths(t *testing.T) {
 // TestRequestLogs: one debug line per request, and no lease ID in any of
 // them (it is a bearer capability).
 func TestRequestLogs(t *testing.T) {
-	var buf lockedBuffer
+	var buf dlmtest.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := testserver.New(t, &testserver.Options{Logger: logger})
 	a := tenantAPI(t, s)
@@ -462,23 +463,6 @@ func TestRequestLogs(t *testing.T) {
 	if !strings.Contains(logs, "path=/v1/leases/{lease_id}/renew") {
 		t.Errorf("no redacted renew path in the logs:\n%s", logs)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestBlockingAcquireClientGone: a client that gives up while queued leaves

@@ -1,7 +1,6 @@
 package linearize_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/linearize"
 )
 
@@ -75,25 +75,8 @@ type server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *dlmtest.Buffer
 	exit chan struct{} // closed when the process has been waited for
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // needBinary builds dlm once, or fails the test if the build fails, or
@@ -127,7 +110,7 @@ func freeAddr(t testing.TB) string {
 func newServer(t testing.TB, extra ...string) *server {
 	t.Helper()
 	needBinary(t)
-	s := &server{t: t, dataDir: t.TempDir(), addr: freeAddr(t), extra: extra, logs: &lockedBuffer{}}
+	s := &server{t: t, dataDir: t.TempDir(), addr: freeAddr(t), extra: extra, logs: &dlmtest.Buffer{}}
 	s.start()
 	t.Cleanup(s.stop)
 	return s

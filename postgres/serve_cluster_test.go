@@ -21,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 )
 
 // The tests in this file run real `dlm serve --postgres` processes, three
@@ -60,25 +61,8 @@ type instance struct {
 	cmd  *exec.Cmd
 	url  string
 	dir  string
-	out  syncBuffer // stdout and stderr
+	out  dlmtest.Buffer // stdout and stderr
 	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // serveCluster starts n instances on a fresh schema and returns them with the

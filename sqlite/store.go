@@ -111,9 +111,14 @@ func (s *Store) ObserveCommits(f func(ops int, d time.Duration)) {
 func (s *Store) open(path string) error {
 	// SQLite does not fsync its commits (synchronous=NORMAL): the journal
 	// makes each batch durable before it commits (see journal), and SQLite
-	// is synced whenever the journal starts over.
+	// is synced whenever the journal starts over. Its own checkpoints run
+	// every 10,000 pages (40 MiB) of log rather than 1,000: each one syncs
+	// the disk while the committer waits, and measured here the larger
+	// interval raised throughput by about half. The log file is kept at up
+	// to 64 MiB between checkpoints, so its blocks are reused, not
+	// reallocated.
 	dsn := "file:" + url.PathEscape(path) + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=temp_store(MEMORY)"
+		"&_pragma=busy_timeout(10000)&_pragma=wal_autocheckpoint(10000)&_pragma=journal_size_limit(67108864)&_pragma=temp_store(MEMORY)"
 	var err error
 	if s.wdb, err = sql.Open("sqlite", dsn); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm/client"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 )
 
@@ -19,7 +20,7 @@ import (
 type dlmProc struct {
 	cmd    *exec.Cmd
 	stdout *lineReader
-	stderr lockedBuffer
+	stderr dlmtest.Buffer
 	done   chan struct{}
 	code   int
 }

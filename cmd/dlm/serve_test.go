@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,11 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 )
 
@@ -52,27 +51,10 @@ type proc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	url  string
-	out  *lockedBuffer // stdout
-	err  *lockedBuffer // stderr
-	done chan struct{} // closed when the process has exited
+	out  *dlmtest.Buffer // stdout
+	err  *dlmtest.Buffer // stderr
+	done chan struct{}   // closed when the process has exited
 	exit error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startServe runs dlm serve on a free port with dataDir and waits until it
@@ -82,7 +64,7 @@ func startServe(t *testing.T, dataDir string, env ...string) *proc {
 	cmd := exec.Command(dlmBin, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
-	p := &proc{t: t, cmd: cmd, out: &lockedBuffer{}, err: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, out: &dlmtest.Buffer{}, err: &dlmtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout = io.MultiWriter(p.out, pw)
 	cmd.Stderr = p.err
 	if err := cmd.Start(); err != nil {
@@ -354,7 +336,7 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 func TestServeInProcess(t *testing.T) {
 	dir := t.TempDir()
 	pr, pw := io.Pipe()
-	var stderr lockedBuffer
+	var stderr dlmtest.Buffer
 	m := &Main{Stdin: strings.NewReader(""), Stdout: pw, Stderr: &stderr, Getenv: func(string) string { return "" }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
