@@ -153,6 +153,7 @@ func TestClusterKillInstance(t *testing.T) {
 		t.Errorf("only %d kills happened before the workload ended", kills)
 	}
 	mustCheck(t, "cluster-kill", rec.Ops())
+	checkEventLog(t, c.servers[0], rec.Ops())
 }
 
 // TestClusterPostgresRestart runs three instances on a PostgreSQL server of
@@ -202,6 +203,7 @@ func TestClusterPostgresRestart(t *testing.T) {
 		t.Errorf("only %d PostgreSQL faults happened before the workload ended", faults)
 	}
 	mustCheck(t, "cluster-pg", rec.Ops())
+	checkEventLog(t, c.servers[2], rec.Ops())
 }
 
 // waitDone waits for the workload to finish, within a bound.
@@ -213,5 +215,21 @@ func waitDone(t *testing.T, done chan *linearize.Stats) *linearize.Stats {
 	case <-time.After(3 * time.Minute):
 		t.Fatal("the workload did not finish within 3 minutes")
 		return nil
+	}
+}
+
+// TestClusterExpiryEdges runs the expiry-edge rounds on three instances:
+// the holder renews through one, the waiter queues on another, the prober
+// inspects and tries through the third. The database's clock decides
+// expiry (SPEC §4); the waiter must be woken across instances.
+func TestClusterExpiryEdges(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t, postgresURL(t))
+	c := newCluster(t, dbURL, 3)
+	x := linearize.ExpiryEdges{Locks: 3, Rounds: 6, Seed: 81}
+	st, viol := x.Run(t.Context(), c.target())
+	t.Logf("expiry edges across instances: %v", st)
+	for _, v := range viol {
+		t.Error(v)
 	}
 }

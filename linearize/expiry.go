@@ -134,6 +134,14 @@ func (x ExpiryEdges) Run(ctx context.Context, t Target) (ExpiryStats, []string) 
 	return stats, viol
 }
 
+// The roles of a round, as Input.Client: a Target that spreads clients over
+// several servers (a cluster) puts each role on its own.
+const (
+	holderClient = 0
+	waiterClient = 1
+	proberClient = 2
+)
+
 // timed is one operation with wall-clock call and return times.
 type timed struct {
 	Op
@@ -170,7 +178,7 @@ func (x *ExpiryEdges) round(ctx context.Context, t Target, name string, round in
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		_, waited = do(ctx, Input{Kind: AcquireWait, Holder: "waiter-" + tag, Mode: dlm.Exclusive, TTL: time.Second, Wait: 5 * time.Second})
+		_, waited = do(ctx, Input{Kind: AcquireWait, Client: waiterClient, Holder: "waiter-" + tag, Mode: dlm.Exclusive, TTL: time.Second, Wait: 5 * time.Second})
 	}()
 	// The prober hammers the lock from 5ms before the expiry to 8ms after.
 	go func() {
@@ -178,13 +186,13 @@ func (x *ExpiryEdges) round(ctx context.Context, t Target, name string, round in
 		sleepUntil(ctx, exp.Add(-5*time.Millisecond))
 		for i := 0; i < 400 && time.Now().Before(exp.Add(8*time.Millisecond)); i++ {
 			if i%2 == 0 {
-				do(ctx, Input{Kind: Inspect})
+				do(ctx, Input{Kind: Inspect, Client: proberClient})
 				continue
 			}
-			out, _ := do(ctx, Input{Kind: AcquireTry, Holder: "prober-" + tag, Mode: dlm.Exclusive, TTL: 100 * time.Millisecond})
+			out, _ := do(ctx, Input{Kind: AcquireTry, Client: proberClient, Holder: "prober-" + tag, Mode: dlm.Exclusive, TTL: 100 * time.Millisecond})
 			if out.Code == "" && !out.Unknown {
 				st.ProbeGrants++
-				do(context.WithoutCancel(ctx), Input{Kind: Release, LeaseID: out.Lease})
+				do(context.WithoutCancel(ctx), Input{Kind: Release, Client: proberClient, LeaseID: out.Lease})
 			}
 		}
 	}()
@@ -220,7 +228,7 @@ func (x *ExpiryEdges) round(ctx context.Context, t Target, name string, round in
 	}
 	wg.Wait()
 	if waited.Code == "" && !waited.Unknown {
-		do(context.WithoutCancel(ctx), Input{Kind: Release, LeaseID: waited.Lease})
+		do(context.WithoutCancel(ctx), Input{Kind: Release, Client: waiterClient, LeaseID: waited.Lease})
 	}
 
 	// Now hold every answer to the clock.

@@ -2,8 +2,10 @@ package linearize_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -111,6 +113,7 @@ func TestKillRestartEmbedded(t *testing.T) {
 		t.Errorf("only %d kills happened before the workload ended", killed)
 	}
 	res := mustCheck(t, "kill-embedded", rec.Ops())
+	checkEventLog(t, s, rec.Ops())
 	if res.Unknown == 0 {
 		t.Logf("note: no operation was cut off by the kills this time")
 	}
@@ -158,6 +161,7 @@ func TestConnectionCuts(t *testing.T) {
 		t.Errorf("%d operations were abandoned after %d retries", st.GaveUp.Load(), w.Retries)
 	}
 	mustCheck(t, "cuts", rec.Ops())
+	checkEventLog(t, s, rec.Ops())
 	// Nothing may be left held: every lease was released, through retries.
 	for _, name := range []string{"lin/a", "lin/b"} {
 		out := s.target(nil).Do(t.Context(), linearize.Input{Kind: linearize.Inspect, Name: name})
@@ -275,4 +279,86 @@ func TestPowerLossEmbedded(t *testing.T) {
 	}
 	faultLog(t, "power-cut-embedded", 1)
 	mustCheck(t, "power-cut", rec.Ops())
+	checkEventLog(t, s, rec.Ops())
+}
+
+// checkEventLog reads the whole audit log (GET /v1/events) and holds it to
+// what the clients were answered: ids strictly increase; every acknowledged
+// grant has exactly one acquired event with its token on its lock, and
+// every acknowledged release a released event; acquired tokens of a lock
+// increase in log order. Faults may have cut answers off (the log may hold
+// more than was acknowledged), never acknowledged work out of the log.
+func checkEventLog(t *testing.T, s *server, ops []linearize.Op) {
+	t.Helper()
+	type ev struct {
+		ID           int64  `json:"id"`
+		Type         string `json:"type"`
+		Name         string `json:"name"`
+		FencingToken int64  `json:"fencing_token"`
+	}
+	var log []ev
+	for since := int64(0); ; {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", fmt.Sprintf("%s/v1/events?since=%d&limit=1000", s.URL(), since), nil)
+		req.Header.Set("Authorization", "Bearer "+s.tenantKey())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("reading the event log: %v", err)
+		}
+		var page struct {
+			Events    []ev  `json:"events"`
+			NextSince int64 `json:"next_since"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("reading the event log: %d %v", resp.StatusCode, err)
+		}
+		log = append(log, page.Events...)
+		if len(page.Events) == 0 {
+			break
+		}
+		since = page.NextSince
+	}
+	type key struct {
+		name  string
+		token int64
+	}
+	acquired, released := map[key]int{}, map[key]int{}
+	lastToken := map[string]int64{}
+	for i, e := range log {
+		if i > 0 && e.ID <= log[i-1].ID {
+			t.Errorf("event log: id %d after %d", e.ID, log[i-1].ID)
+		}
+		k := key{e.Name, e.FencingToken}
+		switch e.Type {
+		case "acquired":
+			acquired[k]++
+			if e.FencingToken <= lastToken[e.Name] {
+				t.Errorf("event log: %s acquired with token %d after %d", e.Name, e.FencingToken, lastToken[e.Name])
+			}
+			lastToken[e.Name] = e.FencingToken
+		case "released":
+			released[k]++
+		}
+	}
+	grants, releases := 0, 0
+	for _, op := range ops {
+		if op.Unknown || op.Code != "" {
+			continue
+		}
+		k := key{op.Name, op.Token}
+		switch op.Kind {
+		case linearize.AcquireTry, linearize.AcquireWait:
+			grants++
+			if acquired[k] != 1 {
+				t.Errorf("event log: %d acquired events for the acknowledged grant of %s token %d", acquired[k], op.Name, op.Token)
+			}
+		case linearize.Release:
+			releases++
+			if released[k] != 1 {
+				t.Errorf("event log: %d released events for the acknowledged release of %s token %d", released[k], op.Name, op.Token)
+			}
+		}
+	}
+	t.Logf("event log: %d events hold the %d acknowledged grants and %d releases", len(log), grants, releases)
 }
