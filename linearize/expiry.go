@@ -65,6 +65,7 @@ type ExpiryStats struct {
 	MaxReadLag time.Duration
 }
 
+// String summarises the run in one line, for logs and RELIABILITY.md.
 func (s ExpiryStats) String() string {
 	return fmt.Sprintf("%d rounds, %d ops, renews %d in time / %d late (%d within 2ms of expiry), %d prober grants, slowest grant after expiry %v, longest read lag %v",
 		s.Rounds, s.Ops, s.RenewedOK, s.RenewedLate, s.CloseCalls, s.ProbeGrants, s.MaxWaitGrant, s.MaxReadLag)

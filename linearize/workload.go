@@ -91,6 +91,7 @@ type Stats struct {
 	GaveUp    atomic.Int64 // operations abandoned after every retry
 }
 
+// String summarises the counts in one line, for logs.
 func (s *Stats) String() string {
 	return fmt.Sprintf("%d ops, %d grants, %d conflicts, %d unknown, %d abandoned",
 		s.Ops.Load(), s.Grants.Load(), s.Conflicts.Load(), s.Unknown.Load(), s.GaveUp.Load())
