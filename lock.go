@@ -121,9 +121,11 @@ func reusedKey() error {
 }
 
 // WouldGrant reports whether an acquire in mode m would be granted at now,
-// without changing s (a dry run).
+// without changing s (a dry run). Like Acquire, it first lets expiry grant
+// the waiters that a holder past its expiry was blocking.
 func (s *LockState) WouldGrant(now time.Time, m Mode) bool {
-	v := s.View(now)
+	v := LockState{Key: s.Key, Token: s.Token, Holders: slices.Clone(s.Holders), Waiters: slices.Clone(s.Waiters)}
+	v.Expire(now, &Change{})
 	return len(v.Waiters) == 0 && v.compatible(m)
 }
 

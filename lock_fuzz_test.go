@@ -289,10 +289,7 @@ func (fz *lockFuzz) stepOnce(r *fzReader) {
 		}
 		got := fz.s.WouldGrant(fz.now, m)
 		if want := fz.m.wouldGrant(fz.now, m); got != want {
-			// See TestBUGDryRunIgnoresWaitersDueForGrant.
-			if !dryRunBugCase(fz.m, fz.now, m) {
-				fz.fail("WouldGrant(%v) = %v, model says %v", m, got, want)
-			}
+			fz.fail("WouldGrant(%v) = %v, model says %v", m, got, want)
 		}
 		if !stateEqual(before, fz.s) {
 			fz.fail("View or WouldGrant changed the state")
@@ -759,21 +756,6 @@ func (m *refLock) wouldGrant(now time.Time, mode dlm.Mode) bool {
 	return out == dlm.Granted
 }
 
-// dryRunBugCase reports whether a WouldGrant disagreement is the known one
-// (TestBUGDryRunIgnoresWaitersDueForGrant): an expired holder blocks queued
-// shared waiters that an acquire would grant first.
-func dryRunBugCase(m *refLock, now time.Time, mode dlm.Mode) bool {
-	v := m.view(now)
-	return mode == dlm.Shared && len(v.waiters) > 0 && !m.wouldGrantNaive(now, mode) && m.wouldGrant(now, mode)
-}
-
-// wouldGrantNaive is the product's current definition of a dry run: no live
-// waiter and compatible with the live holders.
-func (m *refLock) wouldGrantNaive(now time.Time, mode dlm.Mode) bool {
-	v := m.view(now)
-	return len(v.waiters) == 0 && !v.conflictsWithHolders(mode)
-}
-
 func (m *refLock) nextDue() time.Time {
 	var t time.Time
 	for _, h := range m.holders {
@@ -896,16 +878,15 @@ func outcomeName(o dlm.Outcome) string {
 	return fmt.Sprintf("outcome(%d)", o)
 }
 
-// TestBUGDryRunIgnoresWaitersDueForGrant: WouldGrant (the dry run) must
-// answer what an acquire at the same instant would do. When the holder has
-// expired but nothing has swept it yet, an acquire first grants the queued
-// shared waiter and is then granted alongside it, while WouldGrant sees the
-// waiter still queued and answers false.
+// TestDryRunGrantsWaitersDueFirst: WouldGrant (the dry run) must answer what
+// an acquire at the same instant would do. When the holder has expired but
+// nothing has swept it yet, an acquire first grants the queued shared waiter
+// and is then granted alongside it; WouldGrant used to see the waiter still
+// queued and answer false.
 //
 // Found by FuzzLockState (its reference model answers a dry run by trying
-// the acquire on a copy).
-func TestBUGDryRunIgnoresWaitersDueForGrant(t *testing.T) {
-	t.Skip("BUG: LockState.WouldGrant answers false where Acquire grants (expired holder, shared waiter queued)")
+// the acquire on a copy); a regression test since.
+func TestDryRunGrantsWaitersDueFirst(t *testing.T) {
 	s := &dlm.LockState{Key: fzKey}
 	var c dlm.Change
 	x := dlm.Request{ID: "X", Tenant: "acme", Key: fzKey, Mode: dlm.Exclusive, HolderID: "x", TTL: time.Second}
