@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // AcquireOptions are the options of an acquire. The zero value of every
@@ -158,7 +159,7 @@ func (c *Client) Acquire(ctx context.Context, name string, opts *AcquireOptions)
 // wait on the server, and wraps the lease in a Lock.
 func (c *Client) acquire(ctx context.Context, name string, b acquireBody, opts *AcquireOptions, wait time.Duration) (*Lock, error) {
 	b.WaitMs = wait.Milliseconds()
-	var w wireLease
+	var w wire.Lease
 	sent := time.Now()
 	err := c.do(ctx, request{
 		method: http.MethodPost, path: lockPath(name, "/acquire"),
@@ -167,7 +168,7 @@ func (c *Client) acquire(ctx context.Context, name string, b acquireBody, opts *
 	if err != nil {
 		return nil, opError("acquire", name, err)
 	}
-	lease := w.lease()
+	lease := leaseOf(&w)
 	if !time.Now().Before(sent.Add(lease.TTL - margin(lease.TTL))) {
 		// Granted after a wait so long that the send time no longer
 		// proves the lease held: confirm it with a renewal.
@@ -201,9 +202,9 @@ func (c *Client) WouldGrant(ctx context.Context, name string, opts *AcquireOptio
 	}
 	b.DryRun, b.IdempotencyKey = true, ""
 	var w struct {
-		WouldGrant bool        `json:"would_grant"`
-		Holders    []wireLease `json:"holders"`
-		Waiters    int         `json:"waiters"`
+		WouldGrant bool         `json:"would_grant"`
+		Holders    []wire.Lease `json:"holders"`
+		Waiters    int          `json:"waiters"`
 	}
 	if err := c.do(ctx, request{method: http.MethodPost, path: lockPath(name, "/acquire"), body: b}, &w); err != nil {
 		return nil, opError("dry-run acquire", name, err)

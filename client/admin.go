@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // The calls in this file need the admin key (SPEC §3 "Admin"); with a tenant
@@ -29,7 +30,7 @@ func (c *Client) ForceRelease(ctx context.Context, tenant, name string, scope Sc
 		q.Set("tenant", tenant)
 	}
 	var w struct {
-		Ended []wireLease `json:"ended"`
+		Ended []wire.Lease `json:"ended"`
 	}
 	if err := c.do(ctx, request{method: http.MethodPost, path: lockPath(name, "/force-release"), query: q}, &w); err != nil {
 		return nil, opError("force-release", name, err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dlmhq/dlm/wire"
 )
 
 // fakeServer speaks just enough of the wire protocol (acquire without
@@ -24,7 +26,7 @@ type fakeServer struct {
 }
 
 type fakeLease struct {
-	wire    wireLease
+	wire    wire.Lease
 	expires time.Time
 }
 
@@ -65,7 +67,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		f.token++
 		ttl := time.Duration(b.TTLMs) * time.Millisecond
-		l := &fakeLease{expires: now.Add(ttl), wire: wireLease{
+		l := &fakeLease{expires: now.Add(ttl), wire: wire.Lease{
 			LeaseID: fmt.Sprintf("lease-%d", f.token), Name: name, Scope: b.Scope, Mode: b.Mode,
 			HolderID: b.HolderID, FencingToken: f.token, TTLMs: b.TTLMs, AcquiredAt: now, ExpiresAt: now.Add(ttl),
 		}}

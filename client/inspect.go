@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // LockInfo is a lock as Inspect and List see it.
@@ -39,11 +40,11 @@ func (c *Client) Inspect(ctx context.Context, name string, scope Scope) (*LockIn
 	if err != nil {
 		return nil, err
 	}
-	var w wireLock
+	var w wire.Lock
 	if err := c.do(ctx, request{method: http.MethodGet, path: lockPath(name, ""), query: url.Values{"scope": {s}}}, &w); err != nil {
 		return nil, opError("inspect", name, err)
 	}
-	info := w.info()
+	info := lockInfoOf(&w)
 	return &info, nil
 }
 
@@ -87,15 +88,15 @@ func (c *Client) List(ctx context.Context, opts *ListOptions) (*LockPage, error)
 		q.Set("cursor", opts.Cursor)
 	}
 	var w struct {
-		Locks      []wireLock `json:"locks"`
-		NextCursor string     `json:"next_cursor"`
+		Locks      []wire.Lock `json:"locks"`
+		NextCursor string      `json:"next_cursor"`
 	}
 	if err := c.do(ctx, request{method: http.MethodGet, path: "/v1/locks", query: q}, &w); err != nil {
 		return nil, fmt.Errorf("list locks: %w", err)
 	}
 	page := &LockPage{Locks: make([]LockInfo, len(w.Locks)), NextCursor: w.NextCursor}
 	for i := range w.Locks {
-		page.Locks[i] = w.Locks[i].info()
+		page.Locks[i] = lockInfoOf(&w.Locks[i])
 	}
 	return page, nil
 }

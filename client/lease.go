@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // Renew extends lease id to now plus ttl (0: the lease's own TTL) and returns
@@ -33,11 +34,11 @@ func (c *Client) renew(ctx context.Context, id string, ttl time.Duration, once b
 		TTLMs int64 `json:"ttl_ms,omitempty"`
 	}
 	body.TTLMs = ttl.Milliseconds()
-	var w wireLease
+	var w wire.Lease
 	if err := c.do(ctx, request{method: http.MethodPost, path: leasePath(id, "/renew"), body: body, once: once}, &w); err != nil {
 		return nil, fmt.Errorf("renew lease: %w", err)
 	}
-	l := w.lease()
+	l := leaseOf(&w)
 	return &l, nil
 }
 
@@ -70,10 +71,10 @@ func (c *Client) Lease(ctx context.Context, id string) (*dlm.Lease, error) {
 	if id == "" {
 		return nil, dlm.Invalid("lease_id", "must not be empty")
 	}
-	var w wireLease
+	var w wire.Lease
 	if err := c.do(ctx, request{method: http.MethodGet, path: leasePath(id, "")}, &w); err != nil {
 		return nil, fmt.Errorf("get lease: %w", err)
 	}
-	l := w.lease()
+	l := leaseOf(&w)
 	return &l, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // WatchOptions selects the events Watch streams. Zero values are defaults.
@@ -146,7 +147,7 @@ func readEvents(ctx context.Context, conn *websocket.Conn, since int64, yield fu
 		if typ != websocket.MessageText {
 			continue
 		}
-		var w wireEvent
+		var w wire.Event
 		if err := json.Unmarshal(data, &w); err != nil {
 			return last, false, &dlm.Error{Code: dlm.CodeInternal, Message: fmt.Sprintf("decode event: %v", err)}
 		}
@@ -154,7 +155,7 @@ func readEvents(ctx context.Context, conn *websocket.Conn, since int64, yield fu
 			continue // already yielded before a reconnect
 		}
 		last = w.ID
-		if !yield(w.event(), nil) {
+		if !yield(eventOf(&w), nil) {
 			return last, true, nil
 		}
 	}

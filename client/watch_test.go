@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // watchServer serves GET /v1/watch from a fixed log of events with ids
@@ -45,7 +46,7 @@ func (s *watchServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for id, sent := since+1, int64(0); id <= s.n && sent < s.perConn; id, sent = id+1, sent+1 {
-		b, _ := json.Marshal(wireEvent{ID: id, Type: "acquired", Name: r.URL.Query().Get("name"), Scope: "tenant",
+		b, _ := json.Marshal(wire.Event{ID: id, Type: "acquired", Name: r.URL.Query().Get("name"), Scope: "tenant",
 			HolderID: "w", Mode: "exclusive", FencingToken: id, At: time.Unix(id, 0).UTC()})
 		if err := conn.Write(r.Context(), websocket.MessageText, b); err != nil {
 			return

@@ -4,24 +4,12 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
-// The JSON shapes of SPEC §3, as the server sends them.
+// Reading the JSON shapes of SPEC §3 (package wire) into the client's types.
 
-type wireLease struct {
-	LeaseID      string    `json:"lease_id,omitempty"`
-	Name         string    `json:"name"`
-	Scope        string    `json:"scope"`
-	Mode         string    `json:"mode"`
-	HolderID     string    `json:"holder_id"`
-	FencingToken int64     `json:"fencing_token"`
-	TTLMs        int64     `json:"ttl_ms"`
-	AcquiredAt   time.Time `json:"acquired_at"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	Replayed     bool      `json:"replayed,omitempty"`
-}
-
-func (w *wireLease) lease() dlm.Lease {
+func leaseOf(w *wire.Lease) dlm.Lease {
 	mode, _ := dlm.ParseMode(w.Mode)
 	return dlm.Lease{
 		ID:         w.LeaseID,
@@ -35,10 +23,10 @@ func (w *wireLease) lease() dlm.Lease {
 	}
 }
 
-func leases(ws []wireLease) []dlm.Lease {
+func leases(ws []wire.Lease) []dlm.Lease {
 	ls := make([]dlm.Lease, len(ws))
 	for i := range ws {
-		ls[i] = ws[i].lease()
+		ls[i] = leaseOf(&ws[i])
 	}
 	return ls
 }
@@ -50,22 +38,7 @@ func key(scope, name string) dlm.Key {
 	return dlm.Key{Namespace: CallerTenant, Name: name}
 }
 
-type wireWaiter struct {
-	HolderID     string    `json:"holder_id"`
-	Mode         string    `json:"mode"`
-	QueuedAt     time.Time `json:"queued_at"`
-	WaitDeadline time.Time `json:"wait_deadline"`
-}
-
-type wireLock struct {
-	Name         string       `json:"name"`
-	Scope        string       `json:"scope"`
-	FencingToken int64        `json:"fencing_token"`
-	Holders      []wireLease  `json:"holders"`
-	Waiters      []wireWaiter `json:"waiters"`
-}
-
-func (w *wireLock) info() LockInfo {
+func lockInfoOf(w *wire.Lock) LockInfo {
 	info := LockInfo{
 		Name:    w.Name,
 		Scope:   Scope(w.Scope),
@@ -80,18 +53,7 @@ func (w *wireLock) info() LockInfo {
 	return info
 }
 
-type wireEvent struct {
-	ID           int64     `json:"id"`
-	Type         string    `json:"type"`
-	Name         string    `json:"name"`
-	Scope        string    `json:"scope"`
-	HolderID     string    `json:"holder_id"`
-	Mode         string    `json:"mode"`
-	FencingToken int64     `json:"fencing_token"`
-	At           time.Time `json:"at"`
-}
-
-func (w *wireEvent) event() dlm.Event {
+func eventOf(w *wire.Event) dlm.Event {
 	t, _ := dlm.ParseEventType(w.Type)
 	mode, _ := dlm.ParseMode(w.Mode)
 	return dlm.Event{
@@ -111,9 +73,9 @@ type wireError struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		Details struct {
-			Holders []wireLease `json:"holders"`
-			Reason  string      `json:"reason"`
-			Field   string      `json:"field"`
+			Holders []wire.Lease `json:"holders"`
+			Reason  string       `json:"reason"`
+			Field   string       `json:"field"`
 		} `json:"details"`
 	} `json:"error"`
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // statuses maps each wire error code to its HTTP status: the one table of
@@ -100,7 +101,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 func details(de *dlm.Error) map[string]any {
 	switch de.Code {
 	case dlm.CodeLockConflict, dlm.CodeWaitTimeout:
-		return map[string]any{"holders": holders(de.Holders)}
+		return map[string]any{"holders": wire.Holders(de.Holders)}
 	case dlm.CodeLeaseEnded:
 		if de.Reason != 0 {
 			return map[string]any{"reason": de.Reason.String()}

@@ -12,27 +12,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/wire"
 )
-
-// wireEvent is an event on the wire. It names the grant by its fencing
-// token and never carries a lease ID.
-type wireEvent struct {
-	ID           int64  `json:"id"`
-	Type         string `json:"type"`
-	Name         string `json:"name"`
-	Scope        string `json:"scope"`
-	HolderID     string `json:"holder_id"`
-	Mode         string `json:"mode"`
-	FencingToken int64  `json:"fencing_token"`
-	At           string `json:"at"`
-}
-
-func event(e *dlm.Event) wireEvent {
-	return wireEvent{
-		ID: e.ID, Type: e.Type.String(), Name: e.Key.Name, Scope: e.Key.Scope(),
-		HolderID: e.HolderID, Mode: e.Mode.String(), FencingToken: e.Token, At: wireTime(e.At),
-	}
-}
 
 // eventQuery reads the filters that history and watch share. since is
 // whether ?since= was given.
@@ -68,8 +49,8 @@ func (h *Handler) eventQuery(r *http.Request, c *call) (q engine.EventQuery, sin
 }
 
 type wireEventList struct {
-	Events    []wireEvent `json:"events"`
-	NextSince int64       `json:"next_since"`
+	Events    []wire.Event `json:"events"`
+	NextSince int64        `json:"next_since"`
 }
 
 // events serves GET /v1/events: the audit log after ?since=, oldest first.
@@ -85,9 +66,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, c *call) error 
 	if err != nil {
 		return err
 	}
-	out := wireEventList{Events: make([]wireEvent, len(events)), NextSince: next}
+	out := wireEventList{Events: make([]wire.Event, len(events)), NextSince: next}
 	for i := range events {
-		out.Events[i] = event(&events[i])
+		out.Events[i] = wire.FromEvent(&events[i])
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -174,7 +155,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 			conn.Close(code, reason)
 			return nil
 		}
-		msg, _ := json.Marshal(event(&ev))
+		msg, _ := json.Marshal(wire.FromEvent(&ev))
 		wctx, wcancel := context.WithTimeout(wbase, writeTimeout)
 		err = conn.Write(wctx, websocket.MessageText, msg)
 		wcancel()

@@ -15,19 +15,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/wire"
 	"github.com/google/go-cmp/cmp"
 )
-
-type wireEvent struct {
-	ID           int64  `json:"id"`
-	Type         string `json:"type"`
-	Name         string `json:"name"`
-	Scope        string `json:"scope"`
-	HolderID     string `json:"holder_id"`
-	Mode         string `json:"mode"`
-	FencingToken int64  `json:"fencing_token"`
-	At           string `json:"at"`
-}
 
 // acquireRelease takes and gives back a lock through the API.
 func (a *api) acquireRelease(name string) {
@@ -46,12 +36,13 @@ func TestEventHistory(t *testing.T) {
 
 	r := a.must(200, "GET", "/v1/events?prefix=jobs/", nil)
 	raw, _ := json.Marshal(r["events"])
-	var events []wireEvent
+	var events []wire.Event
 	json.Unmarshal(raw, &events)
 	var got []string
-	for _, e := range events {
+	for i, e := range events {
 		got = append(got, fmt.Sprintf("%s %s %s %s %s %d", e.Type, e.Name, e.Scope, e.HolderID, e.Mode, e.FencingToken))
-		if _, err := time.Parse(time.RFC3339Nano, e.At); err != nil || e.ID <= 0 {
+		at, _ := r["events"].([]any)[i].(map[string]any)["at"].(string)
+		if _, err := time.Parse(time.RFC3339Nano, at); err != nil || e.ID <= 0 {
 			t.Errorf("event %+v: bad id or time", e)
 		}
 	}
@@ -106,17 +97,17 @@ func dial(t testing.TB, s *testserver.Server, key, q string) *websocket.Conn {
 }
 
 // read reads n events from c.
-func read(t testing.TB, c *websocket.Conn, n int) []wireEvent {
+func read(t testing.TB, c *websocket.Conn, n int) []wire.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out []wireEvent
+	var out []wire.Event
 	for len(out) < n {
 		typ, msg, err := c.Read(ctx)
 		if err != nil {
 			t.Fatalf("after %d of %d events: %v", len(out), n, err)
 		}
-		var e wireEvent
+		var e wire.Event
 		if typ != websocket.MessageText || json.Unmarshal(msg, &e) != nil {
 			t.Fatalf("not a JSON text event: %q", msg)
 		}
@@ -125,7 +116,7 @@ func read(t testing.TB, c *websocket.Conn, n int) []wireEvent {
 	return out
 }
 
-func names(events []wireEvent) []string {
+func names(events []wire.Event) []string {
 	var ns []string
 	for _, e := range events {
 		ns = append(ns, e.Type+" "+e.Name)

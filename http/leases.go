@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // The lease routes act on a lease by its ID, the bearer capability only its
@@ -16,7 +17,7 @@ func (h *Handler) getLease(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ownLease(&l))
+	writeJSON(w, http.StatusOK, wire.OwnLease(&l))
 	return nil
 }
 
@@ -39,7 +40,7 @@ func (h *Handler) renew(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ownLease(&l))
+	writeJSON(w, http.StatusOK, wire.OwnLease(&l))
 	return nil
 }
 
@@ -49,6 +50,6 @@ func (h *Handler) release(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ownLease(&l))
+	writeJSON(w, http.StatusOK, wire.OwnLease(&l))
 	return nil
 }

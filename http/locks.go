@@ -5,6 +5,7 @@ import (
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // acquireFields are the fields of an acquire body (SPEC §3 "Acquire").
@@ -116,14 +117,14 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, c *call) error
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, wireDryRun{WouldGrant: res.WouldGrant, Holders: holders(res.Holders), Waiters: res.Waiters})
+		writeJSON(w, http.StatusOK, wireDryRun{WouldGrant: res.WouldGrant, Holders: wire.Holders(res.Holders), Waiters: res.Waiters})
 		return nil
 	}
 	l, replayed, err := h.engine.Acquire(r.Context(), req)
 	if err != nil {
 		return err
 	}
-	wl := ownLease(&l)
+	wl := wire.OwnLease(&l)
 	wl.Replayed = replayed
 	writeJSON(w, http.StatusOK, wl)
 	return nil
@@ -151,7 +152,7 @@ func (h *Handler) inspect(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, lock(&s))
+	writeJSON(w, http.StatusOK, wire.FromLock(&s))
 	return nil
 }
 
@@ -174,9 +175,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	out := wireLockList{Locks: make([]wireLock, len(locks)), NextCursor: next}
+	out := wireLockList{Locks: make([]wire.Lock, len(locks)), NextCursor: next}
 	for i := range locks {
-		out.Locks[i] = lock(&locks[i])
+		out.Locks[i] = wire.FromLock(&locks[i])
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -196,9 +197,9 @@ func (h *Handler) forceRelease(w http.ResponseWriter, r *http.Request, c *call) 
 	if err != nil {
 		return err
 	}
-	out := wireEnded{Ended: make([]wireLease, len(ended))}
+	out := wireEnded{Ended: make([]wire.Lease, len(ended))}
 	for i := range ended {
-		out.Ended[i] = holder(&ended[i].Lease)
+		out.Ended[i] = wire.Holder(&ended[i].Lease)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // HTTPTarget performs operations over the JSON API of SPEC §3 with a plain
@@ -35,17 +36,6 @@ type HTTPTarget struct {
 }
 
 var _ Target = (*HTTPTarget)(nil)
-
-// wireLease is the lease object of SPEC §3.
-type wireLease struct {
-	LeaseID      string    `json:"lease_id"`
-	Mode         string    `json:"mode"`
-	HolderID     string    `json:"holder_id"`
-	FencingToken int64     `json:"fencing_token"`
-	AcquiredAt   time.Time `json:"acquired_at"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	Replayed     bool      `json:"replayed"`
-}
 
 type wireError struct {
 	Error struct {
@@ -82,8 +72,8 @@ func (h *HTTPTarget) Do(ctx context.Context, in Input) Output {
 		return h.lease(ctx, "DELETE", "/v1/leases/"+url.PathEscape(in.LeaseID), h.Key, nil)
 	case Inspect:
 		var lock struct {
-			FencingToken int64       `json:"fencing_token"`
-			Holders      []wireLease `json:"holders"`
+			FencingToken int64        `json:"fencing_token"`
+			Holders      []wire.Lease `json:"holders"`
 		}
 		out := h.call(ctx, "GET", "/v1/locks/"+name, h.Key, nil, &lock)
 		if out.Unknown || out.Code != "" {
@@ -94,7 +84,7 @@ func (h *HTTPTarget) Do(ctx context.Context, in Input) Output {
 		return out
 	case ForceRelease:
 		var res struct {
-			Ended []wireLease `json:"ended"`
+			Ended []wire.Lease `json:"ended"`
 		}
 		out := h.call(ctx, "POST", "/v1/locks/"+name+"/force-release?tenant="+url.QueryEscape(h.Tenant), h.AdminKey, map[string]any{}, &res)
 		if out.Unknown || out.Code != "" {
@@ -106,7 +96,7 @@ func (h *HTTPTarget) Do(ctx context.Context, in Input) Output {
 	panic(fmt.Sprintf("linearize: unknown operation %v", in.Kind))
 }
 
-func holdersOf(ls []wireLease) []Holder {
+func holdersOf(ls []wire.Lease) []Holder {
 	var hs []Holder
 	for _, l := range ls {
 		m, _ := dlm.ParseMode(l.Mode)
@@ -116,7 +106,7 @@ func holdersOf(ls []wireLease) []Holder {
 }
 
 func (h *HTTPTarget) lease(ctx context.Context, method, path, key string, body any) Output {
-	var l wireLease
+	var l wire.Lease
 	out := h.call(ctx, method, path, key, body, &l)
 	if out.Unknown || out.Code != "" {
 		return out

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/dlmhq/dlm/client"
+	"github.com/dlmhq/dlm/wire"
 )
 
 func (m *Main) runAcquire(ctx context.Context, g *globals, args []string) error {
@@ -39,7 +40,7 @@ Exits 75 if the lock is held (--wait 0) or the wait times out.
 	}
 	lease := l.Lease()
 	if g.json {
-		return printJSON(m.Stdout, leaseOut(lease))
+		return printJSON(m.Stdout, wire.OwnLease(&lease))
 	}
 	fmt.Fprintf(m.Stdout, "acquired %s%s (%s) for %s\n", lease.Key.Name, scopeNote(lease.Key.Scope()), lease.Mode, lease.HolderID)
 	fmt.Fprintf(m.Stdout, "lease_id:      %s\n", lease.ID)
@@ -55,9 +56,9 @@ func (m *Main) dryRun(ctx context.Context, g *globals, c *client.Client, name st
 	}
 	if g.json {
 		return printJSON(m.Stdout, struct {
-			WouldGrant bool        `json:"would_grant"`
-			Holders    []leaseJSON `json:"holders"`
-			Waiters    int         `json:"waiters"`
+			WouldGrant bool         `json:"would_grant"`
+			Holders    []wire.Lease `json:"holders"`
+			Waiters    int          `json:"waiters"`
 		}{d.WouldGrant, leasesOut(d.Holders), d.Waiters})
 	}
 	verdict := "would be granted"

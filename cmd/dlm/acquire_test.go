@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/dlmhq/dlm/dlmtest/testserver"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // tenantEnv is the environment of a CLI run against s with the tenant key.
@@ -14,10 +15,10 @@ func tenantEnv(s *testserver.Server) map[string]string {
 }
 
 // mustAcquire runs dlm acquire --json with args and returns the lease.
-func mustAcquire(t testing.TB, s *testserver.Server, args ...string) leaseJSON {
+func mustAcquire(t testing.TB, s *testserver.Server, args ...string) wire.Lease {
 	t.Helper()
 	r := runMain(t, tenantEnv(s), append([]string{"acquire", "--json"}, args...)...)
-	var lease leaseJSON
+	var lease wire.Lease
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &lease) != nil || lease.LeaseID == "" || lease.FencingToken == 0 {
 		t.Fatalf("dlm acquire %q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 	}

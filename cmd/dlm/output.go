@@ -8,79 +8,29 @@ import (
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/client"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // The --json output: the API's own shapes (SPEC §3), one object per line.
 
-type leaseJSON struct {
-	LeaseID      string    `json:"lease_id,omitempty"`
-	Name         string    `json:"name"`
-	Scope        string    `json:"scope"`
-	Mode         string    `json:"mode"`
-	HolderID     string    `json:"holder_id"`
-	FencingToken int64     `json:"fencing_token"`
-	TTLMs        int64     `json:"ttl_ms"`
-	AcquiredAt   time.Time `json:"acquired_at"`
-	ExpiresAt    time.Time `json:"expires_at"`
-}
-
-func leaseOut(l dlm.Lease) leaseJSON {
-	return leaseJSON{
-		LeaseID: l.ID, Name: l.Key.Name, Scope: l.Key.Scope(), Mode: l.Mode.String(), HolderID: l.HolderID,
-		FencingToken: l.Token, TTLMs: l.TTL.Milliseconds(), AcquiredAt: l.AcquiredAt, ExpiresAt: l.ExpiresAt,
-	}
-}
-
-func leasesOut(ls []dlm.Lease) []leaseJSON {
-	out := make([]leaseJSON, len(ls))
-	for i, l := range ls {
-		out[i] = leaseOut(l)
+// leasesOut shows ls as the API does, with their IDs where the client knows
+// them.
+func leasesOut(ls []dlm.Lease) []wire.Lease {
+	out := make([]wire.Lease, len(ls))
+	for i := range ls {
+		out[i] = wire.OwnLease(&ls[i])
 	}
 	return out
 }
 
-type waiterJSON struct {
-	HolderID     string    `json:"holder_id"`
-	Mode         string    `json:"mode"`
-	QueuedAt     time.Time `json:"queued_at"`
-	WaitDeadline time.Time `json:"wait_deadline"`
-}
-
-type lockJSON struct {
-	Name         string       `json:"name"`
-	Scope        string       `json:"scope"`
-	FencingToken int64        `json:"fencing_token"`
-	Holders      []leaseJSON  `json:"holders"`
-	Waiters      []waiterJSON `json:"waiters"`
-}
-
-func lockOut(l *client.LockInfo) lockJSON {
-	out := lockJSON{Name: l.Name, Scope: string(l.Scope), FencingToken: l.Token, Holders: leasesOut(l.Holders), Waiters: []waiterJSON{}}
+func lockOut(l *client.LockInfo) wire.Lock {
+	out := wire.Lock{Name: l.Name, Scope: string(l.Scope), FencingToken: l.Token, Holders: leasesOut(l.Holders), Waiters: []wire.Waiter{}}
 	for _, w := range l.Waiters {
-		out.Waiters = append(out.Waiters, waiterJSON{HolderID: w.HolderID, Mode: w.Mode.String(), QueuedAt: w.QueuedAt, WaitDeadline: w.Deadline})
+		out.Waiters = append(out.Waiters, wire.Waiter{HolderID: w.HolderID, Mode: w.Mode.String(), QueuedAt: w.QueuedAt, WaitDeadline: w.Deadline})
 	}
 	return out
 }
 
-type eventJSON struct {
-	ID           int64     `json:"id"`
-	Type         string    `json:"type"`
-	Name         string    `json:"name"`
-	Scope        string    `json:"scope"`
-	HolderID     string    `json:"holder_id"`
-	Mode         string    `json:"mode"`
-	FencingToken int64     `json:"fencing_token"`
-	At           time.Time `json:"at"`
-}
-
-func eventOut(e dlm.Event) eventJSON {
-	return eventJSON{
-		ID: e.ID, Type: e.Type.String(), Name: e.Key.Name, Scope: e.Key.Scope(), HolderID: e.HolderID,
-		Mode: e.Mode.String(), FencingToken: e.Token, At: e.At,
-	}
-}
-
-// printJSON writes v as one line of JSON.
 func printJSON(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"github.com/dlmhq/dlm/wire"
 )
 
 func (m *Main) runRenew(ctx context.Context, g *globals, args []string) error {
@@ -24,7 +26,7 @@ now. A lease that has ended is never revived: renew then fails and says why.
 		return err
 	}
 	if g.json {
-		return printJSON(m.Stdout, leaseOut(*lease))
+		return printJSON(m.Stdout, wire.OwnLease(lease))
 	}
 	fmt.Fprintf(m.Stdout, "renewed %s%s: token %d, expires %s (%s)\n",
 		lease.Key.Name, scopeNote(lease.Key.Scope()), lease.Token, clock(lease.ExpiresAt), until(lease.ExpiresAt))

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm/dlmtest/testserver"
+	"github.com/dlmhq/dlm/wire"
 )
 
 func TestRenew(t *testing.T) {
 	s := testserver.New(t, nil)
 	lease := mustAcquire(t, s, "--ttl", "10s", "cli/a")
 	r := runMain(t, tenantEnv(s), "renew", "--json", "--ttl", "1m", lease.LeaseID)
-	var renewed leaseJSON
+	var renewed wire.Lease
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &renewed) != nil {
 		t.Fatalf("renew: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}

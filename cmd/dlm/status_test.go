@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/dlmhq/dlm/dlmtest/testserver"
+	"github.com/dlmhq/dlm/wire"
 )
 
 func TestStatus(t *testing.T) {
@@ -20,7 +21,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("status: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = runMain(t, env, "status", "--json", "cli/a")
-	var got lockJSON
+	var got wire.Lock
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &got) != nil {
 		t.Fatalf("status --json: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}

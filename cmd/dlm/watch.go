@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/dlmhq/dlm/client"
+	"github.com/dlmhq/dlm/wire"
 )
 
 func (m *Main) runWatch(ctx context.Context, g *globals, args []string) error {
@@ -37,7 +38,7 @@ connection without missing or repeating events.
 			return err
 		}
 		if g.json {
-			if err := printJSON(m.Stdout, eventOut(e)); err != nil {
+			if err := printJSON(m.Stdout, wire.FromEvent(&e)); err != nil {
 				return err
 			}
 			continue

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dlmhq/dlm/client"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
+	"github.com/dlmhq/dlm/wire"
 )
 
 func TestWatchPrintsEventsAsTheyHappen(t *testing.T) {
@@ -45,7 +46,7 @@ func TestWatchPrintsEventsAsTheyHappen(t *testing.T) {
 		}
 		line := p.stdout.waitLine(t, "live", 10*time.Second)
 		if asJSON {
-			var e eventJSON
+			var e wire.Event
 			if err := json.Unmarshal([]byte(line), &e); err != nil || e.Type != "acquired" || e.Name != "w" || e.FencingToken != l.Token() || e.ID == 0 {
 				t.Errorf("--json line %q: %v", line, err)
 			}
