@@ -21,8 +21,14 @@ type LockState struct {
 }
 
 // Change records what one operation did to a LockState, so that a store can
-// persist exactly that and nothing else. No lease or waiter ID appears in
-// more than one list, so the lists may be applied in any order.
+// persist exactly that and nothing else.
+//
+// A lease that expiry grants at an instant before now (see Expire) is a
+// holder like any other for the rest of the operation: it may run out before
+// now, or be renewed, released or force-released at now. It is then in
+// Granted and also in Renewed or Ended, so a store must apply Granted first.
+// Apart from that no lease or waiter ID appears in more than one list, and
+// the lists may be applied in any order.
 type Change struct {
 	Granted  []Lease      // new holders, directly or from the queue
 	Renewed  []Lease      // holders with a new expiry
@@ -168,7 +174,7 @@ func (s *LockState) Renew(now time.Time, id string, ttl time.Duration, c *Change
 // Release ends the live lease id and grants the waiters it was blocking. It
 // reports false if id holds nothing at now.
 func (s *LockState) Release(now time.Time, id string, c *Change) (EndedLease, bool) {
-	s.dropExpired(now, c)
+	s.catchUp(now, c)
 	i := s.holder(id)
 	if i < 0 {
 		s.grantWaiters(now, c)
@@ -181,7 +187,7 @@ func (s *LockState) Release(now time.Time, id string, c *Change) (EndedLease, bo
 
 // ForceRelease ends every live lease and grants the waiters.
 func (s *LockState) ForceRelease(now time.Time, c *Change) []EndedLease {
-	s.dropExpired(now, c)
+	s.catchUp(now, c)
 	ended := []EndedLease{}
 	for len(s.Holders) > 0 {
 		ended = append(ended, s.end(0, ForceReleased, now, c))
@@ -210,27 +216,46 @@ func (s *LockState) CancelWait(now time.Time, id, ticket string, c *Change) (Lea
 	return Lease{}, false
 }
 
-// Expire ends the holders whose lease has run out at now, drops waiters past
-// their deadline, and grants the waiters that this unblocks. Every write
+// Expire ends the holders whose lease has run out by now, drops waiters past
+// their deadline, and grants the waiters that this unblocks, leaving s as a
+// sweeper that is never late would have (see catchUp). Every write
 // operation applies expiry first, so it happens lazily as well as by the
-// sweeper.
+// sweeper, and how late the sweeper runs does not change the outcome.
 func (s *LockState) Expire(now time.Time, c *Change) {
-	s.dropExpired(now, c)
+	s.catchUp(now, c)
 	s.grantWaiters(now, c)
 }
 
-// dropExpired is Expire without granting, for operations that change the
-// holders themselves before the queue moves.
-func (s *LockState) dropExpired(now time.Time, c *Change) {
+// catchUp takes the lease expiries and waiter deadlines due by now in time
+// order, one instant at a time. At each instant before now it ends what runs
+// out then and grants the waiters this unblocks, at that instant: a waiter
+// whose turn came before its deadline is granted even if nothing touched
+// the lock until after it. A lease granted so starts at that instant and may
+// run out before now too, handing on to the next waiter.
+//
+// At now itself it only ends and drops: Expire grants next, and release and
+// force-release change the holders first.
+func (s *LockState) catchUp(now time.Time, c *Change) {
+	for t := s.NextDue(); !t.IsZero() && !t.After(now); t = s.NextDue() {
+		s.dropDue(t, c)
+		if t.Before(now) {
+			s.grantWaiters(t, c)
+		}
+	}
+}
+
+// dropDue ends the holders whose lease has run out at t and drops the
+// waiters whose deadline has come.
+func (s *LockState) dropDue(t time.Time, c *Change) {
 	for i := 0; i < len(s.Holders); {
-		if s.Holders[i].Live(now) {
+		if s.Holders[i].Live(t) {
 			i++
 			continue
 		}
-		s.end(i, Expired, now, c)
+		s.end(i, Expired, t, c)
 	}
 	for i := 0; i < len(s.Waiters); {
-		if now.Before(s.Waiters[i].Deadline) {
+		if t.Before(s.Waiters[i].Deadline) {
 			i++
 			continue
 		}

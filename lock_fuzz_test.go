@@ -63,6 +63,9 @@ var fzSeeds = [][]byte{
 	{0, 1, 0, 0, 3, 0, 0, 1, 1, 1, 3, 0, 0, 0, 2, 0, 3, 4, 0, 1, 0, 0, 3, 4, 7, 5, 7, 5, 7, 5},
 	// idempotent acquire, retry, renew with a new ttl, retry again
 	{0, 0, 0, 2, 2, 0, 8, 0, 1, 1, 0, 8, 0, 8, 0},
+	// X held for 100ms, X and S wait; the first sweep comes a second
+	// later and hands on twice
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 4, 0, 0, 0, 1, 2, 2, 5, 0, 7, 4, 6},
 }
 
 // fzOp names the operations a fuzz input can choose from.
@@ -252,9 +255,21 @@ func (fz *lockFuzz) stepOnce(r *fzReader) {
 			fz.sameLease("cancel-wait", got, wl)
 		}
 	case opExpire:
+		// However late the sweep, it must do what sweeps at every instant
+		// something fell due would have done, in the same order.
+		prompt := cloneState(fz.s)
+		var pc dlm.Change
+		for t := prompt.NextDue(); !t.IsZero() && t.Before(fz.now); t = prompt.NextDue() {
+			prompt.Expire(t, &pc)
+		}
+		prompt.Expire(fz.now, &pc)
 		fz.s.Expire(fz.now, &c)
 		fz.m.settle(fz.now, &want)
 		fz.logf("expire")
+		if late, swept := refChangeOf(&c), refChangeOf(&pc); !stateEqual(prompt, fz.s) || !late.equal(&swept) {
+			fz.fail("a late sweep differs from prompt ones:\nlate:   %s\nprompt: %s\nchange (-late +prompt):\n%s",
+				describeState(fz.s), describeState(prompt), gocmp.Diff(late, swept, fzCmp...))
+		}
 	case opAdvance:
 		d := fzSteps[r.pick(len(fzSteps))]
 		if d < 0 {
@@ -369,10 +384,24 @@ func (fz *lockFuzz) check(before *dlm.LockState, c *dlm.Change, want *refChange)
 }
 
 func (fz *lockFuzz) checkChange(c *dlm.Change, want *refChange) {
+	for _, l := range c.Granted {
+		fz.issued = append(fz.issued, l.Token)
+	}
+	for _, e := range c.Events {
+		if e.Key != fzKey || e.ID != 0 {
+			fz.fail("event %+v: wrong key or an ID set by the core", e)
+		}
+	}
+	if got := refChangeOf(c); !got.equal(want) {
+		fz.fail("change (-got +want):\n%s", gocmp.Diff(got, *want, fzCmp...))
+	}
+}
+
+// refChangeOf converts c for comparison with the model's.
+func refChangeOf(c *dlm.Change) refChange {
 	got := refChange{}
 	for _, l := range c.Granted {
 		got.granted = append(got.granted, leaseOf(l))
-		fz.issued = append(fz.issued, l.Token)
 	}
 	for _, l := range c.Renewed {
 		got.renewed = append(got.renewed, leaseOf(l))
@@ -390,14 +419,9 @@ func (fz *lockFuzz) checkChange(c *dlm.Change, want *refChange) {
 		got.dequeued = append(got.dequeued, w.ID)
 	}
 	for _, e := range c.Events {
-		if e.Key != fzKey || e.ID != 0 {
-			fz.fail("event %+v: wrong key or an ID set by the core", e)
-		}
 		got.events = append(got.events, refEvent{e.Type, e.HolderID, e.Mode, e.Token, e.At})
 	}
-	if !got.equal(want) {
-		fz.fail("change (-got +want):\n%s", gocmp.Diff(got, *want, fzCmp...))
-	}
+	return got
 }
 
 // checkInvariants checks SPEC §2 on the state itself, independently of the
@@ -610,9 +634,21 @@ func (m *refLock) grantQueue(now time.Time, c *refChange) {
 	}
 }
 
+// settle brings the lock to now and grants what it can at now.
 func (m *refLock) settle(now time.Time, c *refChange) {
-	m.dropDue(now, c)
+	m.catchUp(now, c)
 	m.grantQueue(now, c)
+}
+
+// catchUp plays the lock forward to now as a sweeper that is never late
+// would have: it settles the lock at every instant before now when a lease
+// runs out or a deadline comes, earliest first, then drops what is due at
+// now itself.
+func (m *refLock) catchUp(now time.Time, c *refChange) {
+	for t := m.nextDue(); !t.IsZero() && t.Before(now); t = m.nextDue() {
+		m.settle(t, c)
+	}
+	m.dropDue(now, c)
 }
 
 func (m *refLock) acquire(now time.Time, r dlm.Request, c *refChange) (dlm.Outcome, refLease, refWaiter, error) {
@@ -685,7 +721,7 @@ func (m *refLock) endHolder(i int, why dlm.EndReason, typ dlm.EventType, now tim
 }
 
 func (m *refLock) release(now time.Time, id string, c *refChange) (refLease, bool) {
-	m.dropDue(now, c)
+	m.catchUp(now, c)
 	defer m.grantQueue(now, c)
 	for i := range m.holders {
 		if m.holders[i].ID == id {
@@ -696,7 +732,7 @@ func (m *refLock) release(now time.Time, id string, c *refChange) (refLease, boo
 }
 
 func (m *refLock) forceRelease(now time.Time, c *refChange) []refLease {
-	m.dropDue(now, c)
+	m.catchUp(now, c)
 	var ended []refLease
 	for len(m.holders) > 0 {
 		ended = append(ended, m.endHolder(0, dlm.ForceReleased, dlm.EventForceReleased, now, c))
@@ -807,22 +843,23 @@ func cloneState(s *dlm.LockState) *dlm.LockState {
 	return &c
 }
 
-// applyChange does what a store does with a Change: delete the ended
-// holders and dequeued waiters, insert the granted and queued ones, update
-// the renewed and retaken ones, and store the highest token granted. It
-// returns the state a store would load back (holders by token, waiters by
-// Seq).
+// applyChange does what a store does with a Change: insert the granted
+// holders, then delete the ended ones (a lease can be both, see
+// dlm.Change), delete the dequeued waiters and insert the queued ones,
+// update the renewed and retaken ones, and store the highest token granted.
+// It returns the state a store would load back (holders by token, waiters
+// by Seq).
 func applyChange(before *dlm.LockState, c *dlm.Change) *dlm.LockState {
 	s := cloneState(before)
+	for _, l := range c.Granted {
+		s.Holders = append(s.Holders, l)
+		s.Token = max(s.Token, l.Token)
+	}
 	for _, e := range c.Ended {
 		s.Holders = slices.DeleteFunc(s.Holders, func(h dlm.Lease) bool { return h.ID == e.ID })
 	}
 	for _, w := range c.Dequeued {
 		s.Waiters = slices.DeleteFunc(s.Waiters, func(x dlm.Waiter) bool { return x.ID == w.ID })
-	}
-	for _, l := range c.Granted {
-		s.Holders = append(s.Holders, l)
-		s.Token = max(s.Token, l.Token)
 	}
 	for _, l := range c.Renewed {
 		for i := range s.Holders {
@@ -909,29 +946,33 @@ func TestDryRunGrantsWaitersDueFirst(t *testing.T) {
 	}
 }
 
-// TestBUGLateSweepDropsWaiterInsteadOfGranting: the lock state applies
-// expiry lazily, all at one "now". If nothing touches the lock between the
-// holder's expiry and the waiter's deadline (the sweeper is late: an
-// overloaded process, a long GC pause), the waiter's own time-out drops the
-// expired holder and the waiter together, so the waiter is answered
-// wait_timeout although the lock was free for most of its wait. Expiring
-// in time order (the holder at its expires_at, granting the waiter, whose
-// deadline came later) would grant it, as a prompt sweeper does.
-func TestBUGLateSweepDropsWaiterInsteadOfGranting(t *testing.T) {
-	t.Skip("BUG: a waiter whose deadline comes after the holder's expiry is dropped, not granted, when no sweep ran in between")
+// TestLateSweepGrantsWaiterAtHolderExpiry: expiry is applied lazily, and
+// used to be applied all at one "now". If nothing touched the lock between
+// the holder's expiry and the waiter's deadline (the sweeper was late: an
+// overloaded process, a long GC pause), the waiter's own time-out dropped
+// the expired holder and the waiter together, so the waiter was answered
+// wait_timeout although the lock was free for half its wait. Expiry now
+// takes what fell due in time order: the waiter is granted at the holder's
+// expiry, as a prompt sweeper would have granted it, and its lease starts
+// there.
+func TestLateSweepGrantsWaiterAtHolderExpiry(t *testing.T) {
 	s := &dlm.LockState{Key: fzKey}
 	var c dlm.Change
 	x := dlm.Request{ID: "X", Tenant: "acme", Key: fzKey, Mode: dlm.Exclusive, HolderID: "x", TTL: time.Second}
 	if out, _, _, err := s.Acquire(fzStart, x, &c); out != dlm.Granted || err != nil {
 		t.Fatalf("X: %v, %v", out, err)
 	}
-	w := dlm.Request{ID: "W", Tenant: "acme", Key: fzKey, Mode: dlm.Exclusive, HolderID: "w", TTL: time.Second, Wait: 2 * time.Second}
+	w := dlm.Request{ID: "W", Tenant: "acme", Key: fzKey, Mode: dlm.Exclusive, HolderID: "w", TTL: 10 * time.Second, Wait: 2 * time.Second}
 	if out, _, _, err := s.Acquire(fzStart, w, &c); out != dlm.Queued || err != nil {
 		t.Fatalf("W: %v, %v", out, err)
 	}
 	// W's time-out at its deadline is the first thing to touch the lock
 	// since X expired, a second earlier.
-	if _, granted := s.CancelWait(fzStart.Add(2*time.Second), "W", "W", &c); !granted {
-		t.Errorf("W was dropped at its deadline, although X expired a second before it and W was next")
+	l, granted := s.CancelWait(fzStart.Add(2*time.Second), "W", "W", &c)
+	if !granted {
+		t.Fatalf("W was dropped at its deadline, although X expired a second before it and W was next")
+	}
+	if exp := fzStart.Add(time.Second); !l.AcquiredAt.Equal(exp) || !l.ExpiresAt.Equal(exp.Add(w.TTL)) || l.Token != 2 {
+		t.Errorf("W's lease: acquired %v, expires %v, token %d; want acquired at X's expiry %v, its TTL on from there, token 2", l.AcquiredAt, l.ExpiresAt, l.Token, exp)
 	}
 }

@@ -169,6 +169,45 @@ func TestWaiterDeadlineDropsIt(t *testing.T) {
 	}
 }
 
+func TestLateExpiryHandsOnInTimeOrder(t *testing.T) {
+	// X runs out at 1s and W, granted then for 1s, at 2s; V is granted at
+	// 2s. An expiry that first runs at 5s must record that history, as
+	// sweeps at 1s and 2s would have, not drop W or grant it at 5s.
+	s := &dlm.LockState{Key: key}
+	var c dlm.Change
+	x, w, v := req("X", dlm.Exclusive, 0), req("W", dlm.Exclusive, 10*time.Second), req("V", dlm.Shared, 10*time.Second)
+	x.TTL, w.TTL = time.Second, time.Second
+	mustAcquire(t, s, x, &c)
+	for _, r := range []dlm.Request{w, v} {
+		if err := queue(s, r, &c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c = dlm.Change{}
+	s.Expire(t0.Add(5*time.Second), &c)
+	at1, at2 := t0.Add(time.Second), t0.Add(2*time.Second)
+	ev := func(typ dlm.EventType, r dlm.Request, token int64, at time.Time) dlm.Event {
+		return dlm.Event{Type: typ, Key: key, HolderID: r.HolderID, Mode: r.Mode, Token: token, At: at}
+	}
+	want := []dlm.Event{
+		ev(dlm.EventExpired, x, 1, at1),
+		ev(dlm.EventAcquired, w, 2, at1),
+		ev(dlm.EventExpired, w, 2, at2),
+		ev(dlm.EventAcquired, v, 3, at2),
+	}
+	if diff := cmp.Diff(c.Events, want); diff != "" {
+		t.Errorf("events (-got +want):\n%s", diff)
+	}
+	if len(s.Holders) != 1 || s.Holders[0].ID != "V" || !s.Holders[0].AcquiredAt.Equal(at2) || !s.Holders[0].ExpiresAt.Equal(at2.Add(v.TTL)) {
+		t.Errorf("holders = %+v, want V from %v to %v", s.Holders, at2, at2.Add(v.TTL))
+	}
+	// W was granted and ran out within this one change: a store inserts
+	// it, then moves it to the ended leases.
+	if len(c.Granted) != 2 || c.Granted[0].ID != "W" || len(c.Ended) != 2 || c.Ended[1].ID != "W" || !c.Ended[1].EndedAt.Equal(at2) {
+		t.Errorf("granted %+v, ended %+v; want W in both, ended at %v", c.Granted, c.Ended, at2)
+	}
+}
+
 func TestTokensStrictlyIncrease(t *testing.T) {
 	s := &dlm.LockState{Key: key, Token: 41} // as loaded from a store
 	var c dlm.Change
