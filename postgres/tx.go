@@ -584,6 +584,17 @@ func (t *tx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
 	if len(c.Granted) > 0 {
 		t.later(`UPDATE locks SET token = $3 WHERE ns = $1 AND name = $2`, k.Namespace, k.Name, s.Token)
 	}
+	// A lease that expiry granted in the past may have ended again in the
+	// same change: write it before ending it.
+	for _, l := range c.Granted {
+		t.later(`INSERT INTO leases (`+leaseCols+`, idem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			l.ID, l.Tenant, k.Namespace, k.Name, int16(l.Mode), l.HolderID, l.Token, int64(l.TTL),
+			l.AcquiredAt, l.ExpiresAt, nullable(l.IdempotencyKey))
+		leases[l.Tenant]++
+	}
+	for _, l := range c.Renewed {
+		t.later(`UPDATE leases SET ttl = $2, expires_at = $3 WHERE id = $1`, l.ID, int64(l.TTL), l.ExpiresAt)
+	}
 	for _, e := range c.Ended {
 		t.later(`DELETE FROM leases WHERE id = $1`, e.ID)
 		t.later(`INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at)
@@ -595,15 +606,6 @@ func (t *tx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
 	for _, w := range c.Dequeued {
 		t.later(`DELETE FROM waiters WHERE id = $1`, w.ID)
 		waiters[w.Tenant]--
-	}
-	for _, l := range c.Granted {
-		t.later(`INSERT INTO leases (`+leaseCols+`, idem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			l.ID, l.Tenant, k.Namespace, k.Name, int16(l.Mode), l.HolderID, l.Token, int64(l.TTL),
-			l.AcquiredAt, l.ExpiresAt, nullable(l.IdempotencyKey))
-		leases[l.Tenant]++
-	}
-	for _, l := range c.Renewed {
-		t.later(`UPDATE leases SET ttl = $2, expires_at = $3 WHERE id = $1`, l.ID, int64(l.TTL), l.ExpiresAt)
 	}
 	for _, w := range c.Queued {
 		t.later(`INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, instance)
