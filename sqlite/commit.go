@@ -4,14 +4,22 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 )
 
-// committer is the state of the single write connection.
+// committer is the state of the goroutine that decides and journals every
+// batch. The applier (applyLoop) writes the batches into the file after
+// they are acknowledged.
 type committer struct {
-	conn    *sql.Conn
-	stmts   stmtCache
+	w *writer // the write connection: the applier's, unless taken
+	// taken is set while the committer holds the write connection in a
+	// transaction of its own, for a batch that reads or writes the file
+	// directly (see take).
+	taken   bool
+	rconn   *sql.Conn // reads of the committed file on the hot path
+	rstmts  stmtCache
 	journal *journal
 	files   []string // the database and its SQLite log, to fsync
 	// usage counts each tenant's stored leases and waiters, so that the
@@ -21,18 +29,21 @@ type committer struct {
 	batch *overlay
 	tx    *writeTx
 
-	args     []any                // reused argument list for flush
-	expanded map[expansion]string // multi-row statements by size
-	record   []byte               // reused journal record
+	record []byte // reused journal record
 	// lastEvent is the last event ID committed: IDs are given out by the
 	// committer, in commit order, and never reused even after pruning.
 	lastEvent int64
 	// broken is set when durability can no longer be vouched for (a failed
-	// fsync or a failed commit after the journal took the batch). Every
-	// later Update fails with it; a restart recovers from the journal.
+	// fsync, or a journaled batch that could not be written to the file).
+	// Every later Update fails with it; a restart recovers from the journal.
 	broken error
-	// inflight is the Store's mark of the batch in flight (Store.readNow).
-	inflight *atomic.Int64
+
+	seq         int64     // the last batch decided
+	pending     []applied // handed to the applier, maybe not yet in the file, oldest first
+	free        []*overlay
+	applyQueue  chan applied
+	applierDone chan struct{}
+	progress    *progress
 	// observe holds the Store's commit observer (Store.ObserveCommits).
 	observe *atomic.Pointer[func(ops int, d time.Duration)]
 }
@@ -46,6 +57,7 @@ type usage struct{ leases, waiters int64 }
 func (s *Store) commitLoop(c *committer) {
 	defer close(s.stopped)
 	defer c.close()
+	defer c.stopApplier()
 	batch := make([]*request, 0, MaxBatch)
 	for {
 		batch = batch[:0]
@@ -95,25 +107,31 @@ func (c *committer) answer(batch []*request) {
 	}
 }
 
-// newCommitter takes the write connection, brings the file up to date with
-// the journal, and loads the live locks.
-func newCommitter(ctx context.Context, wdb *sql.DB, path string) (*committer, error) {
+// newCommitter takes the write connection and a read connection, brings the
+// file up to date with the journal, loads the live locks and starts the
+// applier.
+func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committer, error) {
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c := &committer{
-		conn:  conn,
-		stmts: stmtCache{conn: conn, stmts: map[string]*sql.Stmt{}},
-		files: []string{path, path + "-wal"},
-		usage: map[string]usage{},
-		mem:   newMemTable(),
-		batch: newOverlay(),
-
-		expanded: map[expansion]string{},
+		w:           newWriter(conn),
+		files:       []string{path, path + "-wal"},
+		usage:       map[string]usage{},
+		mem:         newMemTable(),
+		batch:       newOverlay(),
+		applyQueue:  make(chan applied, unappliedMax),
+		applierDone: make(chan struct{}),
+		progress:    newProgress(),
 	}
-	c.tx = &writeTx{readTx: readTx{q: &c.stmts}, c: c, op: newOverlay(), batch: c.batch}
-	if err = c.recover(ctx, path+".commitlog"); err == nil {
+	c.tx = &writeTx{readTx: readTx{q: takingQuerier{c}}, c: c, op: newOverlay(), batch: c.batch}
+	if c.rconn, err = rdb.Conn(ctx); err == nil {
+		c.rstmts = stmtCache{conn: c.rconn, stmts: map[string]*sql.Stmt{}}
+		c.tx.file.q = &c.rstmts
+		err = c.recover(ctx, path+".commitlog")
+	}
+	if err == nil {
 		// The requests that waited died with the process that queued them.
 		_, err = conn.ExecContext(ctx, `DELETE FROM waiters`)
 	}
@@ -132,6 +150,7 @@ func newCommitter(ctx context.Context, wdb *sql.DB, path string) (*committer, er
 		c.close()
 		return nil, err
 	}
+	go c.applyLoop()
 	return c, nil
 }
 
@@ -151,14 +170,7 @@ func (c *committer) recover(ctx context.Context, path string) error {
 				return fmt.Errorf("journal %s: %w", path, err)
 			}
 		}
-		if err := c.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
-			return err
-		}
-		if err := c.flush(ctx, o); err != nil {
-			_ = c.exec(ctx, `ROLLBACK`)
-			return err
-		}
-		if err := c.exec(ctx, `COMMIT`); err != nil {
+		if err := c.w.apply([]applied{{o: o}}, false); err != nil {
 			return err
 		}
 	}
@@ -166,7 +178,8 @@ func (c *committer) recover(ctx context.Context, path string) error {
 }
 
 // checkpoint makes everything SQLite has committed durable, so that the
-// journal can forget it, and starts the journal over.
+// journal can forget it, and starts the journal over. The file must hold
+// every batch the journal does: the applier must be idle.
 func (c *committer) checkpoint() error {
 	if err := syncFiles(c.files...); err != nil {
 		return err
@@ -174,9 +187,19 @@ func (c *committer) checkpoint() error {
 	return c.journal.reset()
 }
 
+// stopApplier lets the applier write what it was handed, and waits for it.
+func (c *committer) stopApplier() {
+	close(c.applyQueue)
+	<-c.applierDone
+}
+
 func (c *committer) close() {
-	c.stmts.close()
-	c.conn.Close()
+	c.w.stmts.close()
+	c.w.conn.Close()
+	if c.rconn != nil {
+		c.rstmts.close()
+		c.rconn.Close()
+	}
 	if c.journal != nil {
 		c.journal.close()
 	}
@@ -190,7 +213,7 @@ func (c *committer) countUsage(ctx context.Context) error {
 		{`SELECT tenant, count(*) FROM leases GROUP BY tenant`, func(u *usage) *int64 { return &u.leases }},
 		{`SELECT tenant, count(*) FROM waiters GROUP BY tenant`, func(u *usage) *int64 { return &u.waiters }},
 	} {
-		rows, err := c.conn.QueryContext(ctx, q.sql)
+		rows, err := c.w.conn.QueryContext(ctx, q.sql)
 		if err != nil {
 			return err
 		}
@@ -212,30 +235,26 @@ func (c *committer) countUsage(ctx context.Context) error {
 	return nil
 }
 
-// run executes batch as one transaction: each Update's fn decides on the
-// in-memory state, flush writes what they all saved while the journal makes
-// the batch durable, and then SQLite commits it. An fn that fails leaves nothing
+// run decides batch and makes it durable: each Update's fn decides on the
+// in-memory state, the journal takes what they all saved in one fdatasync,
+// and the batch is handed to the applier. An fn that fails leaves nothing
 // behind: its saves are dropped and its rare direct writes rolled back to
 // its savepoint.
 func (c *committer) run(batch []*request) {
 	start := time.Now()
 	ctx := context.Background()
-	if err := c.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
-		for _, r := range batch {
-			r.err = unavailable(err)
-		}
+	seq := c.seq + 1
+	// Keep the applier within reach: readers need the now of every batch
+	// not yet in the file (progress.readNow).
+	if err := c.progress.wait(ctx, seq-unappliedMax); err != nil {
+		c.fail(batch, err)
 		return
 	}
+	c.forgetApplied()
 	tx := c.tx
-	// Readers judge expiry no later than this batch's now until it has
-	// committed (Store.readNow); mark the batch before taking its now, so
-	// that no read can take a later now unnoticed.
-	c.inflight.Store(inflightTaking)
-	tx.now = time.Now()
-	c.inflight.Store(tx.now.UnixNano())
-	defer c.inflight.Store(0)
+	tx.now = c.progress.decide(seq)
+	tx.file.now = tx.now
 	tx.lastEvent = c.lastEvent
-	c.batch.reset()
 	direct := false // a direct write, which the journal does not record
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
@@ -247,7 +266,7 @@ func (c *committer) run(batch []*request) {
 		if r.err = r.fn(tx); r.err != nil {
 			tx.lastEvent = lastEvent
 			if tx.savepoint {
-				if err := c.exec(ctx, `ROLLBACK TO op`); err != nil {
+				if err := c.w.exec(ctx, `ROLLBACK TO op`); err != nil {
 					// The batch cannot be trusted any more.
 					c.fail(batch, err)
 					return
@@ -258,33 +277,18 @@ func (c *committer) run(batch []*request) {
 		direct = direct || tx.direct
 		c.batch.merge(tx.op)
 	}
-	// The journal's fdatasync runs while SQLite takes the same rows, and
-	// SQLite commits only once the journal holds them: the fsync costs
-	// the batch little, and nothing is visible before it is durable.
-	c.record = encodeRecord(c.record, c.batch)
-	journaled := make(chan error, 1)
-	go func() { journaled <- c.durable() }()
-	flushErr := c.flush(ctx, c.batch)
-	if err := <-journaled; err != nil {
-		c.broken = fmt.Errorf("journal: %w", err)
-		c.fail(batch, c.broken)
-		return
-	}
-	if flushErr != nil {
-		// The journal has the batch, so a restart would apply it: say
-		// nothing definite about it until then.
-		c.broken = fmt.Errorf("writing a journaled batch: %w", flushErr)
-		c.fail(batch, c.broken)
-		return
-	}
-	if err := c.exec(ctx, `COMMIT`); err != nil {
-		c.broken = fmt.Errorf("commit after journaling: %w", err)
-		c.fail(batch, c.broken)
-		return
-	}
-	if direct {
-		if err := c.checkpoint(); err != nil {
-			c.broken = fmt.Errorf("sync: %w", err)
+	changed := !c.batch.empty()
+	switch {
+	case c.taken:
+		if err := c.commitTaken(direct); err != nil {
+			c.broken = err
+			c.fail(batch, err)
+			return
+		}
+	case changed:
+		c.record = encodeRecord(c.record, c.batch)
+		if err := c.durable(); err != nil {
+			c.broken = fmt.Errorf("journal: %w", err)
 			c.fail(batch, c.broken)
 			return
 		}
@@ -299,6 +303,22 @@ func (c *committer) run(batch []*request) {
 		u.waiters += d.waiters
 		c.usage[t] = u
 	}
+	c.seq = seq
+	switch {
+	case c.taken:
+		// The file has the batch already, and the applier is idle.
+		c.taken = false
+		c.batch.reset()
+		c.progress.advance(seq)
+	case changed:
+		c.pending = append(c.pending, applied{seq, c.batch})
+		c.applyQueue <- applied{seq, c.batch}
+		c.batch = c.newOverlay()
+		tx.batch = c.batch
+	default:
+		c.applyQueue <- applied{seq: seq}
+	}
+	c.progress.acked.Store(seq)
 	if c.observe != nil {
 		if f := c.observe.Load(); f != nil {
 			(*f)(len(batch), time.Since(start))
@@ -306,10 +326,62 @@ func (c *committer) run(batch []*request) {
 	}
 }
 
-// durable appends the batch's record to the journal, starting the journal
-// over first if the record does not fit.
+// take gives the committer the write connection for the rest of the batch,
+// in a transaction: the batch reads or writes the file directly (tenants,
+// keys, pruning). It waits for the applier to write every earlier batch, so
+// that the file is current.
+func (c *committer) take(ctx context.Context) error {
+	if c.taken {
+		return nil
+	}
+	if err := c.progress.wait(ctx, c.seq); err != nil {
+		return err
+	}
+	if err := c.w.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return unavailable(err)
+	}
+	c.taken = true
+	return nil
+}
+
+// commitTaken finishes a batch that took the write connection: its saved
+// rows join its direct writes, the journal takes them while SQLite does,
+// and SQLite commits once the journal holds them. Direct writes are not in
+// the journal, so a batch with any is synced to the disk.
+func (c *committer) commitTaken(direct bool) error {
+	ctx := context.Background()
+	c.record = encodeRecord(c.record, c.batch)
+	journaled := make(chan error, 1)
+	go func() { journaled <- c.durable() }()
+	c.w.rows.gather([]applied{{o: c.batch}}, true)
+	flushErr := c.w.flush(ctx, &c.w.rows)
+	if err := <-journaled; err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if flushErr != nil {
+		// The journal has the batch, so a restart would apply it: say
+		// nothing definite about it until then.
+		return fmt.Errorf("writing a journaled batch: %w", flushErr)
+	}
+	if err := c.w.exec(ctx, `COMMIT`); err != nil {
+		return fmt.Errorf("commit after journaling: %w", err)
+	}
+	if direct {
+		if err := c.checkpoint(); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
+	return nil
+}
+
+// durable appends the batch's record to the journal. If the record does
+// not fit, it waits for the applier to write every earlier batch, syncs
+// the file and starts the journal over first.
 func (c *committer) durable() error {
 	if !c.journal.fits(len(c.record)) {
+		if err := c.progress.wait(context.Background(), c.seq); err != nil {
+			return err
+		}
 		if err := c.checkpoint(); err != nil {
 			return err
 		}
@@ -320,19 +392,41 @@ func (c *committer) durable() error {
 	return c.journal.append(c.record)
 }
 
-// fail rolls the batch back and fails every request that had succeeded.
+// forgetApplied drops the pending batches the file now holds, keeping
+// their overlays for reuse.
+func (c *committer) forgetApplied() {
+	done := c.progress.applied.Load()
+	n := 0
+	for n < len(c.pending) && c.pending[n].seq <= done {
+		c.pending[n].o.reset()
+		c.free = append(c.free, c.pending[n].o)
+		n++
+	}
+	c.pending = slices.Delete(c.pending, 0, n)
+}
+
+func (c *committer) newOverlay() *overlay {
+	if n := len(c.free); n > 0 {
+		o := c.free[n-1]
+		c.free = c.free[:n-1]
+		return o
+	}
+	return newOverlay()
+}
+
+// fail fails every request of the batch that had succeeded, rolls back a
+// transaction of its own and drops what the batch saved.
 func (c *committer) fail(batch []*request, err error) {
-	_ = c.exec(context.Background(), `ROLLBACK`)
+	if c.taken {
+		_ = c.w.exec(context.Background(), `ROLLBACK`)
+		c.taken = false
+	}
+	c.batch.reset()
 	for _, r := range batch {
 		if r.err == nil {
 			r.err = unavailable(err)
 		}
 	}
-}
-
-func (c *committer) exec(ctx context.Context, query string) error {
-	_, err := c.stmts.ExecContext(ctx, query)
-	return err
 }
 
 // stmtCache prepares each statement once on the write connection.

@@ -3,15 +3,118 @@ package sqlite
 import (
 	"context"
 	"strings"
+
+	"github.com/dlmhq/dlm"
 )
 
-// flush writes the rows that a batch's Updates saved, table by table, with
-// multi-row statements: a batch of 64 acquires costs a handful of statements
-// instead of hundreds. Every write is idempotent, so that recovery can
-// apply the journal's batches again over a file that may hold some of them. Every row's life runs insert → update → delete, and
-// IDs are unique, so running the inserts of a table before its updates and
-// deletes is right whatever the order of the Updates.
-func (c *committer) flush(ctx context.Context, o *overlay) error {
+// rows is what one flush writes: the rows of one or more batches.
+type rows struct {
+	tokens   map[dlm.Key]int64
+	granted  []dlm.Lease
+	renewed  []dlm.Lease
+	ended    []dlm.EndedLease // into ended_leases
+	deleted  []string         // lease IDs to delete from leases
+	queued   []dlm.Waiter
+	retaken  []dlm.Waiter
+	dequeued []string
+	events   []dlm.Event
+	// Scratch for gather: IDs created and removed within the batches. A
+	// granted waiter's lease takes the waiter's ID, so leases and waiters
+	// are kept apart.
+	leasesBorn, leasesGone   map[string]bool
+	waitersBorn, waitersGone map[string]bool
+}
+
+// gather collects the rows of batches, in order. With fresh set, none of
+// the batches' rows can be in the file yet (the applier writes each batch
+// once, in order), so a lease granted and ended within them, or a waiter
+// queued and dequeued, is left out of the leases (waiters) table: under
+// load the applier's group spans many batches, and most short leases then
+// cost no lease row at all. Recovery gathers without fresh: the file may
+// hold some of the journal's batches.
+func (r *rows) gather(batches []applied, fresh bool) {
+	if r.tokens == nil {
+		r.tokens = map[dlm.Key]int64{}
+		r.leasesBorn, r.leasesGone = map[string]bool{}, map[string]bool{}
+		r.waitersBorn, r.waitersGone = map[string]bool{}, map[string]bool{}
+	}
+	clear(r.tokens)
+	clear(r.leasesBorn)
+	clear(r.leasesGone)
+	clear(r.waitersBorn)
+	clear(r.waitersGone)
+	r.granted, r.renewed, r.ended, r.deleted = r.granted[:0], r.renewed[:0], r.ended[:0], r.deleted[:0]
+	r.queued, r.retaken, r.dequeued, r.events = r.queued[:0], r.retaken[:0], r.dequeued[:0], r.events[:0]
+	if fresh {
+		for _, b := range batches {
+			if b.o == nil {
+				continue
+			}
+			for i := range b.o.granted {
+				r.leasesBorn[b.o.granted[i].ID] = true
+			}
+			for i := range b.o.ended {
+				r.leasesGone[b.o.ended[i].ID] = true
+			}
+			for i := range b.o.queued {
+				r.waitersBorn[b.o.queued[i].ID] = true
+			}
+			for _, id := range b.o.dequeued {
+				r.waitersGone[id] = true
+			}
+		}
+	}
+	for _, b := range batches {
+		o := b.o
+		if o == nil {
+			continue
+		}
+		for k, t := range o.tokens {
+			r.tokens[k] = max(r.tokens[k], t)
+		}
+		for _, l := range o.granted {
+			if !r.leasesGone[l.ID] {
+				r.granted = append(r.granted, l)
+			}
+		}
+		for _, l := range o.renewed {
+			if !r.leasesGone[l.ID] {
+				r.renewed = append(r.renewed, l)
+			}
+		}
+		for _, e := range o.ended {
+			r.ended = append(r.ended, e)
+			if !r.leasesBorn[e.ID] {
+				r.deleted = append(r.deleted, e.ID)
+			}
+		}
+		for _, w := range o.queued {
+			if !r.waitersGone[w.ID] {
+				r.queued = append(r.queued, w)
+			}
+		}
+		for _, w := range o.retaken {
+			if !r.waitersGone[w.ID] {
+				r.retaken = append(r.retaken, w)
+			}
+		}
+		for _, id := range o.dequeued {
+			if !r.waitersBorn[id] {
+				r.dequeued = append(r.dequeued, id)
+			}
+		}
+		r.events = append(r.events, o.events...)
+	}
+}
+
+// flush writes rows table by table, with multi-row statements: a batch of
+// 64 acquires costs a handful of statements instead of hundreds. Every
+// write is idempotent, so that recovery can apply the journal's batches
+// again over a file that may hold some of them. Every row's life runs
+// insert → update → delete, and IDs are unique, so running the inserts of a
+// table before its updates and deletes is right whatever the order of the
+// Updates.
+func (w *writer) flush(ctx context.Context, o *rows) error {
 	tokens := make([]any, 0, 3*len(o.tokens))
 	for k, t := range o.tokens {
 		tokens = append(tokens, k.Namespace, k.Name, t)
@@ -33,8 +136,8 @@ func (c *committer) flush(ctx context.Context, o *overlay) error {
 			l := &o.renewed[i]
 			return append(args, int64(l.TTL), nanos(l.ExpiresAt), l.ID)
 		}},
-		{`DELETE FROM leases WHERE id IN %s`, 1, len(o.ended), func(args []any, i int) []any {
-			return append(args, o.ended[i].ID)
+		{`DELETE FROM leases WHERE id IN %s`, 1, len(o.deleted), func(args []any, i int) []any {
+			return append(args, o.deleted[i])
 		}},
 		{`INSERT OR REPLACE INTO ended_leases (` + leaseCols + `, reason, ended_at) VALUES %s`, 12, len(o.ended), func(args []any, i int) []any {
 			e := &o.ended[i]
@@ -43,13 +146,13 @@ func (c *committer) flush(ctx context.Context, o *overlay) error {
 		}},
 		{`INSERT OR REPLACE INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline) VALUES %s`,
 			12, len(o.queued), func(args []any, i int) []any {
-				w := &o.queued[i]
-				return append(args, w.ID, w.Tenant, w.Key.Namespace, w.Key.Name, w.Seq, w.Mode, w.HolderID,
-					int64(w.TTL), nullable(w.IdempotencyKey), w.Ticket, nanos(w.QueuedAt), nanos(w.Deadline))
+				q := &o.queued[i]
+				return append(args, q.ID, q.Tenant, q.Key.Namespace, q.Key.Name, q.Seq, q.Mode, q.HolderID,
+					int64(q.TTL), nullable(q.IdempotencyKey), q.Ticket, nanos(q.QueuedAt), nanos(q.Deadline))
 			}},
 		{`UPDATE waiters SET ticket = ?, deadline = ? WHERE id = ?`, 0, len(o.retaken), func(args []any, i int) []any {
-			w := &o.retaken[i]
-			return append(args, w.Ticket, nanos(w.Deadline), w.ID)
+			q := &o.retaken[i]
+			return append(args, q.Ticket, nanos(q.Deadline), q.ID)
 		}},
 		{`DELETE FROM waiters WHERE id IN %s`, 1, len(o.dequeued), func(args []any, i int) []any {
 			return append(args, o.dequeued[i])
@@ -60,7 +163,7 @@ func (c *committer) flush(ctx context.Context, o *overlay) error {
 		}},
 	}
 	for _, st := range steps {
-		if err := c.multi(ctx, st.query, st.cols, st.n, st.row); err != nil {
+		if err := w.multi(ctx, st.query, st.cols, st.n, st.row); err != nil {
 			return err
 		}
 	}
@@ -75,7 +178,7 @@ var chunkSizes = [...]int{64, 8, 1}
 // multi runs query for n rows. With cols > 0 the query's %s becomes a list
 // of up to 64 rows of cols placeholders each ("(?, ?), (?, ?)" — or "(?, ?)"
 // for an IN list with cols 1); with cols 0 it runs once per row as it is.
-func (c *committer) multi(ctx context.Context, query string, cols, n int, row func(args []any, i int) []any) error {
+func (w *writer) multi(ctx context.Context, query string, cols, n int, row func(args []any, i int) []any) error {
 	for start := 0; start < n; {
 		size := 1
 		if cols > 0 {
@@ -85,26 +188,26 @@ func (c *committer) multi(ctx context.Context, query string, cols, n int, row fu
 				}
 			}
 		}
-		args := c.args[:0]
+		args := w.args[:0]
 		for i := start; i < start+size; i++ {
 			args = row(args, i)
 		}
-		if _, err := c.stmts.ExecContext(ctx, c.expand(query, cols, size), args...); err != nil {
+		if _, err := w.stmts.ExecContext(ctx, w.expand(query, cols, size), args...); err != nil {
 			return unavailable(err)
 		}
-		c.args = args[:0]
+		w.args = args[:0]
 		start += size
 	}
 	return nil
 }
 
 // expand returns query with its row list for size rows, made once.
-func (c *committer) expand(query string, cols, size int) string {
+func (w *writer) expand(query string, cols, size int) string {
 	if cols == 0 {
 		return query
 	}
 	k := expansion{query, size}
-	if q, ok := c.expanded[k]; ok {
+	if q, ok := w.expanded[k]; ok {
 		return q
 	}
 	var list string
@@ -115,7 +218,7 @@ func (c *committer) expand(query string, cols, size int) string {
 		list = strings.Repeat(tuple+", ", size-1) + tuple
 	}
 	q := strings.Replace(query, "%s", list, 1)
-	c.expanded[k] = q
+	w.expanded[k] = q
 	return q
 }
 

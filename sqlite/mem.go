@@ -152,6 +152,9 @@ func (o *overlay) reset() {
 	o.queued, o.retaken, o.dequeued, o.events = o.queued[:0], o.retaken[:0], o.dequeued[:0], o.events[:0]
 }
 
+// empty reports whether nothing was saved.
+func (o *overlay) empty() bool { return len(o.locks) == 0 && len(o.events) == 0 }
+
 func (o *overlay) count(tenant string, leases, waiters int64) {
 	u := o.usage[tenant]
 	u.leases += leases

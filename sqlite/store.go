@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,11 +35,9 @@ type Store struct {
 	rdb  *sql.DB // read-only pool
 	lock *os.File
 
-	reqs chan *request
-	quit chan struct{}
-	// inflight is the now of the batch in flight (unix nanoseconds), 0
-	// between batches, or inflightTaking; see readNow.
-	inflight atomic.Int64
+	reqs     chan *request
+	quit     chan struct{}
+	progress *progress // the committer's, for reads
 	stopped  chan struct{}
 	closeMu  sync.RWMutex // held for reading by Updates in flight
 	closed   bool
@@ -85,12 +82,12 @@ func Open(path string) (*Store, error) {
 		s.closeDBs()
 		return nil, err
 	}
-	c, err := newCommitter(context.Background(), s.wdb, path)
+	c, err := newCommitter(context.Background(), s.wdb, s.rdb, path)
 	if err != nil {
 		s.closeDBs()
 		return nil, err
 	}
-	c.observe, c.inflight = &s.commits, &s.inflight
+	c.observe, s.progress = &s.commits, c.progress
 	go s.commitLoop(c)
 	return s, nil
 }
@@ -192,7 +189,9 @@ func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
 	return r.err
 }
 
-// View implements dlm.Store on a read-only connection.
+// View implements dlm.Store on a read-only connection. It first waits for
+// the applier to write every batch acknowledged so far, so that a read sees
+// whatever any caller has been told.
 func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 	s.closeMu.RLock()
 	closed := s.closed
@@ -200,33 +199,16 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 	if closed {
 		return errClosed
 	}
+	if err := s.progress.wait(ctx, s.progress.acked.Load()); err != nil {
+		return err
+	}
+	now := s.progress.readNow()
 	tx, err := s.rdb.BeginTx(ctx, nil)
 	if err != nil {
 		return unavailable(err)
 	}
 	defer tx.Rollback()
-	return fn(&readTx{q: tx, now: s.readNow()})
-}
-
-// inflightTaking marks a batch that is about to take its now.
-const inflightTaking = -1
-
-// readNow is the time a read judges expiry at: now, but no later than the
-// now of a batch still in flight. That batch decided at its own now on the
-// state the read sees; judging later could show a lease expired that the
-// batch is renewing, and then live again once it commits.
-func (s *Store) readNow() time.Time {
-	now := time.Now()
-	for {
-		switch f := s.inflight.Load(); {
-		case f == inflightTaking:
-			runtime.Gosched() // the batch takes its now in a moment
-			continue
-		case f > 0 && f < now.UnixNano():
-			return time.Unix(0, f).UTC()
-		}
-		return now
-	}
+	return fn(&readTx{q: tx, now: now})
 }
 
 // unavailable wraps a storage failure in the code callers act on. It passes

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -22,9 +23,14 @@ type readTx struct {
 
 // writeTx is the committer's transaction. Locks are read from the
 // committer's memTable under the overlays of the batch so far and of this
-// Update; every write goes to the file in the batch's transaction.
+// Update. The few reads of lock state that memory cannot answer (the token
+// of a lock long idle, an ended lease) look at the batches the applier has
+// not yet written, then at the file through a read connection (file). Any
+// other read or write of the file takes the write connection (readTx.q is
+// a takingQuerier).
 type writeTx struct {
 	readTx
+	file      readTx
 	c         *committer
 	op        *overlay // this Update's saves
 	batch     *overlay // the saves of earlier Updates in the batch
@@ -277,13 +283,20 @@ func (tx *writeTx) current(k dlm.Key) *dlm.LockState {
 }
 
 // LoadLock implements dlm.Tx from memory. A lock that is not there has no
-// holders or waiters; only its fencing token may be in the file.
+// holders or waiters; only its fencing token may be in a pending batch or
+// the file.
 func (tx *writeTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
 	if s := tx.current(key); s != nil {
 		return clone(s), nil
 	}
 	s := &dlm.LockState{Key: key}
-	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
+	for _, b := range slices.Backward(tx.c.pending) {
+		if t, ok := b.o.tokens[key]; ok {
+			s.Token = t
+			return s, nil
+		}
+	}
+	err := tx.file.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
 		`SELECT token FROM locks WHERE ns = ? AND name = ?`, key.Namespace, key.Name)
 	return s, err
 }
@@ -313,8 +326,38 @@ func (tx *writeTx) FindLease(ctx context.Context, id string) (*dlm.Lease, *dlm.E
 	if e := tx.batch.endedByID[id]; e != nil {
 		return nil, e, nil
 	}
-	_, ended, err := tx.readTx.FindLease(ctx, id)
+	for _, b := range slices.Backward(tx.c.pending) {
+		if e := b.o.endedByID[id]; e != nil {
+			return nil, e, nil
+		}
+	}
+	_, ended, err := tx.file.FindLease(ctx, id)
 	return nil, ended, err
+}
+
+// DueLocks implements dlm.Tx from the file, which may lag the pending
+// batches: the answer is a hint, and the engine expires each lock it names
+// on its current state.
+func (tx *writeTx) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
+	return tx.file.DueLocks(ctx, limit)
+}
+
+// takingQuerier runs the write transaction's other reads and its writes on
+// the write connection, taking it from the applier first (committer.take).
+type takingQuerier struct{ c *committer }
+
+func (q takingQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := q.c.take(ctx); err != nil {
+		return nil, err
+	}
+	return q.c.w.stmts.ExecContext(ctx, query, args...)
+}
+
+func (q takingQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := q.c.take(ctx); err != nil {
+		return nil, err
+	}
+	return q.c.w.stmts.QueryContext(ctx, query, args...)
 }
 
 // FindIdempotent implements dlm.Tx from memory.

@@ -1,0 +1,208 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// A batch is acknowledged once the journal holds it; writing its rows into
+// SQLite happens afterwards, on the applier goroutine, so that SQLite's
+// statements, commits and checkpoints stay off the path of every request.
+// Until a batch is applied the committer answers for it from memory (its
+// pending overlay), and reads of the file wait for it (Store.View).
+
+// applied is one batch handed to the applier.
+type applied struct {
+	seq int64
+	o   *overlay
+}
+
+// writer owns the write connection and writes overlays into the file. The
+// applier uses it; the committer uses it only while the applier is idle (see
+// committer.take).
+type writer struct {
+	conn     *sql.Conn
+	stmts    stmtCache
+	args     []any                // reused argument list for flush
+	expanded map[expansion]string // multi-row statements by size
+	rows     rows                 // reused by apply
+}
+
+func newWriter(conn *sql.Conn) *writer {
+	return &writer{conn: conn, stmts: stmtCache{conn: conn, stmts: map[string]*sql.Stmt{}}, expanded: map[expansion]string{}}
+}
+
+func (w *writer) exec(ctx context.Context, query string) error {
+	_, err := w.stmts.ExecContext(ctx, query)
+	return err
+}
+
+// apply writes batches into the file in one SQLite transaction. A batch
+// without an overlay changed nothing. fresh says that the file holds none
+// of the batches yet (see rows.gather).
+func (w *writer) apply(batches []applied, fresh bool) error {
+	if !slices.ContainsFunc(batches, func(b applied) bool { return b.o != nil }) {
+		return nil
+	}
+	ctx := context.Background()
+	if err := w.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return err
+	}
+	w.rows.gather(batches, fresh)
+	if err := w.flush(ctx, &w.rows); err != nil {
+		_ = w.exec(ctx, `ROLLBACK`)
+		return err
+	}
+	return w.exec(ctx, `COMMIT`)
+}
+
+// applyLoop applies the batches the committer hands over, taking whatever
+// has queued up into one SQLite commit, until the queue is closed. After a
+// failure it applies nothing more: the journal still holds those batches,
+// and the Store refuses work until a restart replays them.
+func (c *committer) applyLoop() {
+	defer close(c.applierDone)
+	var batches []applied
+	for b := range c.applyQueue {
+		batches = append(batches[:0], b)
+	more:
+		for len(batches) < MaxBatch {
+			select {
+			case b, ok := <-c.applyQueue:
+				if !ok {
+					break more
+				}
+				batches = append(batches, b)
+			default:
+				break more
+			}
+		}
+		if c.progress.failed() == nil {
+			if err := c.w.apply(batches, true); err != nil {
+				c.progress.fail(err)
+				continue
+			}
+		}
+		c.progress.advance(batches[len(batches)-1].seq)
+	}
+}
+
+// progress tracks the batches from their decision to the file: which
+// batch last took its now (decided), was acknowledged (acked) and is in the
+// file (applied), and the now of each batch not yet applied, for readers.
+type progress struct {
+	decided atomic.Int64
+	acked   atomic.Int64
+	applied atomic.Int64
+	err     atomic.Pointer[error]
+	// moved is closed and replaced whenever applied or err changes.
+	moved atomic.Pointer[chan struct{}]
+	// nows holds the now of batch seq at nows[seq%len(nows)]; the committer
+	// decides batch seq only once batch seq-len(nows) is applied.
+	nows [unappliedMax]struct{ seq, now atomic.Int64 }
+}
+
+// unappliedMax bounds the batches decided but not yet in the file: past
+// it, the committer waits for the applier.
+const unappliedMax = 64
+
+// takingNow marks a batch that is about to take its now.
+const takingNow = -1
+
+func newProgress() *progress {
+	p := &progress{}
+	ch := make(chan struct{})
+	p.moved.Store(&ch)
+	return p
+}
+
+func (p *progress) failed() error {
+	if e := p.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (p *progress) fail(err error) {
+	p.err.CompareAndSwap(nil, &err)
+	p.signal()
+}
+
+func (p *progress) advance(seq int64) {
+	p.applied.Store(seq)
+	p.signal()
+}
+
+// decide records that batch seq takes its now, and returns that now.
+func (p *progress) decide(seq int64) time.Time {
+	slot := &p.nows[seq%unappliedMax]
+	// Invalidate the slot, mark it taking, then publish it: a reader that
+	// sees seq in the slot before and after reading the now has this
+	// batch's now or the mark.
+	slot.seq.Store(0)
+	slot.now.Store(takingNow)
+	slot.seq.Store(seq)
+	p.decided.Store(seq)
+	now := time.Now()
+	slot.now.Store(now.UnixNano())
+	return now
+}
+
+// readNow is the time a read of the file judges expiry at: now, but no
+// later than the now of the oldest batch that may be missing from the
+// file. That batch decided at its own now on the state the read sees;
+// judging later could show a lease expired that the batch is renewing, and
+// then live again once it is applied. The read's snapshot must start after
+// readNow returns.
+func (p *progress) readNow() time.Time {
+	now := time.Now()
+	for {
+		a := p.applied.Load()
+		if p.decided.Load() <= a {
+			return now
+		}
+		slot := &p.nows[(a+1)%unappliedMax]
+		seq := slot.seq.Load()
+		t := slot.now.Load()
+		if slot.seq.Load() != seq || seq != a+1 || t == takingNow {
+			// The batch is taking its now, or was applied and its slot
+			// reused meanwhile: look again.
+			runtime.Gosched()
+			continue
+		}
+		if t < now.UnixNano() {
+			return time.Unix(0, t).UTC()
+		}
+		return now
+	}
+}
+
+func (p *progress) signal() {
+	ch := make(chan struct{})
+	close(*p.moved.Swap(&ch))
+}
+
+// wait returns once the file holds batch seq, the applier failed, or ctx
+// ended.
+func (p *progress) wait(ctx context.Context, seq int64) error {
+	for {
+		// Take the channel before looking, so that a change after the look
+		// closes it.
+		moved := *p.moved.Load()
+		if err := p.failed(); err != nil {
+			return unavailable(err)
+		}
+		if p.applied.Load() >= seq {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
