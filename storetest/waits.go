@@ -18,7 +18,7 @@ func (e *env) waitFor(ctx context.Context, r engine.AcquireRequest) <-chan resul
 	ch := make(chan result, 1)
 	go func() {
 		l, replayed, err := e.engine.Acquire(ctx, r)
-		ch <- result{l, replayed, err}
+		ch <- result{l, replayed, err, time.Now()}
 	}()
 	return ch
 }
@@ -27,6 +27,7 @@ type result struct {
 	lease    dlm.Lease
 	replayed bool
 	err      error
+	at       time.Time // when Acquire returned: when the caller learned the outcome
 }
 
 func (e *env) waitQueued(name string, n int) {
@@ -45,12 +46,20 @@ func testSweeperGrantsWaiter(t *testing.T, open Opener) {
 	if got.err != nil {
 		t.Fatalf("waiter: %v", got.err)
 	}
-	// SPEC 2.3 targets 50 ms embedded; only a gross failure is asserted
-	// here, since a busy CI machine may stall any process for a while.
-	late := got.lease.AcquiredAt.Sub(held.ExpiresAt)
-	t.Logf("waiter granted %v after the holder's expiry", late)
+	// The lease itself starts at the holder's expiry however late the
+	// grant came (expiry hands on in time order), so promptness is
+	// measured by when the waiter's acquire returned. SPEC 2.3 targets
+	// 50 ms embedded and 500 ms across instances; only a gross failure is
+	// asserted here, since a busy CI machine may stall any process for a
+	// while. The store's clock (PostgreSQL's now()) is taken to be this
+	// machine's.
+	if got.lease.AcquiredAt.Before(held.ExpiresAt) {
+		t.Errorf("waiter's lease starts at %v, before the holder's expiry at %v", got.lease.AcquiredAt, held.ExpiresAt)
+	}
+	late := got.at.Sub(held.ExpiresAt)
+	t.Logf("waiter learned of its grant %v after the holder's expiry", late)
 	if late < 0 || late > 5*time.Second {
-		t.Errorf("waiter granted %v after expiry", late)
+		t.Errorf("waiter learned of its grant %v after the holder's expiry", late)
 	}
 	if got.lease.Token != held.Token+1 {
 		t.Errorf("waiter token %d, want %d", got.lease.Token, held.Token+1)
