@@ -226,7 +226,7 @@ func TestClusterExpiryEdges(t *testing.T) {
 	t.Parallel()
 	dbURL := freshDatabase(t, postgresURL(t))
 	c := newCluster(t, dbURL, 3)
-	x := linearize.ExpiryEdges{Locks: 3, Rounds: 6, Seed: 81}
+	x := linearize.ExpiryEdges{Locks: 3, Rounds: 6, Seed: 81, GrantTarget: 500 * time.Millisecond}
 	st, viol := x.Run(t.Context(), c.target())
 	t.Logf("expiry edges across instances: %v", st)
 	for _, v := range viol {

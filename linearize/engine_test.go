@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +176,53 @@ func TestCheckerCatchesLostRelease(t *testing.T) {
 		t.Fatal("the checker passed a service that loses acknowledged releases")
 	}
 	t.Logf("first violation:\n%s", res.Violations[0])
+}
+
+// slowHandOffTarget makes every round of ExpiryEdges hand the lock on by
+// expiry and the waiter learn of it late: it holds each renew back until
+// the lease has surely run out, and each granted waiter's answer for delay.
+// The waiter's lease still starts at the holder's expiry, as a prompt grant
+// would.
+type slowHandOffTarget struct {
+	engineTarget
+	delay time.Duration
+}
+
+func (t slowHandOffTarget) Do(ctx context.Context, in linearize.Input) linearize.Output {
+	if in.Kind == linearize.Renew {
+		time.Sleep(50 * time.Millisecond) // the renew is called at most 2ms after the expiry
+	}
+	out := t.engineTarget.Do(ctx, in)
+	if in.Kind == linearize.AcquireWait && strings.HasPrefix(in.Holder, "waiter-") && out.Code == "" && !out.Unknown {
+		time.Sleep(t.delay)
+	}
+	return out
+}
+
+// TestExpiryEdgesCatchesSlowHandOff shows that the expiry rounds measure
+// when the waiter learns of its grant, not the lease's acquired_at (which
+// is the holder's expiry however late the grant): grants answered 400ms
+// late must break a 150ms bound.
+func TestExpiryEdgesCatchesSlowHandOff(t *testing.T) {
+	e := openEngine(t)
+	x := linearize.ExpiryEdges{Locks: 1, Rounds: 2, MaxGrantDelay: 150 * time.Millisecond, Seed: 3}
+	st, viol := x.Run(t.Context(), slowHandOffTarget{engineTarget{e}, 400 * time.Millisecond})
+	t.Logf("expiry edges, waiter answered late: %v", st)
+	if st.RenewedLate != x.Rounds {
+		t.Fatalf("%d of %d renews were late: the rounds did not all hand on by expiry", st.RenewedLate, x.Rounds)
+	}
+	slow := 0
+	for _, v := range viol {
+		if strings.Contains(v, "returned granted") {
+			slow++
+		} else {
+			t.Errorf("unexpected violation: %s", v)
+		}
+	}
+	if slow != x.Rounds || st.MaxWaitGrant < 400*time.Millisecond || st.SlowGrants != x.Rounds {
+		t.Errorf("%d slow grants reported (%d over the target), slowest %v; want each of %d rounds caught, slowest 400ms or more",
+			slow, st.SlowGrants, st.MaxWaitGrant, x.Rounds)
+	}
 }
 
 func TestEngineExpiryEdges(t *testing.T) {

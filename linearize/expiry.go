@@ -24,8 +24,13 @@ import (
 //   - an inspect shows the holder only if it was called before the expiry it
 //     shows (give or take ClockLag), and leaves it out only if it returned
 //     after the expiry (or the release);
-//   - the waiter is granted promptly after the expiry (SPEC 2.3; the bound
-//     asserted is loose, the delays seen are reported);
+//   - the waiter learns of its grant promptly after the expiry (SPEC 2.3):
+//     its acquire returns within MaxGrantDelay of the expiry, or of its
+//     call if it asked only after the expiry. The lease's acquired_at
+//     cannot show this: expiry hands on in time order, so the waiter's
+//     lease starts at the holder's expiry however late the grant was made.
+//     The bound asserted is loose; the delays seen, and how many missed
+//     the SPEC's target, are reported;
 //   - tokens never repeat or go down.
 //
 // The server's clock and the test's must be the same wall clock: run it
@@ -39,9 +44,14 @@ type ExpiryEdges struct {
 	TTL time.Duration
 	// Prefix of the lock names. Default "exp/".
 	Prefix string
-	// MaxGrantDelay is the loosest bound on the waiter's grant after the
-	// expiry. Default 2s (SPEC targets 50ms; a busy CI machine stalls).
+	// MaxGrantDelay bounds how long after the expiry the waiter's acquire
+	// may return granted. Default 2s: loose, since a busy CI machine
+	// stalls; GrantTarget is the SPEC's figure.
 	MaxGrantDelay time.Duration
+	// GrantTarget is SPEC 2.3's target for that delay, reported (SlowGrants)
+	// but not asserted. Default 50ms, the embedded target; runs across
+	// instances set 500ms.
+	GrantTarget time.Duration
 	// ClockLag is how far behind the wall clock the service may judge
 	// expiry in reads. The embedded store reads at the now of the write
 	// batch in flight, so that a read cannot see a lease expired that a
@@ -53,13 +63,17 @@ type ExpiryEdges struct {
 
 // ExpiryStats count what an ExpiryEdges run saw.
 type ExpiryStats struct {
-	Rounds       int
-	Ops          int
-	RenewedOK    int // renews that beat the expiry
-	RenewedLate  int // renews answered lease_ended
-	CloseCalls   int // renews called within 2ms of the expiry
-	ProbeGrants  int // grants the prober got
+	Rounds      int
+	Ops         int
+	RenewedOK   int // renews that beat the expiry
+	RenewedLate int // renews answered lease_ended
+	CloseCalls  int // renews called within 2ms of the expiry
+	ProbeGrants int // grants the prober got
+	// MaxWaitGrant is the longest a waiter's acquire returned granted
+	// after the holder's expiry; SlowGrants counts those later than
+	// GrantTarget.
 	MaxWaitGrant time.Duration
+	SlowGrants   int
 	// MaxReadLag is the longest an inspect called after a lease's expiry
 	// still showed it held (see ClockLag).
 	MaxReadLag time.Duration
@@ -67,8 +81,8 @@ type ExpiryStats struct {
 
 // String summarises the run in one line, for logs and RELIABILITY.md.
 func (s ExpiryStats) String() string {
-	return fmt.Sprintf("%d rounds, %d ops, renews %d in time / %d late (%d within 2ms of expiry), %d prober grants, slowest grant after expiry %v, longest read lag %v",
-		s.Rounds, s.Ops, s.RenewedOK, s.RenewedLate, s.CloseCalls, s.ProbeGrants, s.MaxWaitGrant, s.MaxReadLag)
+	return fmt.Sprintf("%d rounds, %d ops, renews %d in time / %d late (%d within 2ms of expiry), %d prober grants, slowest grant seen after expiry %v (%d over the target), longest read lag %v",
+		s.Rounds, s.Ops, s.RenewedOK, s.RenewedLate, s.CloseCalls, s.ProbeGrants, s.MaxWaitGrant, s.SlowGrants, s.MaxReadLag)
 }
 
 func (x *ExpiryEdges) defaults() {
@@ -86,6 +100,9 @@ func (x *ExpiryEdges) defaults() {
 	}
 	if x.MaxGrantDelay == 0 {
 		x.MaxGrantDelay = 2 * time.Second
+	}
+	if x.GrantTarget == 0 {
+		x.GrantTarget = 50 * time.Millisecond
 	}
 	if x.ClockLag == 0 {
 		x.ClockLag = 250 * time.Millisecond
@@ -121,6 +138,7 @@ func (x ExpiryEdges) Run(ctx context.Context, t Target) (ExpiryStats, []string) 
 				stats.CloseCalls += rs.CloseCalls
 				stats.ProbeGrants += rs.ProbeGrants
 				stats.MaxWaitGrant = max(stats.MaxWaitGrant, rs.MaxWaitGrant)
+				stats.SlowGrants += rs.SlowGrants
 				stats.MaxReadLag = max(stats.MaxReadLag, rs.MaxReadLag)
 				viol = append(viol, v...)
 				mu.Unlock()
@@ -247,9 +265,19 @@ func (x *ExpiryEdges) round(ctx context.Context, t Target, name string, round in
 				failf("%s granted before the holder, whose renew succeeded, released", op.Holder)
 			}
 			if op.Kind == AcquireWait && released.IsZero() {
-				st.MaxWaitGrant = max(st.MaxWaitGrant, got.Sub(exp))
-				if got.Sub(exp) > x.MaxGrantDelay {
-					failf("waiter granted %v after the expiry (SPEC 2.3: promptly)", got.Sub(exp))
+				// Promptness is when the waiter learned of the grant:
+				// its lease starts at exp however late it came.
+				from := exp
+				if op.call.After(exp) {
+					from = op.call // it asked after the expiry
+				}
+				late := op.ret.Sub(from)
+				st.MaxWaitGrant = max(st.MaxWaitGrant, late)
+				if late > x.GrantTarget {
+					st.SlowGrants++
+				}
+				if late > x.MaxGrantDelay {
+					failf("waiter's acquire returned granted %v after the expiry, or after its call if later (SPEC 2.3: promptly)", late)
 				}
 			}
 		case Inspect:
