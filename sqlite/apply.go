@@ -60,25 +60,52 @@ func (w *writer) apply(batches []applied, fresh bool) error {
 	return w.exec(ctx, `COMMIT`)
 }
 
-// applyLoop applies the batches the committer hands over, taking whatever
-// has queued up into one SQLite commit, until the queue is closed. After a
-// failure it applies nothing more: the journal still holds those batches,
-// and the Store refuses work until a restart replays them.
+// applyLoop applies the batches the committer hands over until the queue
+// is closed. It lingers after the first batch of a group, gathering more,
+// until applyLinger has passed, half the queue is full, or a reader (or the
+// committer) waits for the file: one SQLite commit then writes many
+// batches, each page it touches once, and more short leases never need a
+// row (rows.gather). After a failure it applies nothing more: the journal
+// still holds those batches, and the Store refuses work until a restart
+// replays them.
 func (c *committer) applyLoop() {
 	defer close(c.applierDone)
+	linger := time.NewTimer(applyLinger)
 	var batches []applied
-	for b := range c.applyQueue {
+	for open := true; open; {
+		b, ok := <-c.applyQueue
+		if !ok {
+			return
+		}
 		batches = append(batches[:0], b)
-	more:
-		for len(batches) < MaxBatch {
+		linger.Reset(applyLinger)
+	gather:
+		for len(batches) < unappliedMax/2 {
 			select {
 			case b, ok := <-c.applyQueue:
 				if !ok {
-					break more
+					open = false
+					break gather
 				}
 				batches = append(batches, b)
-			default:
-				break more
+			case <-linger.C:
+				break gather
+			case <-c.progress.hurry:
+				// Take what is queued already, then apply at once.
+				for len(batches) < unappliedMax {
+					select {
+					case b, ok := <-c.applyQueue:
+						if !ok {
+							open = false
+							break gather
+						}
+						batches = append(batches, b)
+						continue
+					default:
+					}
+					break
+				}
+				break gather
 			}
 		}
 		if c.progress.failed() == nil {
@@ -91,6 +118,10 @@ func (c *committer) applyLoop() {
 	}
 }
 
+// applyLinger is how long the applier gathers batches when nobody waits
+// for the file.
+const applyLinger = 10 * time.Millisecond
+
 // progress tracks the batches from their decision to the file: which
 // batch last took its now (decided), was acknowledged (acked) and is in the
 // file (applied), and the now of each batch not yet applied, for readers.
@@ -101,6 +132,8 @@ type progress struct {
 	err     atomic.Pointer[error]
 	// moved is closed and replaced whenever applied or err changes.
 	moved atomic.Pointer[chan struct{}]
+	// hurry tells the applier that someone waits for the file.
+	hurry chan struct{}
 	// nows holds the now of batch seq at nows[seq%len(nows)]; the committer
 	// decides batch seq only once batch seq-len(nows) is applied.
 	nows [unappliedMax]struct{ seq, now atomic.Int64 }
@@ -114,7 +147,7 @@ const unappliedMax = 64
 const takingNow = -1
 
 func newProgress() *progress {
-	p := &progress{}
+	p := &progress{hurry: make(chan struct{}, 1)}
 	ch := make(chan struct{})
 	p.moved.Store(&ch)
 	return p
@@ -198,6 +231,10 @@ func (p *progress) wait(ctx context.Context, seq int64) error {
 		}
 		if p.applied.Load() >= seq {
 			return nil
+		}
+		select {
+		case p.hurry <- struct{}{}:
+		default:
 		}
 		select {
 		case <-moved:

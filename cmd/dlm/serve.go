@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -52,6 +55,7 @@ type serveConfig struct {
 	eventRetentionCount int64
 	logLevel            slog.Level
 	logFormat           string
+	pprofListen         string
 }
 
 // parseServeFlags reads the flags of dlm serve. Every flag has an environment
@@ -78,6 +82,7 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 	level := env.str("DLM_LOG_LEVEL", "info")
 	fs.StringVar(&level, "log-level", level, "debug, info, warn or error; debug logs every request [DLM_LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env.str("DLM_LOG_FORMAT", "text"), "text or json [DLM_LOG_FORMAT]")
+	fs.StringVar(&c.pprofListen, "pprof-listen", env.str("DLM_PPROF_LISTEN", ""), "address to serve Go's profiles on (/debug/pprof/), without authentication; off when empty [DLM_PPROF_LISTEN]")
 	if env.err != nil {
 		return nil, env.err
 	}
@@ -223,6 +228,12 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		e.Close()
 		return err
 	}
+	if c.pprofListen != "" {
+		if err := servePprof(ctx, c.pprofListen, log); err != nil {
+			e.Close()
+			return fmt.Errorf("pprof listen: %w", err)
+		}
+	}
 	if err := srv.Listen(c.listen); err != nil {
 		e.Close()
 		return fmt.Errorf("listen: %w", err)
@@ -311,4 +322,32 @@ func writeCredentials(path string, creds *engine.Credentials) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// servePprof serves net/http/pprof's handlers on addr until ctx ends. They
+// sit on their own listener, away from the API, so that exposing the API
+// never exposes them.
+func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof server stopped", "err", err)
+		}
+	}()
+	log.Info("serving profiles", "addr", ln.Addr().String())
+	return nil
 }
