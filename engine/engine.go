@@ -39,8 +39,10 @@ type Options struct {
 	EventRetention time.Duration
 	// EventRetentionCount caps how many events are kept. Default 1,000,000.
 	EventRetentionCount int64
-	// WatchBuffer is how many events a watcher may fall behind before it is
-	// dropped as too slow: a watcher may never slow the lock path down.
+	// WatchBuffer is how many events a watcher may have waiting for it. A
+	// burst beyond that is read again from the log once the watcher has
+	// read its buffer; a watcher that falls as many events further behind
+	// is dropped as too slow: a watcher may never slow the lock path down.
 	// Default 4096.
 	WatchBuffer int
 	// Logger receives operational logs. Default slog.Default().
@@ -121,7 +123,7 @@ func New(store dlm.Store, opts Options) *Engine {
 	_, e.shared = store.(dlm.Notifier)
 	e.waiters.init()
 	e.sweeper.init()
-	e.feed.init()
+	e.feed.init(e.opts.WatchBuffer)
 	e.stats.turn = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.wg.Add(3)

@@ -9,7 +9,8 @@ import (
 
 // Watch errors: why a watch ended.
 var (
-	// ErrSlowConsumer ends a watch that fell Options.WatchBuffer events behind.
+	// ErrSlowConsumer ends a watch that fell too far behind: its buffer of
+	// Options.WatchBuffer events full, and as many more not sent since.
 	ErrSlowConsumer = dlm.Errorf(dlm.CodeUnavailable, "slow consumer: fell too far behind the event log")
 	// ErrCompacted refuses a watch whose since is older than the retained log.
 	ErrCompacted = dlm.Errorf(dlm.CodeNotFound, "compacted: events after since were pruned")
@@ -98,9 +99,14 @@ type Watcher struct {
 	pending     []dlm.Event
 
 	live chan dlm.Event
-	done chan struct{}
-	once sync.Once
-	err  error
+	// lagging is set by the feed when live was full; missed counts the
+	// events it has not sent since. Both are guarded by the feed's lock.
+	lagging bool
+	missed  int
+	lag     chan struct{} // signalled when lagging is set
+	done    chan struct{}
+	once    sync.Once
+	err     error
 }
 
 // Watch subscribes to events matching q. With fromStart false, q.Since is
@@ -125,7 +131,7 @@ func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watc
 	if fromStart && first > 0 && q.Since+1 < first {
 		return nil, ErrCompacted
 	}
-	w := &Watcher{e: e, filter: f, live: make(chan dlm.Event, e.opts.WatchBuffer), done: make(chan struct{})}
+	w := &Watcher{e: e, filter: f, live: make(chan dlm.Event, e.opts.WatchBuffer), lag: make(chan struct{}, 1), done: make(chan struct{})}
 	e.feed.mu.Lock()
 	defer e.feed.mu.Unlock()
 	if e.feed.last < last && len(e.feed.watchers) == 0 && !e.shared {
@@ -171,12 +177,31 @@ func (w *Watcher) Next(ctx context.Context) (dlm.Event, error) {
 				w.sent = ev.ID
 				return ev, nil
 			}
+		case <-w.lag:
+			w.rejoin()
 		case <-w.done:
 			return dlm.Event{}, w.err
 		case <-ctx.Done():
 			return dlm.Event{}, context.Cause(ctx)
 		}
 	}
+}
+
+// rejoin lets a watcher whose buffer overflowed in a burst catch up: what
+// it had not read yet, in the buffer or not, becomes backlog to read from
+// the log, and live events after that come through the buffer again.
+func (w *Watcher) rejoin() {
+	f := &w.e.feed
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !w.lagging {
+		return
+	}
+	for len(w.live) > 0 {
+		<-w.live // at most f.last: the backlog has them
+	}
+	w.lagging, w.missed = false, 0
+	w.upto, w.backlogDone = f.last, false
 }
 
 // readBacklog reads the next page of stored events up to w.upto.

@@ -17,6 +17,7 @@ type feed struct {
 	last     int64 // last event ID published
 	watchers map[*Watcher]struct{}
 	poke     chan struct{} // a local commit wrote events
+	behind   int           // Options.WatchBuffer
 }
 
 // Feed tuning.
@@ -28,7 +29,8 @@ const (
 	feedPoll = time.Second
 )
 
-func (f *feed) init() {
+func (f *feed) init(behind int) {
+	f.behind = behind
 	f.watchers = map[*Watcher]struct{}{}
 	f.poke = make(chan struct{}, 1)
 }
@@ -111,10 +113,24 @@ func (f *feed) publish(events []dlm.Event) {
 			if ev.ID <= w.upto || !w.filter.Match(&ev) {
 				continue
 			}
+			if w.lagging {
+				// It will read this one from the log, unless it has
+				// fallen too far behind.
+				if w.missed++; w.missed > f.behind {
+					f.drop(w, ErrSlowConsumer)
+				}
+				continue
+			}
 			select {
 			case w.live <- ev:
 			default:
-				f.drop(w, ErrSlowConsumer)
+				// A burst filled its buffer: it goes on from the log
+				// once it has read the buffer (Watcher.rejoin).
+				w.lagging, w.missed = true, 1
+				select {
+				case w.lag <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}

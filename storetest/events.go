@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -285,6 +286,7 @@ func testSlowWatcherIsDropped(t *testing.T, open Opener) {
 		got := 0
 		for ; got < 2*n; got++ {
 			if _, err := fast.Next(ctx); err != nil {
+				t.Logf("the reading watcher: %v", err)
 				break
 			}
 		}
@@ -324,4 +326,57 @@ func testSlowWatcherIsDropped(t *testing.T, open Opener) {
 			t.Fatalf("slow watcher ended with %v, want ErrSlowConsumer", err)
 		}
 	}
+}
+
+// testWatcherCatchesUpAfterBurst: a burst larger than a watcher's buffer,
+// but not twice as large, does not drop it; it reads the overflow from the
+// log and then goes on live, every event once and in order.
+func testWatcherCatchesUpAfterBurst(t *testing.T, open Opener) {
+	const buffer = 8
+	e := newEnv(t, open, engine.Options{WatchBuffer: buffer})
+	w, err := e.engine.Watch(e.ctx, engine.EventQuery{Tenant: tenant}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var want []int64
+	cycles := func(n int) {
+		for i := range n {
+			l := e.acquire(areq(fmt.Sprint("burst/", i), "a", dlm.Exclusive))
+			e.release(l)
+		}
+		events, _, err := e.engine.Events(e.ctx, engine.EventQuery{Tenant: tenant, Since: last(want), Limit: engine.MaxEventLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range events {
+			want = append(want, ev.ID)
+		}
+	}
+	read := func(n int) (got []int64) {
+		ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+		defer cancel()
+		for range n {
+			ev, err := w.Next(ctx)
+			if err != nil {
+				t.Fatalf("after %d events: %v", len(got), err)
+			}
+			got = append(got, ev.ID)
+		}
+		return got
+	}
+	cycles(6) // 12 events, unread: the buffer overflows by 4
+	got := read(len(want))
+	cycles(3) // and live again
+	got = append(got, read(len(want)-len(got))...)
+	if !slices.Equal(got, want) {
+		t.Errorf("watched %v, want %v", got, want)
+	}
+}
+
+func last(ids []int64) int64 {
+	if len(ids) == 0 {
+		return 0
+	}
+	return ids[len(ids)-1]
 }

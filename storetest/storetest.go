@@ -52,6 +52,7 @@ func Run(t *testing.T, open Opener) {
 		{"WatchLiveOnlyAndFilter", testWatchLiveOnlyAndFilter},
 		{"WatchResume", testWatchResume},
 		{"SlowWatcherIsDropped", testSlowWatcherIsDropped},
+		{"WatcherCatchesUpAfterBurst", testWatcherCatchesUpAfterBurst},
 		{"Stats", testStats},
 	}
 	for _, tt := range tests {
