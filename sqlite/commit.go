@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/dlmhq/dlm"
 )
 
 // committer is the state of the goroutine that decides and journals every
@@ -26,6 +28,7 @@ type committer struct {
 	// per-tenant caps cost no query. Only the committer touches it.
 	usage map[string]usage
 	mem   *memTable
+	known *keyFilter // every lock that has a row in the file (see LoadLock)
 	batch *overlay
 	tx    *writeTx
 
@@ -120,6 +123,7 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 		files:       []string{path, path + "-wal"},
 		usage:       map[string]usage{},
 		mem:         newMemTable(),
+		known:       newKeyFilter(),
 		batch:       newOverlay(),
 		applyQueue:  make(chan applied, unappliedMax),
 		applierDone: make(chan struct{}),
@@ -139,6 +143,9 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 		err = conn.QueryRowContext(ctx, `SELECT max(
 			coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
 			coalesce((SELECT max(id) FROM events), 0))`).Scan(&c.lastEvent)
+	}
+	if err == nil {
+		err = c.loadKnown(ctx)
 	}
 	if err == nil {
 		err = c.countUsage(ctx)
@@ -203,6 +210,23 @@ func (c *committer) close() {
 	if c.journal != nil {
 		c.journal.close()
 	}
+}
+
+// loadKnown fills the key filter with every lock in the file.
+func (c *committer) loadKnown(ctx context.Context) error {
+	rows, err := c.w.conn.QueryContext(ctx, `SELECT ns, name FROM locks`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k dlm.Key
+		if err := rows.Scan(&k.Namespace, &k.Name); err != nil {
+			return err
+		}
+		c.known.add(k)
+	}
+	return rows.Err()
 }
 
 func (c *committer) countUsage(ctx context.Context) error {
@@ -294,6 +318,9 @@ func (c *committer) run(batch []*request) {
 		}
 	}
 	c.lastEvent = tx.lastEvent
+	for k := range c.batch.tokens {
+		c.known.add(k)
+	}
 	for _, s := range c.batch.locks {
 		c.mem.put(s)
 	}

@@ -284,12 +284,15 @@ func (tx *writeTx) current(k dlm.Key) *dlm.LockState {
 
 // LoadLock implements dlm.Tx from memory. A lock that is not there has no
 // holders or waiters; only its fencing token may be in a pending batch or
-// the file.
+// the file, and only if the key filter has seen it.
 func (tx *writeTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
 	if s := tx.current(key); s != nil {
 		return clone(s), nil
 	}
 	s := &dlm.LockState{Key: key}
+	if !tx.c.known.mayHave(key) {
+		return s, nil
+	}
 	for _, b := range slices.Backward(tx.c.pending) {
 		if t, ok := b.o.tokens[key]; ok {
 			s.Token = t
