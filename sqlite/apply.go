@@ -123,11 +123,11 @@ func (c *committer) applyLoop() {
 const applyLinger = 10 * time.Millisecond
 
 // progress tracks the batches from their decision to the file: which
-// batch last took its now (decided), was acknowledged (acked) and is in the
+// batch last took its now (decided), was answered and is in the
 // file (applied), and the now of each batch not yet applied, for readers.
 type progress struct {
 	decided atomic.Int64
-	acked   atomic.Int64
+	answered atomic.Int64
 	applied atomic.Int64
 	err     atomic.Pointer[error]
 	// moved is closed and replaced whenever applied or err changes.

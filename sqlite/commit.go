@@ -42,6 +42,7 @@ type committer struct {
 	broken error
 
 	seq         int64     // the last batch decided
+	lazy        []applied // journaled but not yet synced: see syncLazy
 	pending     []applied // handed to the applier, maybe not yet in the file, oldest first
 	free        []*overlay
 	applyQueue  chan applied
@@ -62,11 +63,16 @@ func (s *Store) commitLoop(c *committer) {
 	defer c.close()
 	defer c.stopApplier()
 	batch := make([]*request, 0, MaxBatch)
+	lazy := time.NewTimer(lazyDelay)
+	lazy.Stop()
 	for {
 		batch = batch[:0]
 		select {
 		case r := <-s.reqs:
 			batch = append(batch, r)
+		case <-lazy.C:
+			c.syncLazy()
+			continue
 		case <-s.quit:
 			// Close waits for every Update already queued.
 			for {
@@ -81,6 +87,7 @@ func (s *Store) commitLoop(c *committer) {
 			if len(batch) > 0 {
 				c.answer(batch)
 			}
+			c.syncLazy()
 			return
 		}
 	fill:
@@ -93,8 +100,15 @@ func (s *Store) commitLoop(c *committer) {
 			}
 		}
 		c.answer(batch)
+		if len(c.lazy) == 1 {
+			lazy.Reset(lazyDelay)
+		}
 	}
 }
+
+// lazyDelay bounds how long a batch that only queued waiters waits for a
+// later batch's fdatasync to make it durable (see syncLazy).
+const lazyDelay = time.Millisecond
 
 // answer runs batch and wakes its Updates.
 func (c *committer) answer(batch []*request) {
@@ -270,6 +284,12 @@ func (c *committer) run(batch []*request) {
 	seq := c.seq + 1
 	// Keep the applier within reach: readers need the now of every batch
 	// not yet in the file (progress.readNow).
+	if c.progress.applied.Load() < seq-unappliedMax {
+		if err := c.syncLazy(); err != nil {
+			c.fail(batch, err)
+			return
+		}
+	}
 	if err := c.progress.wait(ctx, seq-unappliedMax); err != nil {
 		c.fail(batch, err)
 		return
@@ -302,6 +322,7 @@ func (c *committer) run(batch []*request) {
 		c.batch.merge(tx.op)
 	}
 	changed := !c.batch.empty()
+	lazy := changed && !c.taken && c.batch.onlyWaiters()
 	switch {
 	case c.taken:
 		if err := c.commitTaken(direct); err != nil {
@@ -311,7 +332,7 @@ func (c *committer) run(batch []*request) {
 		}
 	case changed:
 		c.record = encodeRecord(c.record, c.batch)
-		if err := c.durable(); err != nil {
+		if err := c.durable(lazy); err != nil {
 			c.broken = fmt.Errorf("journal: %w", err)
 			c.fail(batch, c.broken)
 			return
@@ -337,20 +358,61 @@ func (c *committer) run(batch []*request) {
 		c.taken = false
 		c.batch.reset()
 		c.progress.advance(seq)
-	case changed:
-		c.pending = append(c.pending, applied{seq, c.batch})
-		c.applyQueue <- applied{seq, c.batch}
+	case lazy:
+		c.lazy = append(c.lazy, applied{seq, c.batch})
 		c.batch = c.newOverlay()
 		tx.batch = c.batch
+	case changed:
+		// The fdatasync made the lazy batches before it durable too.
+		c.handOver(append(c.lazy, applied{seq, c.batch}))
+		c.lazy = c.lazy[:0]
+		c.batch = c.newOverlay()
+		tx.batch = c.batch
+	case len(c.lazy) > 0:
+		// Nothing to write, but it must not reach the file before them.
+		c.lazy = append(c.lazy, applied{seq: seq})
 	default:
-		c.applyQueue <- applied{seq: seq}
+		c.handOver([]applied{{seq: seq}})
 	}
-	c.progress.acked.Store(seq)
+	// Reads from now on must see this batch: they wait for the applier to
+	// write it, and so for a lazy batch's fdatasync too.
+	c.progress.answered.Store(seq)
 	if c.observe != nil {
 		if f := c.observe.Load(); f != nil {
 			(*f)(len(batch), time.Since(start))
 		}
 	}
+}
+
+// handOver queues durable batches for the applier.
+func (c *committer) handOver(batches []applied) {
+	for _, b := range batches {
+		if b.o != nil {
+			c.pending = append(c.pending, b)
+		}
+		c.applyQueue <- b
+	}
+}
+
+// syncLazy makes the lazy batches durable and hands them over. A batch that
+// only queued or dequeued waiters acknowledges nothing that must survive a
+// crash (waiters die with the process that queued them), so it is answered
+// once journaled, without an fdatasync of its own: the next batch's, or
+// lazyDelay's timer, covers it. In a contended handoff, the new request
+// queued by the last holder then shares the fdatasync of the release that
+// grants the next waiter. Lazy batches stay out of the file, and their
+// events out of sight, until they are durable.
+func (c *committer) syncLazy() error {
+	if len(c.lazy) == 0 {
+		return nil
+	}
+	if err := c.journal.sync(); err != nil {
+		c.broken = fmt.Errorf("journal: %w", err)
+		return c.broken
+	}
+	c.handOver(c.lazy)
+	c.lazy = c.lazy[:0]
+	return nil
 }
 
 // take gives the committer the write connection for the rest of the batch,
@@ -360,6 +422,9 @@ func (c *committer) run(batch []*request) {
 func (c *committer) take(ctx context.Context) error {
 	if c.taken {
 		return nil
+	}
+	if err := c.syncLazy(); err != nil {
+		return err
 	}
 	if err := c.progress.wait(ctx, c.seq); err != nil {
 		return err
@@ -379,7 +444,7 @@ func (c *committer) commitTaken(direct bool) error {
 	ctx := context.Background()
 	c.record = encodeRecord(c.record, c.batch)
 	journaled := make(chan error, 1)
-	go func() { journaled <- c.durable() }()
+	go func() { journaled <- c.durable(false) }()
 	c.w.rows.gather([]applied{{o: c.batch}}, true)
 	flushErr := c.w.flush(ctx, &c.w.rows)
 	if err := <-journaled; err != nil {
@@ -401,11 +466,15 @@ func (c *committer) commitTaken(direct bool) error {
 	return nil
 }
 
-// durable appends the batch's record to the journal. If the record does
-// not fit, it waits for the applier to write every earlier batch, syncs
-// the file and starts the journal over first.
-func (c *committer) durable() error {
+// durable writes the batch's record to the journal and, unless lazy,
+// fdatasyncs it (and with it every lazy record before it). If the record
+// does not fit, it first waits for the applier to write every earlier batch,
+// syncs the file and starts the journal over.
+func (c *committer) durable(lazy bool) error {
 	if !c.journal.fits(len(c.record)) {
+		if err := c.syncLazy(); err != nil {
+			return err
+		}
 		if err := c.progress.wait(context.Background(), c.seq); err != nil {
 			return err
 		}
@@ -416,7 +485,13 @@ func (c *committer) durable() error {
 			return fmt.Errorf("a record of %d bytes is larger than the journal", len(c.record))
 		}
 	}
-	return c.journal.append(c.record)
+	if err := c.journal.write(c.record); err != nil {
+		return err
+	}
+	if lazy {
+		return nil
+	}
+	return c.journal.sync()
 }
 
 // forgetApplied drops the pending batches the file now holds, keeping

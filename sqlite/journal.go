@@ -132,6 +132,17 @@ func (j *journal) fits(n int) bool { return j.off+8+int64(n) <= j.size }
 
 // append writes one record and makes it durable.
 func (j *journal) append(payload []byte) error {
+	if err := j.write(payload); err != nil {
+		return err
+	}
+	return j.sync()
+}
+
+// sync makes every record written so far durable.
+func (j *journal) sync() error { return syscall.Fdatasync(int(j.f.Fd())) }
+
+// write writes one record without waiting for the disk.
+func (j *journal) write(payload []byte) error {
 	if !j.fits(len(payload)) {
 		return errors.New("journal full")
 	}
@@ -142,9 +153,6 @@ func (j *journal) append(payload []byte) error {
 	// it hold an old generation's records with a colliding checksum.
 	j.buf = append(j.buf, 0, 0, 0, 0)
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
-		return err
-	}
-	if err := syscall.Fdatasync(int(j.f.Fd())); err != nil {
 		return err
 	}
 	j.off += int64(len(j.buf)) - 4

@@ -155,6 +155,12 @@ func (o *overlay) reset() {
 // empty reports whether nothing was saved.
 func (o *overlay) empty() bool { return len(o.locks) == 0 && len(o.events) == 0 }
 
+// onlyWaiters reports whether the saves only queued, requeued or dequeued
+// waiters: no lease was granted, renewed or ended.
+func (o *overlay) onlyWaiters() bool {
+	return len(o.granted) == 0 && len(o.renewed) == 0 && len(o.ended) == 0 && len(o.tokens) == 0
+}
+
 func (o *overlay) count(tenant string, leases, waiters int64) {
 	u := o.usage[tenant]
 	u.leases += leases

@@ -199,7 +199,7 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 	if closed {
 		return errClosed
 	}
-	if err := s.progress.wait(ctx, s.progress.acked.Load()); err != nil {
+	if err := s.progress.wait(ctx, s.progress.answered.Load()); err != nil {
 		return err
 	}
 	now := s.progress.readNow()
