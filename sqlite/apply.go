@@ -126,10 +126,10 @@ const applyLinger = 10 * time.Millisecond
 // batch last took its now (decided), was answered and is in the
 // file (applied), and the now of each batch not yet applied, for readers.
 type progress struct {
-	decided atomic.Int64
+	decided  atomic.Int64
 	answered atomic.Int64
-	applied atomic.Int64
-	err     atomic.Pointer[error]
+	applied  atomic.Int64
+	err      atomic.Pointer[error]
 	// moved is closed and replaced whenever applied or err changes.
 	moved atomic.Pointer[chan struct{}]
 	// hurry tells the applier that someone waits for the file.
