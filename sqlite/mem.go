@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/dlmhq/dlm"
 )
@@ -15,12 +16,39 @@ import (
 // instead of the file, which saves most of an operation's statements. It is
 // loaded once when the committer starts.
 type memTable struct {
-	locks  map[dlm.Key]*dlm.LockState // locks with holders or waiters
-	leases map[string]dlm.Key         // live lease ID → its lock
-	idem   map[idemKey]dlm.Key        // idempotency key of a holder or waiter → its lock
+	locks  map[dlm.Key]*memLock // locks with holders or waiters
+	leases map[string]dlm.Key   // live lease ID → its lock
+	idem   map[idemKey]dlm.Key  // idempotency key of a holder or waiter → its lock
 	// idle keeps the fencing token of recently emptied locks, so that
 	// taking one again needs no read. Bounded by maxIdle.
 	idle map[dlm.Key]int64
+}
+
+// memLock is a lock's committed state, kept compact: every held lease costs
+// memory for as long as it is held, and a server may hold millions.
+type memLock struct {
+	token   int64
+	holders []memLease
+	waiters []dlm.Waiter // few locks have any: kept whole
+}
+
+// memLease is a dlm.Lease without the key its lock already has, and with
+// its times as unix nanoseconds: 104 bytes instead of 168.
+type memLease struct {
+	id, tenant, holder, idem string
+	token, ttl               int64
+	acquired, expires        int64
+	mode                     dlm.Mode
+}
+
+func compact(l *dlm.Lease) memLease {
+	return memLease{id: l.ID, tenant: l.Tenant, holder: l.HolderID, idem: l.IdempotencyKey,
+		token: l.Token, ttl: int64(l.TTL), acquired: nanos(l.AcquiredAt), expires: nanos(l.ExpiresAt), mode: l.Mode}
+}
+
+func (m *memLease) lease(k dlm.Key) dlm.Lease {
+	return dlm.Lease{ID: m.id, Tenant: m.tenant, Key: k, Mode: m.mode, HolderID: m.holder, Token: m.token,
+		TTL: time.Duration(m.ttl), AcquiredAt: fromNanos(m.acquired), ExpiresAt: fromNanos(m.expires), IdempotencyKey: m.idem}
 }
 
 type idemKey struct{ tenant, key string }
@@ -31,7 +59,7 @@ const maxIdle = 1 << 16
 
 func newMemTable() *memTable {
 	return &memTable{
-		locks:  map[dlm.Key]*dlm.LockState{},
+		locks:  map[dlm.Key]*memLock{},
 		leases: map[string]dlm.Key{},
 		idem:   map[idemKey]dlm.Key{},
 		idle:   map[dlm.Key]int64{},
@@ -60,10 +88,14 @@ func (m *memTable) load(ctx context.Context, conn *sql.Conn) error {
 	return nil
 }
 
-// state returns the committed state of key, or nil if it has neither
-// holders, waiters nor a remembered token.
+// state returns a copy of the committed state of key, or nil if it has
+// neither holders, waiters nor a remembered token.
 func (m *memTable) state(k dlm.Key) *dlm.LockState {
-	if s := m.locks[k]; s != nil {
+	if l := m.locks[k]; l != nil {
+		s := &dlm.LockState{Key: k, Token: l.token, Holders: make([]dlm.Lease, len(l.holders)), Waiters: slices.Clone(l.waiters)}
+		for i := range l.holders {
+			s.Holders[i] = l.holders[i].lease(k)
+		}
 		return s
 	}
 	if t, ok := m.idle[k]; ok {
@@ -72,16 +104,45 @@ func (m *memTable) state(k dlm.Key) *dlm.LockState {
 	return nil
 }
 
+// lease returns the committed holder id of lock k, or nil.
+func (m *memTable) lease(k dlm.Key, id string) *dlm.Lease {
+	if l := m.locks[k]; l != nil {
+		for i := range l.holders {
+			if l.holders[i].id == id {
+				h := l.holders[i].lease(k)
+				return &h
+			}
+		}
+	}
+	return nil
+}
+
+// hasIdem reports whether lock k has a committed holder or waiter that
+// tenant made with idempotency key idem.
+func (m *memTable) hasIdem(k dlm.Key, tenant, idem string) bool {
+	l := m.locks[k]
+	if l == nil {
+		return false
+	}
+	for i := range l.holders {
+		if h := &l.holders[i]; h.tenant == tenant && h.idem == idem {
+			return true
+		}
+	}
+	return slices.ContainsFunc(l.waiters, func(w dlm.Waiter) bool { return w.Tenant == tenant && w.IdempotencyKey == idem })
+}
+
 // put makes s the committed state of its lock and updates the indexes.
 func (m *memTable) put(s *dlm.LockState) {
 	if old := m.locks[s.Key]; old != nil {
-		for _, h := range old.Holders {
-			delete(m.leases, h.ID)
-			if h.IdempotencyKey != "" {
-				delete(m.idem, idemKey{h.Tenant, h.IdempotencyKey})
+		for i := range old.holders {
+			h := &old.holders[i]
+			delete(m.leases, h.id)
+			if h.idem != "" {
+				delete(m.idem, idemKey{h.tenant, h.idem})
 			}
 		}
-		for _, w := range old.Waiters {
+		for _, w := range old.waiters {
 			if w.IdempotencyKey != "" {
 				delete(m.idem, idemKey{w.Tenant, w.IdempotencyKey})
 			}
@@ -99,8 +160,14 @@ func (m *memTable) put(s *dlm.LockState) {
 		return
 	}
 	delete(m.idle, s.Key)
-	m.locks[s.Key] = s
-	for _, h := range s.Holders {
+	l := &memLock{token: s.Token, holders: make([]memLease, len(s.Holders))}
+	if len(s.Waiters) > 0 {
+		l.waiters = slices.Clone(s.Waiters)
+	}
+	m.locks[s.Key] = l
+	for i := range s.Holders {
+		h := &s.Holders[i]
+		l.holders[i] = compact(h)
 		m.leases[h.ID] = s.Key
 		if h.IdempotencyKey != "" {
 			m.idem[idemKey{h.Tenant, h.IdempotencyKey}] = s.Key

@@ -270,24 +270,24 @@ func (tx *writeTx) write(ctx context.Context, query string, args ...any) error {
 	return err
 }
 
-// current returns the latest state of k that this transaction knows
-// without reading the file, or nil.
-func (tx *writeTx) current(k dlm.Key) *dlm.LockState {
+// saved returns the state of k that this Update or an earlier one of the
+// batch saved, or nil.
+func (tx *writeTx) saved(k dlm.Key) *dlm.LockState {
 	if s := tx.op.locks[k]; s != nil {
 		return s
 	}
-	if s := tx.batch.locks[k]; s != nil {
-		return s
-	}
-	return tx.c.mem.state(k)
+	return tx.batch.locks[k]
 }
 
 // LoadLock implements dlm.Tx from memory. A lock that is not there has no
 // holders or waiters; only its fencing token may be in a pending batch or
 // the file, and only if the key filter has seen it.
 func (tx *writeTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
-	if s := tx.current(key); s != nil {
+	if s := tx.saved(key); s != nil {
 		return clone(s), nil
+	}
+	if s := tx.c.mem.state(key); s != nil {
+		return s, nil
 	}
 	s := &dlm.LockState{Key: key}
 	if !tx.c.known.mayHave(key) {
@@ -315,12 +315,14 @@ func (tx *writeTx) FindLease(ctx context.Context, id string) (*dlm.Lease, *dlm.E
 		k, ok = tx.c.mem.leases[id]
 	}
 	if ok {
-		if s := tx.current(k); s != nil {
+		if s := tx.saved(k); s != nil {
 			for _, h := range s.Holders {
 				if h.ID == id {
 					return &h, nil, nil
 				}
 			}
+		} else if l := tx.c.mem.lease(k, id); l != nil {
+			return l, nil, nil
 		}
 	}
 	if e := tx.op.endedByID[id]; e != nil {
@@ -372,7 +374,7 @@ func (tx *writeTx) FindIdempotent(ctx context.Context, tenant, idem string) (dlm
 			continue
 		}
 		// The index may name a lock whose lease or waiter has since gone.
-		if s := tx.current(k); s != nil {
+		if s := tx.saved(k); s != nil {
 			for _, h := range s.Holders {
 				if h.Tenant == tenant && h.IdempotencyKey == idem {
 					return k, true, nil
@@ -383,6 +385,8 @@ func (tx *writeTx) FindIdempotent(ctx context.Context, tenant, idem string) (dlm
 					return k, true, nil
 				}
 			}
+		} else if tx.c.mem.hasIdem(k, tenant, idem) {
+			return k, true, nil
 		}
 	}
 	return dlm.Key{}, false, nil
