@@ -11,11 +11,12 @@ import (
 )
 
 // journal makes a batch durable cheaply. SQLite runs with synchronous=NORMAL
-// (its commits reach the OS but are not fsynced); before each batch's SQLite
-// COMMIT, the committer appends a compact record of the batch's rows to the
-// journal and fdatasyncs it. The journal file is preallocated, so that sync
-// only flushes a few kilobytes in place rather than SQLite's pages of a
-// growing log (measured here: ~0.1–0.3 ms against ~1.3 ms and more).
+// (its commits reach the OS but are not fsynced); the committer appends a
+// compact record of each batch's rows to the journal and fdatasyncs it
+// before answering the batch and handing it to the applier, which writes it
+// into SQLite later. The journal file is preallocated, so that sync only
+// flushes a few kilobytes in place rather than SQLite's pages of a growing
+// log (measured here: ~0.1–0.3 ms against ~1.3 ms and more).
 //
 // The journal holds exactly the batches that SQLite may not have on disk
 // yet. On open, its records are applied again (every row write is

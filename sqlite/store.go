@@ -1,11 +1,15 @@
 // Package sqlite is the embedded dlm.Store: one SQLite file in WAL mode,
 // through the pure-Go modernc.org/sqlite driver (no cgo).
 //
-// One goroutine owns the single write connection. Concurrent Updates queue up
-// while it commits, and it runs the next queue as one transaction (group
-// commit): each Update gets a savepoint, so its failure undoes only its own
-// writes, and all of them share one fsync. Reads run on a pool of read-only
-// connections and see only committed, durable data.
+// One goroutine, the committer, decides every write. Concurrent Updates
+// queue up while it commits, and it runs the next queue as one batch (group
+// commit) on an in-memory copy of the live locks: an Update that fails
+// leaves nothing behind, and all of them share one fdatasync of the journal
+// (see journal), after which they are answered. A second goroutine, the
+// applier, writes the answered batches into SQLite on the write connection
+// (see apply.go). Reads run on a pool of read-only connections; they wait
+// for the applier to reach the last batch answered, so they see every
+// acknowledged change and nothing that is not durable.
 package sqlite
 
 import (
@@ -107,13 +111,11 @@ func (s *Store) ObserveCommits(f func(ops int, d time.Duration)) {
 
 func (s *Store) open(path string) error {
 	// SQLite does not fsync its commits (synchronous=NORMAL): the journal
-	// makes each batch durable before it commits (see journal), and SQLite
-	// is synced whenever the journal starts over. Its own checkpoints run
-	// every 10,000 pages (40 MiB) of log rather than 1,000: each one syncs
-	// the disk while the committer waits, and measured here the larger
-	// interval raised throughput by about half. The log file is kept at up
-	// to 64 MiB between checkpoints, so its blocks are reused, not
-	// reallocated.
+	// makes each batch durable before the applier writes it (see journal),
+	// and SQLite is synced whenever the journal starts over. Its own
+	// checkpoints run every 10,000 pages (40 MiB) of log rather than 1,000,
+	// so that the applier stalls less often. The log file is kept at up to
+	// 64 MiB between checkpoints, so its blocks are reused, not reallocated.
 	dsn := "file:" + url.PathEscape(path) + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=wal_autocheckpoint(10000)&_pragma=journal_size_limit(67108864)&_pragma=temp_store(MEMORY)"
 	var err error
