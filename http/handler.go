@@ -19,10 +19,11 @@ import (
 
 // Handler is the http.Handler of the dlm API. It is safe for concurrent use.
 type Handler struct {
-	engine  *engine.Engine
-	log     *slog.Logger
-	routes  []route
-	observe func(route, method string, status int, d time.Duration)
+	engine   *engine.Engine
+	log      *slog.Logger
+	routes   []route
+	patterns []pattern // routes[i].pattern, split once
+	observe  func(route, method string, status int, d time.Duration)
 }
 
 // Option configures a Handler.
@@ -71,6 +72,9 @@ func NewHandler(e *engine.Engine, opts ...Option) *Handler {
 	for _, o := range opts {
 		o(h)
 	}
+	for _, r := range h.routes {
+		h.patterns = append(h.patterns, parsePattern(r.pattern))
+	}
 	return h
 }
 
@@ -108,9 +112,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.observe(route, method, status, d)
 	}
-	h.log.Log(r.Context(), logLevel(status), "request",
-		"method", r.Method, "path", logPath(r), "status", status,
-		"duration", d, "remote", r.RemoteAddr)
+	if level := logLevel(status); h.log.Enabled(r.Context(), level) {
+		h.log.Log(r.Context(), level, "request",
+			"method", r.Method, "path", logPath(r), "status", status,
+			"duration", d, "remote", r.RemoteAddr)
+	}
 }
 
 // StatusClientClosedRequest is the status that logs and WithObserver report
@@ -120,14 +126,15 @@ const StatusClientClosedRequest = 499
 
 // serve answers r and returns the route that matched, if any.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (*route, error) {
-	rt, params, allow, err := h.find(r.Method, r.URL.EscapedPath())
+	path := r.URL.EscapedPath()
+	rt, params, allow, err := h.find(r.Method, path)
 	switch {
 	case err != nil:
 		return nil, err
 	case rt == nil && len(allow) > 0:
 		return nil, &methodNotAllowed{allow: strings.Join(allow, ", ")}
 	case rt == nil:
-		return nil, dlm.Errorf(dlm.CodeNotFound, "no route %s %s", r.Method, r.URL.EscapedPath())
+		return nil, dlm.Errorf(dlm.CodeNotFound, "no route %s %s", r.Method, path)
 	}
 	c := &call{params: params}
 	if rt.access != public {

@@ -29,7 +29,7 @@ const (
 //
 // A pattern is a path of literal segments and parameters. "{x}" matches one
 // segment. "{x...}" matches one or more segments joined by "/", so that a lock
-// name may contain an unencoded "/" (see matchPattern). Parameters are
+// name may contain an unencoded "/" (see pattern.match). Parameters are
 // percent-decoded before the handler sees them.
 type route struct {
 	method  string
@@ -75,9 +75,13 @@ func routeTable() []route {
 // ends in "/acquire" or "/force-release" is acquired or force-released with
 // its slashes percent-encoded, as clients do anyway.
 func (h *Handler) find(method, path string) (rt *route, params map[string]string, allow []string, err error) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, nil, nil, nil
+	}
+	segs := strings.Split(path[1:], "/")
 	for i := range h.routes {
 		r := &h.routes[i]
-		raw, ok := matchPattern(r.pattern, path)
+		raw, ok := h.patterns[i].match(segs)
 		if !ok {
 			continue
 		}
@@ -98,8 +102,33 @@ func (h *Handler) find(method, path string) (rt *route, params map[string]string
 	return nil, nil, allow, nil
 }
 
-// matchPattern matches an escaped path against pattern and returns the raw
-// (still escaped) parameters.
+// pattern is a route's pattern split into segments: literals, and
+// parameters as their names ("{name...}" → "name").
+type pattern struct {
+	segs   []string
+	params []bool // segs[i] is a parameter's name
+	rest   int    // index of the "{x...}" parameter, or -1
+}
+
+func parsePattern(p string) pattern {
+	pt := pattern{segs: strings.Split(p[1:], "/"), rest: -1}
+	pt.params = make([]bool, len(pt.segs))
+	for i, seg := range pt.segs {
+		name, ok := strings.CutPrefix(seg, "{")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSuffix(name, "}")
+		if n, ok := strings.CutSuffix(name, "..."); ok {
+			name, pt.rest = n, i
+		}
+		pt.segs[i], pt.params[i] = name, true
+	}
+	return pt
+}
+
+// match matches an escaped path, split at "/" after its leading one,
+// against the pattern and returns the raw (still escaped) parameters.
 //
 // Lock names: SPEC has clients percent-encode "/" in names (orders%2F42),
 // and that always works. We are lenient and also accept the "/" unencoded
@@ -107,42 +136,39 @@ func (h *Handler) find(method, path string) (rt *route, params map[string]string
 // parameter takes every segment that the literal segments after it do not
 // need. The path is never cleaned: "a//b" is that name, an empty name is
 // refused by validation with 400, and no request is ever redirected.
-func matchPattern(pattern, path string) (map[string]string, bool) {
-	if !strings.HasPrefix(path, "/") {
+func (pt *pattern) match(segs []string) (map[string]string, bool) {
+	n := len(pt.segs)
+	if pt.rest < 0 && len(segs) != n || pt.rest >= 0 && len(segs) < n {
 		return nil, false
 	}
-	ps := strings.Split(pattern[1:], "/")
-	segs := strings.Split(path[1:], "/")
-	rest := -1 // index of the "{x...}" parameter, if any
-	for i, p := range ps {
-		if strings.HasSuffix(p, "...}") {
-			rest = i
-		}
-	}
-	if rest < 0 && len(segs) != len(ps) || rest >= 0 && len(segs) < len(ps) {
-		return nil, false
-	}
-	var params map[string]string
-	for i, p := range ps {
-		var seg string
-		switch {
-		case rest < 0 || i < rest:
-			seg = segs[i]
-		case i == rest:
-			seg = strings.Join(segs[i:len(segs)-(len(ps)-1-i)], "/")
-		default:
-			seg = segs[len(segs)-(len(ps)-i)]
-		}
-		if name, ok := strings.CutPrefix(p, "{"); ok {
-			if params == nil {
-				params = map[string]string{}
-			}
-			params[strings.TrimSuffix(strings.TrimSuffix(name, "}"), "...")] = seg
-			continue
-		}
-		if p != seg {
+	// Literals first: most routes fail on one, before any allocation.
+	for i, p := range pt.segs {
+		if !pt.params[i] && p != segs[pt.index(i, len(segs))] {
 			return nil, false
 		}
 	}
+	var params map[string]string
+	for i, name := range pt.segs {
+		if !pt.params[i] {
+			continue
+		}
+		if params == nil {
+			params = map[string]string{}
+		}
+		if i == pt.rest {
+			params[name] = strings.Join(segs[i:len(segs)-(n-1-i)], "/")
+		} else {
+			params[name] = segs[pt.index(i, len(segs))]
+		}
+	}
 	return params, true
+}
+
+// index returns the path segment that pattern segment i, other than the
+// "{x...}" one, matches in a path of n segments.
+func (pt *pattern) index(i, n int) int {
+	if pt.rest < 0 || i < pt.rest {
+		return i
+	}
+	return n - (len(pt.segs) - i)
 }

@@ -2,6 +2,7 @@ package dlmhttp
 
 import (
 	"maps"
+	"strings"
 	"testing"
 )
 
@@ -28,9 +29,14 @@ func TestMatchPattern(t *testing.T) {
 		{"/healthz", "healthz", nil},
 		{"/healthz", "*", nil},
 	} {
-		got, ok := matchPattern(c.pattern, c.path)
+		var got map[string]string
+		ok := strings.HasPrefix(c.path, "/")
+		if ok {
+			pt := parsePattern(c.pattern)
+			got, ok = pt.match(strings.Split(c.path[1:], "/"))
+		}
 		if ok != (c.want != nil) || ok && len(c.want) > 0 && !maps.Equal(got, c.want) {
-			t.Errorf("matchPattern(%q, %q) = %v, %v; want %v", c.pattern, c.path, got, ok, c.want)
+			t.Errorf("match(%q, %q) = %v, %v; want %v", c.pattern, c.path, got, ok, c.want)
 		}
 	}
 }
