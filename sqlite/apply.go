@@ -15,10 +15,13 @@ import (
 // Until a batch is applied the committer answers for it from memory (its
 // pending overlay), and reads of the file wait for it (Store.View).
 
-// applied is one batch handed to the applier.
+// applied is one batch handed to the applier, or, with retire set, a
+// journal to retire once every batch before it is written.
 type applied struct {
-	seq int64
-	o   *overlay
+	seq    int64
+	o      *overlay
+	retire *journal
+	gen    uint64 // the retired journal's next generation
 }
 
 // writer owns the write connection and writes overlays into the file. The
@@ -80,9 +83,9 @@ func (c *committer) applyLoop() {
 		batches = append(batches[:0], b)
 		linger.Reset(applyLinger)
 	gather:
-		for len(batches) < unappliedMax/2 {
+		for len(batches) < unappliedMax/2 && b.retire == nil {
 			select {
-			case b, ok := <-c.applyQueue:
+			case b, ok = <-c.applyQueue:
 				if !ok {
 					open = false
 					break gather
@@ -92,9 +95,9 @@ func (c *committer) applyLoop() {
 				break gather
 			case <-c.progress.hurry:
 				// Take what is queued already, then apply at once.
-				for len(batches) < unappliedMax {
+				for len(batches) < unappliedMax && b.retire == nil {
 					select {
-					case b, ok := <-c.applyQueue:
+					case b, ok = <-c.applyQueue:
 						if !ok {
 							open = false
 							break gather
@@ -108,13 +111,40 @@ func (c *committer) applyLoop() {
 				break gather
 			}
 		}
-		if c.progress.failed() == nil {
-			if err := c.w.apply(batches, true); err != nil {
-				c.progress.fail(err)
-				continue
+		// A retirement ends a group: it comes after the batches before it.
+		var retire *applied
+		if last := batches[len(batches)-1]; last.retire != nil {
+			retire, batches = &last, batches[:len(batches)-1]
+		}
+		if len(batches) > 0 {
+			if c.progress.failed() == nil {
+				if err := c.w.apply(batches, true); err != nil {
+					c.progress.fail(err)
+				}
+			}
+			if c.progress.failed() == nil {
+				c.progress.advance(batches[len(batches)-1].seq)
 			}
 		}
-		c.progress.advance(batches[len(batches)-1].seq)
+		if retire != nil {
+			c.retire(*retire)
+		}
+	}
+}
+
+// retire syncs SQLite, which now holds every batch of journal r.retire, and
+// starts that journal over, off the path of requests.
+func (c *committer) retire(r applied) {
+	defer func() { c.retired <- struct{}{} }()
+	if c.progress.failed() != nil {
+		return
+	}
+	err := syncFiles(c.files...)
+	if err == nil {
+		err = r.retire.reset(r.gen)
+	}
+	if err != nil {
+		c.progress.fail(err)
 	}
 }
 

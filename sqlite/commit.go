@@ -19,11 +19,17 @@ type committer struct {
 	// taken is set while the committer holds the write connection in a
 	// transaction of its own, for a batch that reads or writes the file
 	// directly (see take).
-	taken   bool
-	rconn   *sql.Conn // reads of the committed file on the hot path
-	rstmts  stmtCache
-	journal *journal
-	files   []string // the database and its SQLite log, to fsync
+	taken  bool
+	rconn  *sql.Conn // reads of the committed file on the hot path
+	rstmts stmtCache
+	// journals: records go to journals[active]; the other one is empty,
+	// or retiring (the applier will sync SQLite and reset it).
+	journals [2]*journal
+	active   int
+	retiring bool
+	retired  chan struct{} // the applier finished retiring a journal
+	nextGen  uint64        // the last journal generation given out
+	files    []string      // the database and its SQLite log, to fsync
 	// usage counts each tenant's stored leases and waiters, so that the
 	// per-tenant caps cost no query. Only the committer touches it.
 	usage map[string]usage
@@ -141,13 +147,14 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 		batch:       newOverlay(),
 		applyQueue:  make(chan applied, unappliedMax),
 		applierDone: make(chan struct{}),
+		retired:     make(chan struct{}, 1),
 		progress:    newProgress(),
 	}
 	c.tx = &writeTx{readTx: readTx{q: takingQuerier{c}}, c: c, op: newOverlay(), batch: c.batch}
 	if c.rconn, err = rdb.Conn(ctx); err == nil {
 		c.rstmts = stmtCache{conn: c.rconn, stmts: map[string]*sql.Stmt{}}
 		c.tx.file.q = &c.rstmts
-		err = c.recover(ctx, path+".commitlog")
+		err = c.recover(ctx, path+".commitlog", path+".commitlog2")
 	}
 	if err == nil {
 		// The requests that waited died with the process that queued them.
@@ -175,37 +182,79 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 	return c, nil
 }
 
-// recover opens the journal and writes the batches it holds into the
+// recover opens the journals and writes the batches they hold into the
 // database again (their SQLite commits may not have reached the disk), then
-// syncs the database and starts the journal over.
-func (c *committer) recover(ctx context.Context, path string) error {
-	j, records, err := openJournal(path)
-	if err != nil {
-		return err
+// syncs the database and starts both journals over.
+func (c *committer) recover(ctx context.Context, paths ...string) error {
+	var found [][][]byte // each journal's records
+	for i, path := range paths {
+		j, records, err := openJournal(path)
+		if err != nil {
+			return err
+		}
+		c.journals[i] = j
+		c.nextGen = max(c.nextGen, j.generation)
+		found = append(found, records)
 	}
-	c.journal = j
-	if len(records) > 0 {
-		o := newOverlay()
-		for _, p := range records {
+	// One overlay takes every record: flush writes each table's inserts
+	// before its updates and deletes, so the order of the journals does
+	// not matter.
+	o := newOverlay()
+	for i := range found {
+		for _, p := range found[i] {
 			if err := decodeRecord(p, o); err != nil {
-				return fmt.Errorf("journal %s: %w", path, err)
+				return fmt.Errorf("journal %s: %w", paths[i], err)
 			}
 		}
+	}
+	if !o.empty() {
 		if err := c.w.apply([]applied{{o: o}}, false); err != nil {
 			return err
 		}
 	}
-	return c.checkpoint()
+	if err := c.checkpoint(); err != nil {
+		return err
+	}
+	return c.journals[1-c.active].reset(c.newGen())
+}
+
+func (c *committer) newGen() uint64 {
+	c.nextGen++
+	return c.nextGen
 }
 
 // checkpoint makes everything SQLite has committed durable, so that the
-// journal can forget it, and starts the journal over. The file must hold
-// every batch the journal does: the applier must be idle.
+// active journal can forget it, and starts that journal over. The file must
+// hold every batch the journal does: the applier must be idle.
 func (c *committer) checkpoint() error {
 	if err := syncFiles(c.files...); err != nil {
 		return err
 	}
-	return c.journal.reset()
+	return c.journals[c.active].reset(c.newGen())
+}
+
+// rotate makes the other journal the active one, and has the applier
+// retire the full one after the last batch it holds (applyLoop). It waits
+// only if the retirement of the other journal, from the last rotation, is
+// still running.
+func (c *committer) rotate() error {
+	// Lazy batches are in the full journal: they are handed over (and
+	// queued before the retirement) now.
+	if err := c.syncLazy(); err != nil {
+		return err
+	}
+	if c.retiring {
+		<-c.retired
+		c.retiring = false
+	}
+	if err := c.progress.failed(); err != nil {
+		return err
+	}
+	full := c.journals[c.active]
+	c.active = 1 - c.active
+	c.retiring = true
+	c.applyQueue <- applied{retire: full, gen: c.newGen()}
+	return nil
 }
 
 // stopApplier lets the applier write what it was handed, and waits for it.
@@ -221,8 +270,10 @@ func (c *committer) close() {
 		c.rstmts.close()
 		c.rconn.Close()
 	}
-	if c.journal != nil {
-		c.journal.close()
+	for _, j := range c.journals {
+		if j != nil {
+			j.close()
+		}
 	}
 }
 
@@ -359,12 +410,12 @@ func (c *committer) run(batch []*request) {
 		c.batch.reset()
 		c.progress.advance(seq)
 	case lazy:
-		c.lazy = append(c.lazy, applied{seq, c.batch})
+		c.lazy = append(c.lazy, applied{seq: seq, o: c.batch})
 		c.batch = c.newOverlay()
 		tx.batch = c.batch
 	case changed:
 		// The fdatasync made the lazy batches before it durable too.
-		c.handOver(append(c.lazy, applied{seq, c.batch}))
+		c.handOver(append(c.lazy, applied{seq: seq, o: c.batch}))
 		c.lazy = c.lazy[:0]
 		c.batch = c.newOverlay()
 		tx.batch = c.batch
@@ -406,7 +457,7 @@ func (c *committer) syncLazy() error {
 	if len(c.lazy) == 0 {
 		return nil
 	}
-	if err := c.journal.sync(); err != nil {
+	if err := c.journals[c.active].sync(); err != nil {
 		c.broken = fmt.Errorf("journal: %w", err)
 		return c.broken
 	}
@@ -466,32 +517,26 @@ func (c *committer) commitTaken(direct bool) error {
 	return nil
 }
 
-// durable writes the batch's record to the journal and, unless lazy,
-// fdatasyncs it (and with it every lazy record before it). If the record
-// does not fit, it first waits for the applier to write every earlier batch,
-// syncs the file and starts the journal over.
+// durable writes the batch's record to the active journal and, unless
+// lazy, fdatasyncs it (and with it every lazy record before it). If the
+// record does not fit, the other journal takes over first (rotate).
 func (c *committer) durable(lazy bool) error {
-	if !c.journal.fits(len(c.record)) {
-		if err := c.syncLazy(); err != nil {
+	if !c.journals[c.active].fits(len(c.record)) {
+		if err := c.rotate(); err != nil {
 			return err
 		}
-		if err := c.progress.wait(context.Background(), c.seq); err != nil {
-			return err
-		}
-		if err := c.checkpoint(); err != nil {
-			return err
-		}
-		if !c.journal.fits(len(c.record)) {
+		if !c.journals[c.active].fits(len(c.record)) {
 			return fmt.Errorf("a record of %d bytes is larger than the journal", len(c.record))
 		}
 	}
-	if err := c.journal.write(c.record); err != nil {
+	j := c.journals[c.active]
+	if err := j.write(c.record); err != nil {
 		return err
 	}
 	if lazy {
 		return nil
 	}
-	return c.journal.sync()
+	return j.sync()
 }
 
 // forgetApplied drops the pending batches the file now holds, keeping

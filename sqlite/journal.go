@@ -18,10 +18,15 @@ import (
 // flushes a few kilobytes in place rather than SQLite's pages of a growing
 // log (measured here: ~0.1–0.3 ms against ~1.3 ms and more).
 //
-// The journal holds exactly the batches that SQLite may not have on disk
-// yet. On open, its records are applied again (every row write is
-// idempotent), SQLite is synced, and the journal starts over; it also starts
-// over whenever it fills up or a batch wrote something it does not record.
+// The journals hold the batches that SQLite may not have on disk yet. There
+// are two files, dlm.db.commitlog and dlm.db.commitlog2: records go to the
+// active one; when it fills up, the other becomes active, and the applier
+// retires the full one — once it has written every batch the journal holds,
+// it syncs SQLite and starts the journal over — so that no request waits for
+// SQLite's fsync (measured here: about 90 ms for the two files under load).
+// The active journal also starts over when a batch wrote something it does
+// not record. On open, the records of both are applied again (every row
+// write is idempotent), SQLite is synced, and both start over.
 //
 // Layout: a header block (magic, generation), then records of
 // [payload length u32][crc32c(generation, payload) u32][payload]. A record
@@ -37,10 +42,12 @@ type journal struct {
 const (
 	journalMagic  = "DLMJRNL1"
 	journalHeader = 4096
-	// journalSize is the preallocated size: at a few KiB per batch, tens of
-	// thousands of batches before it starts over.
-	journalSize = 64 << 20
 )
+
+// journalSize is the preallocated size of each journal: at a few hundred
+// bytes per operation, a few hundred thousand operations before it fills.
+// A variable only so that tests can make journals fill fast.
+var journalSize int64 = 64 << 20
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -160,10 +167,11 @@ func (j *journal) write(payload []byte) error {
 	return nil
 }
 
-// reset starts the journal over: the caller has made everything it held
-// durable elsewhere. The new generation invalidates every old record.
-func (j *journal) reset() error {
-	j.generation++
+// reset starts the journal over as generation gen, which must be above
+// every generation either journal had: the caller has made everything it
+// held durable elsewhere. The new generation invalidates every old record.
+func (j *journal) reset(gen uint64) error {
+	j.generation = gen
 	head := make([]byte, journalHeader+8) // the header, then an empty record
 	copy(head, journalMagic)
 	binary.LittleEndian.PutUint64(head[8:], j.generation)
