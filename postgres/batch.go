@@ -400,7 +400,8 @@ func (b *batch) commit() error {
 	b.w.queue(pb, b.s.instance, b.shard)
 	var numbered, left int64
 	if len(b.w.events) > 0 {
-		b.s.queueNumber(pb, false, &numbered, &left)
+		b.s.queueNumber(pb, false, &numbered)
+		b.w.queueEvents(pb, &left)
 	}
 	committed := false
 	pb.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
@@ -582,7 +583,6 @@ func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
 			append(ended.args()[:10], ended.reasons, ended.endedAt)...)
 	}
 	w.queueWaiters(pb, instance)
-	w.queueEvents(pb)
 	queueUsage(pb, "lease_usage", w.leaseUsage, shard)
 	queueUsage(pb, "waiter_usage", w.waiterUsage, shard)
 }
@@ -658,13 +658,10 @@ func (w *writes) queueWaiters(pb *pgx.Batch, instance string) {
 	}
 }
 
-// queueEvents inserts the events unnumbered, in order, and remembers in the
-// session the last one written, so that the numbering can tell when they
-// are numbered.
-func (w *writes) queueEvents(pb *pgx.Batch) {
-	if len(w.events) == 0 {
-		return
-	}
+// queueEvents inserts the events in order, with the next IDs if the
+// numbering before it said so (see queueNumber), and stores into left how
+// many it left unnumbered: all or none.
+func (w *writes) queueEvents(pb *pgx.Batch, left *int64) {
 	n := len(w.events)
 	types, modes := make([]int16, n), make([]int16, n)
 	ns, names, holders := make([]string, n), make([]string, n), make([]string, n)
@@ -674,11 +671,15 @@ func (w *writes) queueEvents(pb *pgx.Batch) {
 		ns[i], names[i], holders[i] = e.Key.Namespace, e.Key.Name, e.HolderID
 		tokens[i], at[i] = e.Token, e.At
 	}
-	pb.Queue(`WITH e AS (INSERT INTO events (type, ns, name, holder, mode, token, at)
-			SELECT type, ns, name, holder, mode, token, at FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[],
-				$5::smallint[], $6::bigint[], $7::timestamptz[]) WITH ORDINALITY v (type, ns, name, holder, mode, token, at, i)
-			ORDER BY i RETURNING seq)
-		SELECT set_config('dlm.last_seq', max(seq)::text, false) FROM e`, types, ns, names, holders, modes, tokens, at)
+	pb.Queue(`WITH c AS (SELECT last FROM event_counter WHERE current_setting('dlm.numbering') = 'true'),
+		e AS (INSERT INTO events (id, type, ns, name, holder, mode, token, at)
+			SELECT c.last + v.i, v.type, v.ns, v.name, v.holder, v.mode, v.token, v.at
+			FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::timestamptz[])
+				WITH ORDINALITY v (type, ns, name, holder, mode, token, at, i)
+			LEFT JOIN c ON true ORDER BY v.i RETURNING id),
+		u AS (UPDATE event_counter SET last = last + $8 WHERE EXISTS (SELECT FROM c))
+		SELECT count(*) FILTER (WHERE id IS NULL) FROM e`, types, ns, names, holders, modes, tokens, at, n).
+		QueryRow(func(r pgx.Row) error { return r.Scan(left) })
 }
 
 // queueUsage adds delta to the counters of table, tenants in order.
