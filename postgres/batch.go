@@ -64,6 +64,14 @@ type batch struct {
 	fresh map[dlm.Key]*dlm.LockState // the locks one round loaded
 
 	numberLater bool // committed events that someone else was numbering
+
+	// behind, in a group, is the group before it while that one commits:
+	// a round that would load one of its locks waits for its commit (see
+	// commit.go).
+	behind *committing
+	// committed, in a group, answers its Updates once its COMMIT has
+	// been answered.
+	committed func(error)
 }
 
 // held is a lock the transaction has loaded (and, writing, locked).
@@ -162,6 +170,10 @@ func (b *batch) drive() {
 
 // round sends asks in one round trip and files the answers. b.mu is held.
 func (b *batch) round(asks []*ask) error {
+	if c := b.behind; c != nil && c.overlaps(asks) {
+		<-c.done
+		b.behind = nil
+	}
 	pb := &pgx.Batch{}
 	if !b.begun {
 		if b.write {
@@ -387,14 +399,11 @@ func (b *batch) queueUsage(pb *pgx.Batch, tenants []string) {
 
 // commit sends what the fns saved, the numbering of its events if nobody
 // else is numbering (see sequencer.go), and COMMIT, in one round trip. Once
-// COMMIT has succeeded the transaction has: a failure of the numbering is
-// left to the next numbering pass.
+// COMMIT has succeeded the transaction has, whatever failed after it; a
+// failure of the numbering is left to the next numbering pass.
 func (b *batch) commit() error {
-	if b.err != nil {
+	if b.err != nil || !b.begun {
 		return b.err
-	}
-	if !b.begun {
-		return nil
 	}
 	pb := &pgx.Batch{}
 	b.w.queue(pb, b.s.instance, b.shard)
@@ -417,9 +426,6 @@ func (b *batch) commit() error {
 		return err
 	}
 	b.begun = false
-	if err != nil {
-		b.s.log.Debug("dlm: numbering events failed", "err", err)
-	}
 	b.numberLater = left > 0
 	return nil
 }

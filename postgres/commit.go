@@ -2,20 +2,22 @@ package postgres
 
 import (
 	"context"
+	"slices"
 
 	"github.com/dlmhq/dlm"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Group commit.
 //
 // One committer goroutine per instance takes every Update queued while its
-// previous group was in flight and runs their fns in one transaction (a
-// batch in group mode, see batch.go): the fns share its round trips, their
-// writes travel as a few multi-row statements, and one COMMIT, one WAL
-// flush, makes them all durable. Under load a group costs about three round
-// trips (read the locks, perhaps read once more, write and commit) whatever
-// its size, where one transaction per Update cost two round trips and a
-// flush each.
+// previous group was running and runs their fns in one transaction (a batch
+// in group mode, see batch.go): the fns share its round trips, their writes
+// travel as a few multi-row statements, and one COMMIT, one WAL flush, makes
+// them all durable. A group costs two round trips (read the locks, write and
+// commit; an idempotency key or a second lock adds one) whatever its size,
+// where one transaction per Update cost two round trips and a flush each;
+// and each group's reads overlap the commit of the one before (commitLoop).
 //
 // A fn that cannot go on in its group (its lock is held by another
 // transaction, it writes directly, or another fn of the group uses its
@@ -37,47 +39,131 @@ type request struct {
 	numberLater bool // wait for the next numbering round
 }
 
-// commitLoop runs groups until Close.
+// commitLoop runs groups until Close. While a group commits, the next one
+// runs on another connection: its reads overlap the commit, and it commits
+// as soon as the commit before it has returned. Commits thus follow one
+// another, and so never contend for the numbering lock within an instance;
+// a round of the next group that would load a lock of the committing one
+// waits for that commit (committing.overlaps), so that it sees its writes.
 func (s *Store) commitLoop() {
-	group := make([]*request, 0, maxGroup)
+	var (
+		prev *committing // the group committing, if any
+		reqs = make([]*request, 0, maxGroup)
+	)
 	for {
-		group = group[:0]
+		reqs = reqs[:0]
 		select {
 		case r := <-s.reqs:
-			group = append(group, r)
+			reqs = append(reqs, r)
 		case <-s.quit:
+			if prev != nil {
+				<-prev.done
+			}
 			return
 		}
 	fill:
-		for len(group) < maxGroup {
+		for len(reqs) < maxGroup {
 			select {
 			case r := <-s.reqs:
-				group = append(group, r)
+				reqs = append(reqs, r)
 			default:
 				break fill
 			}
 		}
-		s.runGroup(group)
+		conn, err := s.acquire()
+		if err != nil {
+			answer(reqs, unavailable(err))
+			continue
+		}
+		b := s.runGroup(conn, reqs)
+		if prev != nil {
+			select {
+			case <-prev.done:
+			default:
+				b.behind = prev
+			}
+		}
+		b.drive()
+		if prev != nil {
+			<-prev.done
+		}
+		prev = newCommitting(b)
+		go func(c *committing) {
+			defer close(c.done)
+			defer conn.Release() // the pool drops it if a transaction is left open
+			c.b.committed(c.b.commit())
+		}(prev)
 	}
 }
 
-// runGroup runs the fns of group in one transaction and answers them.
-func (s *Store) runGroup(group []*request) {
+// committing is a group whose commit is in flight: the locks it holds and
+// the leases on them, so that the next group can tell whether a round would
+// touch them.
+type committing struct {
+	b      *batch
+	locks  map[dlm.Key]bool
+	leases map[string]bool
+	done   chan struct{}
+}
+
+func newCommitting(b *batch) *committing {
+	c := &committing{b: b, locks: map[dlm.Key]bool{}, leases: map[string]bool{}, done: make(chan struct{})}
+	for k, h := range b.locks {
+		if h.state == nil {
+			continue
+		}
+		c.locks[k] = true
+		for _, l := range h.state.Holders {
+			c.leases[l.ID] = true
+		}
+	}
+	for id := range b.w.leases {
+		c.leases[id] = true
+	}
+	return c
+}
+
+// overlaps reports whether asks load a lock that c holds, or find a lease
+// on one.
+func (c *committing) overlaps(asks []*ask) bool {
+	for _, a := range asks {
+		for _, k := range a.keys {
+			if c.locks[k] {
+				return true
+			}
+		}
+		for _, id := range a.ids {
+			if c.leases[id] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Store) acquire() (*pgxpool.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
 	defer cancel()
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		for _, r := range group {
-			close(r.start)
-			r.err = unavailable(err)
-			close(r.done)
-		}
-		return
+	return s.pool.Acquire(ctx)
+}
+
+// answer fails the requests that could not run.
+func answer(reqs []*request, err error) {
+	for _, r := range reqs {
+		close(r.start)
+		r.err = err
+		close(r.done)
 	}
-	defer conn.Release() // the pool drops it if a transaction is left open
+}
+
+// runGroup starts the fns of reqs in a group on conn. The group's committed
+// answers them.
+func (s *Store) runGroup(conn *pgxpool.Conn, reqs []*request) *batch {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
 	b := newBatch(ctx, s, conn.Conn(), true, true)
-	txs := make([]*tx, len(group))
-	for i, r := range group {
+	reqs = slices.Clone(reqs)
+	txs := make([]*tx, len(reqs))
+	for i, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			r.err = context.Cause(r.ctx)
 			continue
@@ -85,30 +171,33 @@ func (s *Store) runGroup(group []*request) {
 		txs[i] = b.newTx(r.octx)
 		b.running++
 	}
+	b.committed = func(err error) {
+		defer cancel()
+		if err != nil {
+			b.rollback()
+		}
+		for i, r := range reqs {
+			if t := txs[i]; t != nil && err != nil {
+				r.err = unavailable(err)
+			} else if t != nil {
+				r.numberLater = b.numberLater
+			}
+			close(r.done)
+		}
+		if err == nil && len(b.w.tokens)+len(b.w.leases)+len(b.w.waiters)+len(b.w.events) > 0 {
+			s.changed()
+		}
+	}
 	if b.running == 0 {
 		b.kick <- struct{}{}
 	}
-	for i, r := range group {
+	for i, r := range reqs {
 		if txs[i] != nil {
 			r.start <- txs[i]
 		}
 		close(r.start)
 	}
-	b.drive()
-	if err = b.commit(); err != nil {
-		b.rollback()
-	}
-	for i, r := range group {
-		if t := txs[i]; t != nil && err != nil {
-			r.err = unavailable(err)
-		} else if t != nil {
-			r.numberLater = b.numberLater
-		}
-		close(r.done)
-	}
-	if err == nil && len(b.w.tokens)+len(b.w.leases)+len(b.w.waiters)+len(b.w.events) > 0 {
-		s.changed()
-	}
+	return b
 }
 
 // Update implements dlm.Store. fn runs in a group with the Updates queued at
