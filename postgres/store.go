@@ -140,6 +140,19 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if _, set := rp["idle_in_transaction_session_timeout"]; !set {
 		rp["idle_in_transaction_session_timeout"] = "30000"
 	}
+	// Every statement of the store finds its rows through an index. A
+	// prepared statement's plan is cached after a few runs, and one made
+	// while a table was small (or before autovacuum came round to the dead
+	// rows of a busy one) would scan the whole table for as long as the cache
+	// keeps it, however large the table has grown. Scans are ruled out
+	// instead; where one is the only way (the one-row event_counter), its
+	// cost estimate becomes huge, so JIT compilation, useless for these
+	// statements, is turned off too, lest it take that estimate at its word.
+	for k, v := range map[string]string{"enable_seqscan": "off", "jit": "off"} {
+		if _, set := rp[k]; !set {
+			rp[k] = v
+		}
+	}
 	if opts.Schema != "" {
 		rp["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
 	}
