@@ -82,19 +82,24 @@ type held struct {
 	next  []chan struct{}
 }
 
+// foundLease is what the database holds of a lease ID that FindLease
+// looked up: the live lease, or the ended one, which is looked for only when
+// there is no live one (release and renew find a live one).
 type foundLease struct {
-	live  *dlm.Lease
-	ended *dlm.EndedLease
+	live      *dlm.Lease
+	ended     *dlm.EndedLease
+	endedRead bool
 }
 
 type usageCount struct{ leases, waiters int64 }
 
-// ask is one fn's read: the locks to load, the leases to find and the tenants
-// whose usage to read, merged with the other asks of its round, and any
-// other statements.
+// ask is one fn's read: the locks to load, the leases to find (live or
+// ended) and the tenants whose usage to read, merged with the other asks of
+// its round, and any other statements.
 type ask struct {
 	keys    []dlm.Key
 	ids     []string
+	ended   []string
 	tenants []string
 	build   func(pb *pgx.Batch)
 	done    chan struct{}
@@ -184,13 +189,14 @@ func (b *batch) round(asks []*ask) error {
 		b.begun = true
 	}
 	var (
-		keys    []dlm.Key
-		ids     []string
-		tenants []string
+		keys       []dlm.Key
+		ids, ended []string
+		tenants    []string
 	)
 	for _, a := range asks {
 		keys = append(keys, a.keys...)
 		ids = append(ids, a.ids...)
+		ended = append(ended, a.ended...)
 		tenants = append(tenants, a.tenants...)
 		if a.build != nil {
 			a.build(pb)
@@ -205,6 +211,9 @@ func (b *batch) round(asks []*ask) error {
 	if len(keys) > 0 || len(ids) > 0 {
 		b.fresh = map[dlm.Key]*dlm.LockState{}
 		b.queueLoad(pb, keys, ids)
+	}
+	if len(ended) > 0 {
+		b.queueEnded(pb, ended)
 	}
 	if len(tenants) > 0 {
 		b.queueUsage(pb, tenants)
@@ -259,11 +268,6 @@ func compareKeys(a, b dlm.Key) int {
 	return strings.Compare(a.Name, b.Name)
 }
 
-// keysSQL selects the locks a round loads: keys ($1, $2) and, when writing,
-// the locks of the leases ids ($3).
-const keysSQL = `SELECT * FROM unnest($1::text[], $2::text[])
-	UNION SELECT ns, name FROM leases WHERE id = ANY($3::text[])`
-
 // queueLoad queues the reads of the leases ids and of the state of keys and,
 // writing, of the leases' locks too, into b.fresh. Writing, it first creates
 // the rows of keys that have none and locks them all FOR UPDATE (SKIP LOCKED
@@ -276,28 +280,37 @@ func (b *batch) queueLoad(pb *pgx.Batch, keys []dlm.Key, ids []string) {
 		ns[i], names[i] = k.Namespace, k.Name
 	}
 	if len(ids) > 0 {
+		for _, id := range ids {
+			b.foundFor(id)
+		}
 		queueQuery(pb, func(r pgx.Rows) error {
 			var l dlm.Lease
 			err := scanLeaseIdem(r, &l)
-			b.foundFor(l.ID).live = &l
+			b.found[l.ID].live = &l
 			return err
 		}, `SELECT `+leaseCols+`, idem FROM leases WHERE id = ANY($1)`, ids)
-		queueQuery(pb, func(r pgx.Rows) error {
-			var e dlm.EndedLease
-			var reason int16
-			err := scanLease(r, &e.Lease, &reason, &e.EndedAt)
-			e.Reason, e.EndedAt = dlm.EndReason(reason), e.EndedAt.UTC()
-			b.foundFor(e.ID).ended = &e
-			return err
-		}, `SELECT `+leaseCols+`, reason, ended_at FROM ended_leases WHERE id = ANY($1)`, ids)
 	}
-	if len(keys) == 0 && !b.write {
+	// The locks to load: keys and, writing, the locks of the leases ids.
+	var (
+		sel  string
+		args []any
+	)
+	switch {
+	case b.write && len(ids) > 0 && len(keys) > 0:
+		sel = `SELECT * FROM unnest($1::text[], $2::text[]) UNION SELECT ns, name FROM leases WHERE id = ANY($3::text[])`
+		args = []any{ns, names, ids}
+	case b.write && len(ids) > 0:
+		sel = `SELECT ns, name FROM leases WHERE id = ANY($1::text[])`
+		args = []any{ids}
+	case len(keys) > 0:
+		sel = `SELECT * FROM unnest($1::text[], $2::text[])`
+		args = []any{ns, names}
+	default:
 		return
 	}
-	args := []any{ns, names, []string{}}
-	sel := `SELECT ns, name, token FROM locks WHERE (ns, name) IN (` + keysSQL + `)`
+	keysSQL := sel
+	sel = `SELECT ns, name, token FROM locks WHERE (ns, name) IN (` + keysSQL + `)`
 	if b.write {
-		args[2] = ids
 		// A missing row is inserted under an advisory lock on its name,
 		// held to commit, so that an insert never waits for another
 		// transaction's uncommitted insert of the same row: a group only
@@ -307,9 +320,11 @@ func (b *batch) queueLoad(pb *pgx.Batch, keys []dlm.Key, ids []string) {
 		if !b.group {
 			take = `(SELECT true FROM pg_advisory_xact_lock($3, hashtext(k.ns || '/' || k.name)))`
 		}
-		pb.Queue(`INSERT INTO locks (ns, name) SELECT * FROM unnest($1::text[], $2::text[]) k (ns, name)
-			WHERE CASE WHEN EXISTS (SELECT FROM locks l WHERE l.ns = k.ns AND l.name = k.name) THEN false ELSE `+take+` END
-			ON CONFLICT DO NOTHING`, ns, names, b.s.newLockKey)
+		if len(keys) > 0 {
+			pb.Queue(`INSERT INTO locks (ns, name) SELECT * FROM unnest($1::text[], $2::text[]) k (ns, name)
+				WHERE CASE WHEN EXISTS (SELECT FROM locks l WHERE l.ns = k.ns AND l.name = k.name) THEN false ELSE `+take+` END
+				ON CONFLICT DO NOTHING`, ns, names, b.s.newLockKey)
+		}
 		sel += ` FOR UPDATE OF locks`
 		if b.group {
 			sel += ` SKIP LOCKED`
@@ -370,9 +385,24 @@ func (b *batch) queueLoad(pb *pgx.Batch, keys []dlm.Key, ids []string) {
 			b.w.dropWaiter(w)
 		}
 		return nil
-	}, `SELECT id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, `+alive(4)+`
+	}, `SELECT id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, `+alive(len(args)+1)+`
 		FROM waiters w WHERE (ns, name) IN (`+keysSQL+`) ORDER BY ns, name, seq`,
 		append(args, b.s.opts.DeadAfter.Seconds())...)
+}
+
+// queueEnded queues the reads of the ended leases ids.
+func (b *batch) queueEnded(pb *pgx.Batch, ids []string) {
+	for _, id := range ids {
+		b.foundFor(id).endedRead = true
+	}
+	queueQuery(pb, func(r pgx.Rows) error {
+		var e dlm.EndedLease
+		var reason int16
+		err := scanLease(r, &e.Lease, &reason, &e.EndedAt)
+		e.Reason, e.EndedAt = dlm.EndReason(reason), e.EndedAt.UTC()
+		b.found[e.ID].ended = &e
+		return err
+	}, `SELECT `+leaseCols+`, reason, ended_at FROM ended_leases WHERE id = ANY($1)`, ids)
 }
 
 func (b *batch) foundFor(id string) *foundLease {

@@ -355,7 +355,8 @@ func cloneState(s *dlm.LockState) *dlm.LockState {
 
 // FindLease implements dlm.ReadTx. What this transaction saved comes first.
 // In a write transaction it also locks the lease's lock and loads its state
-// in the same round trip, since renew and release load that lock next.
+// in the same round trip, since renew and release load that lock next. An
+// ended lease costs a second round trip.
 func (t *tx) FindLease(ctx context.Context, id string) (*dlm.Lease, *dlm.EndedLease, error) {
 	if t.err != nil {
 		return nil, nil, t.err
@@ -375,17 +376,19 @@ func (t *tx) FindLease(ctx context.Context, id string) (*dlm.Lease, *dlm.EndedLe
 		l := lw.live
 		return &l, nil, nil
 	}
-	f := b.found[id]
-	if f == nil {
+	if b.found[id] == nil {
 		if err := b.await(&ask{ids: []string{id}}); err != nil {
 			return nil, nil, err
 		}
-		if f = b.found[id]; f == nil {
-			return nil, nil, nil
-		}
 	}
+	f := b.found[id]
 	if f.live != nil {
 		return f.live, nil, nil
+	}
+	if !f.endedRead {
+		if err := b.await(&ask{ended: []string{id}}); err != nil {
+			return nil, nil, err
+		}
 	}
 	return nil, f.ended, nil
 }
