@@ -427,8 +427,9 @@ func (b *batch) queueUsage(pb *pgx.Batch, tenants []string) {
 		FROM unnest($1::text[]) t`, tenants)
 }
 
-// commit sends what the fns saved, the numbering of its events if nobody
-// else is numbering (see sequencer.go), and COMMIT, in one round trip. Once
+// commit sends what the fns saved, the numbering of its events (a group
+// waits for the numbering lock, a transaction of one fn numbers only if
+// nobody else is: see sequencer.go), and COMMIT, in one round trip. Once
 // COMMIT has succeeded the transaction has, whatever failed after it; a
 // failure of the numbering is left to the next numbering pass.
 func (b *batch) commit() error {
@@ -439,7 +440,7 @@ func (b *batch) commit() error {
 	b.w.queue(pb, b.s.instance, b.shard)
 	var numbered, left int64
 	if len(b.w.events) > 0 {
-		b.s.queueNumber(pb, false, &numbered)
+		b.s.queueNumber(pb, b.group, &numbered)
 		b.w.queueEvents(pb, &left)
 	}
 	committed := false

@@ -22,24 +22,28 @@ import (
 // already visible, and readers, who read only numbered rows, never see an ID
 // appear below one they have read.
 //
-// A writer tries the lock without waiting, in the round trip that carries its
-// writes and COMMIT. If it gets it, it first numbers the events that others
-// committed unnumbered (below), then inserts its own with the next IDs, in
-// the order they were saved: its commit is also the numbering's, one WAL
-// flush for both, and each event row is written once. Transactions on one
-// lock commit one after the other under its row lock, so their events are
-// numbered in that order.
+// A group of Updates (commit.go) takes the lock in the round trip that
+// carries its writes and COMMIT, waiting for it if it must: it then numbers
+// the events that others committed unnumbered (below), and inserts its own
+// with the next IDs, in the order they were saved. Its commit is also the
+// numbering's, one WAL flush for both, and each event row is written once.
+// The lock comes after every other lock a transaction takes, and whoever
+// holds it waits for nothing more, so a wait for it lasts at most one
+// commit and never closes a cycle. Groups that write events thus commit one
+// after the other across the cluster, a WAL flush each, but each flush
+// serves a whole group. Transactions on one lock commit one after the other
+// under its row lock, so their events are numbered in that order.
 //
-// If another transaction holds the lock, the writer inserts its events with a
-// NULL id, commits, gives its connection back and asks its instance's
-// numberer for a round: a numbering transaction that waits for the lock and
-// numbers every committed event still unnumbered, in insertion order (seq),
-// the events of every writer that asked meanwhile included. An Update's
-// events are numbered before it returns, so that they are readable by then
-// (history and "watch from now" rely on that, as on SQLite). Under load,
-// then, one numbering transaction, one WAL flush, serves every event
-// committed while the previous one flushed: numbering never caps throughput
-// at one commit per flush.
+// A transaction of one fn only tries the lock. If another transaction holds
+// it, it inserts its events with a NULL id, commits, gives its connection
+// back and asks its instance's numberer for a round: a numbering transaction
+// that waits for the lock and numbers every committed event still
+// unnumbered, in insertion order (seq), the events of every writer that
+// asked meanwhile included. So many small transactions, which contend for
+// one lock across instances, share numbering transactions instead of
+// flushing one after the other. An Update's events are numbered before it
+// returns, so that they are readable by then (history and "watch from now"
+// rely on that, as on SQLite).
 //
 // If the writer's connection fails between its COMMIT and the numbering, the
 // Update still succeeded; every instance also runs a numbering pass every
