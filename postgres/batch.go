@@ -27,14 +27,15 @@ import (
 // that travel with COMMIT. A fn that fails therefore leaves nothing behind,
 // and no savepoint is needed.
 //
-// A group never waits for a lock held by another transaction: it locks rows
-// FOR UPDATE SKIP LOCKED and only tries advisory locks, and a fn that finds
-// its lock taken moves to a transaction of its own, where it waits (so does
-// a fn that writes directly; see tx.moveOut). Such a transaction waits while
-// holding at most the locks a fn holds before group commit, and a group
-// holds nobody up for longer than its own round trips, so waits never form
-// a cycle through a group. (The usage counters, updated last and in order
-// by every transaction, are the one place where a group may wait.)
+// A group never waits for a lock that a fn needs: it locks rows FOR UPDATE
+// SKIP LOCKED and only tries advisory locks, and a fn that finds its lock
+// taken moves to a transaction of its own, where it waits (so does a fn that
+// writes directly; see tx.moveOut). Such a transaction waits while holding
+// at most the locks a fn holds before group commit, so waits never form a
+// cycle through a group. At commit a group does wait, for the usage
+// counters and then the numbering lock (sequencer.go): every transaction
+// takes these last, in that order, and holds nothing that is taken after
+// them.
 type batch struct {
 	s     *Store
 	conn  *pgx.Conn
@@ -63,7 +64,7 @@ type batch struct {
 	w     writes                     // what the fns that finished saved
 	fresh map[dlm.Key]*dlm.LockState // the locks one round loaded
 
-	numberLater bool // committed events that someone else was numbering
+	numberLater bool // committed events left for a numbering round
 
 	// behind, in a group, is the group before it while that one commits:
 	// a round that would load one of its locks waits for its commit (see
@@ -292,24 +293,23 @@ func (b *batch) queueLoad(pb *pgx.Batch, keys []dlm.Key, ids []string) {
 	}
 	// The locks to load: keys and, writing, the locks of the leases ids.
 	var (
-		sel  string
-		args []any
+		keysSQL string
+		args    []any
 	)
 	switch {
 	case b.write && len(ids) > 0 && len(keys) > 0:
-		sel = `SELECT * FROM unnest($1::text[], $2::text[]) UNION SELECT ns, name FROM leases WHERE id = ANY($3::text[])`
+		keysSQL = `SELECT * FROM unnest($1::text[], $2::text[]) UNION SELECT ns, name FROM leases WHERE id = ANY($3::text[])`
 		args = []any{ns, names, ids}
 	case b.write && len(ids) > 0:
-		sel = `SELECT ns, name FROM leases WHERE id = ANY($1::text[])`
+		keysSQL = `SELECT ns, name FROM leases WHERE id = ANY($1::text[])`
 		args = []any{ids}
 	case len(keys) > 0:
-		sel = `SELECT * FROM unnest($1::text[], $2::text[])`
+		keysSQL = `SELECT * FROM unnest($1::text[], $2::text[])`
 		args = []any{ns, names}
 	default:
 		return
 	}
-	keysSQL := sel
-	sel = `SELECT ns, name, token FROM locks WHERE (ns, name) IN (` + keysSQL + `)`
+	sel := `SELECT ns, name, token FROM locks WHERE (ns, name) IN (` + keysSQL + `)`
 	if b.write {
 		// A missing row is inserted under an advisory lock on its name,
 		// held to commit, so that an insert never waits for another
