@@ -50,7 +50,7 @@ type Options struct {
 	// in different schemas of one database are independent.
 	Schema string
 	// MaxConns caps the pool, unless the URL sets pool_max_conns. Default 16:
-	// the group commit's connection, and enough for reads and for the
+	// the group commit's two connections, and enough for reads and for the
 	// operations that run alone.
 	MaxConns int32
 	// OpTimeout bounds one Update or View, including waiting for a
