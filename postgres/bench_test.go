@@ -13,20 +13,27 @@ import (
 
 // BenchmarkAcquireRelease measures acquire+release cycles through the engine
 // on one PostgreSQL store: one client, and 64 concurrent clients on distinct
-// names, on one instance and on three instances sharing the database.
+// names, on one instance and on three instances sharing the database; and 64
+// clients whose every acquire carries a fresh idempotency key, as the Go
+// client sends (a lookup, and a round trip, more per acquire).
 //
 //	DLM_TEST_POSTGRES=... go test -run '^$' -bench AcquireRelease -benchtime 3s ./postgres/
 func BenchmarkAcquireRelease(b *testing.B) {
 	for _, bc := range []struct {
 		clients, instances int
-	}{{1, 1}, {64, 1}, {64, 3}} {
-		b.Run(fmt.Sprintf("clients=%d/instances=%d", bc.clients, bc.instances), func(b *testing.B) {
-			benchCycles(b, bc.clients, bc.instances)
+		idem               bool
+	}{{1, 1, false}, {64, 1, false}, {64, 1, true}, {64, 3, false}} {
+		name := fmt.Sprintf("clients=%d/instances=%d", bc.clients, bc.instances)
+		if bc.idem {
+			name += "/idempotent"
+		}
+		b.Run(name, func(b *testing.B) {
+			benchCycles(b, bc.clients, bc.instances, bc.idem)
 		})
 	}
 }
 
-func benchCycles(b *testing.B, clients, instances int) {
+func benchCycles(b *testing.B, clients, instances int, idem bool) {
 	url, schema := freshSchema(b)
 	var engines []*engine.Engine
 	for range instances {
@@ -54,7 +61,13 @@ func benchCycles(b *testing.B, clients, instances int) {
 			defer wg.Done()
 			e := engines[c%len(engines)]
 			r := engine.AcquireRequest{Tenant: "bench", Key: dlm.Key{Namespace: "bench", Name: fmt.Sprint("c/", c)}, HolderID: "h", TTL: time.Minute}
-			for range next {
+			for i := 0; ; i++ {
+				if _, ok := <-next; !ok {
+					return
+				}
+				if idem {
+					r.IdempotencyKey = fmt.Sprint(c, "/", i)
+				}
 				l, _, err := e.Acquire(ctx, r)
 				if err != nil {
 					b.Errorf("acquire: %v", err)

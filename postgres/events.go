@@ -39,7 +39,7 @@ func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error)
 	}
 	args = append(args, limit)
 	events := []dlm.Event{}
-	err := t.query(ctx, func(r pgx.Rows) error {
+	err := t.query(func(r pgx.Rows) error {
 		var e dlm.Event
 		var typ, mode int16
 		err := r.Scan(&e.ID, &typ, &e.Key.Namespace, &e.Key.Name, &e.HolderID, &mode, &e.Token, &e.At)
@@ -53,13 +53,13 @@ func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error)
 
 // LastEventID implements dlm.ReadTx.
 func (t *tx) LastEventID(ctx context.Context) (n int64, err error) {
-	err = t.query(ctx, func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(max(id), 0) FROM events`)
+	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(max(id), 0) FROM events`)
 	return n, err
 }
 
 // FirstEventID implements dlm.ReadTx.
 func (t *tx) FirstEventID(ctx context.Context) (n int64, err error) {
-	err = t.query(ctx, func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(min(id), 0) FROM events`)
+	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(min(id), 0) FROM events`)
 	return n, err
 }
 
@@ -69,7 +69,7 @@ func (t *tx) PruneEvents(ctx context.Context, before time.Time, keep int64, limi
 	if err != nil {
 		return 0, err
 	}
-	tag, err := t.exec(ctx, `DELETE FROM events WHERE seq IN (
+	tag, err := t.exec(`DELETE FROM events WHERE seq IN (
 		SELECT seq FROM events WHERE id IS NOT NULL AND (at < $1 OR id <= $2) ORDER BY id LIMIT $3)`,
 		before, last-keep, limit)
 	return int(tag.RowsAffected()), err

@@ -7,10 +7,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Changes implements dlm.Notifier. It receives a value soon after any
+// Changes implements dlm.Notifier. It receives a value soon after another
 // instance commits a change (its events are numbered by then), and once after
 // the LISTEN connection is re-established (notifications may have been
-// missed meanwhile). Values are coalesced.
+// missed meanwhile). Values are coalesced. Changes made through this Store
+// are not announced here: its caller knows of them when Update returns, and
+// hearing them again would only make it read the log twice.
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
 // closeConn closes a dedicated connection, waiting at most a second for a
@@ -57,10 +59,13 @@ func (s *Store) listen() {
 
 func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return err
 		}
-		kick(s.changes)
+		if n.Payload != s.instance {
+			kick(s.changes)
+		}
 	}
 }
 
@@ -82,7 +87,7 @@ func (s *Store) publish() {
 		}
 		conn, err := s.pool.Acquire(ctx)
 		if err == nil {
-			err = notify(ctx, conn.Conn(), s.channel)
+			err = notify(ctx, conn.Conn(), s.channel, s.instance)
 			conn.Release()
 		}
 		if err != nil && ctx.Err() == nil {
@@ -93,8 +98,9 @@ func (s *Store) publish() {
 
 // notify sends a notification in a transaction of its own that does not wait
 // for a WAL flush: it holds the notification queue's lock only briefly.
-func notify(ctx context.Context, conn *pgx.Conn, channel string) error {
-	_, err := conn.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`, channel)
+// The payload names the instance, which does not listen to itself.
+func notify(ctx context.Context, conn *pgx.Conn, channel, instance string) error {
+	_, err := conn.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, channel, instance)
 	return err
 }
 

@@ -16,73 +16,74 @@ import (
 // counter row inside the transaction would serialise every commit, fsync
 // included, behind that row.
 //
-// Instead writers insert events with a NULL id, and committed events are
-// numbered afterwards by short numbering transactions: each holds a
-// transaction-scoped advisory lock, gives every committed event still
-// unnumbered the next IDs in insertion order, and commits. Numbering
+// Instead IDs are given out under a transaction-scoped advisory lock, the
+// numbering lock, held from the moment they are given until COMMIT. Such
 // transactions follow one another, so each one's IDs are above every ID
 // already visible, and readers, who read only numbered rows, never see an ID
-// appear below one they have read. The rows of one transaction are numbered
-// in the order they were written; transactions on one lock commit one after
-// the other under its row lock, so their events are numbered in that order.
+// appear below one they have read.
 //
-// An Update's events are numbered before it returns, so that they are
-// readable by then (history and "watch from now" rely on that, as on
-// SQLite). Just before its COMMIT, in the same round trip, the writer tries
-// the lock without waiting. If it gets it, nobody else is numbering: it
-// numbers everything pending, its own events included, and its commit is
-// also the numbering's (one WAL flush for both). If another transaction
-// holds the lock, the writer commits, gives its connection back and asks its
-// instance's numberer for a round: a numbering transaction that waits for
-// the lock and numbers everything pending then, the events of every writer
-// that asked meanwhile included. Under load, then, one numbering
-// transaction, one WAL flush, serves every event committed while the
-// previous one flushed: numbering never caps throughput at one commit per
-// flush.
+// A group of Updates (commit.go) takes the lock in the round trip that
+// carries its writes and COMMIT, waiting for it if it must: it then numbers
+// the events that others committed unnumbered (below), and inserts its own
+// with the next IDs, in the order they were saved. Its commit is also the
+// numbering's, one WAL flush for both, and each event row is written once.
+// The lock comes after every other lock a transaction takes, and whoever
+// holds it waits for nothing more, so a wait for it lasts at most one
+// commit and never closes a cycle. Groups that write events thus commit one
+// after the other across the cluster, a WAL flush each, but each flush
+// serves a whole group. Transactions on one lock commit one after the other
+// under its row lock, so their events are numbered in that order.
+//
+// A transaction of one fn only tries the lock. If another transaction holds
+// it, it inserts its events with a NULL id, commits, gives its connection
+// back and asks its instance's numberer for a round: a numbering transaction
+// that waits for the lock and numbers every committed event still
+// unnumbered, in insertion order (seq), the events of every writer that
+// asked meanwhile included. So many small transactions, which contend for
+// one lock across instances, share numbering transactions instead of
+// flushing one after the other. An Update's events are numbered before it
+// returns, so that they are readable by then (history and "watch from now"
+// rely on that, as on SQLite).
 //
 // If the writer's connection fails between its COMMIT and the numbering, the
 // Update still succeeded; every instance also runs a numbering pass every
 // numberEvery, which numbers such stragglers.
 const (
 	numberEvery = time.Second
-	// numberBatch bounds one numbering transaction.
+	// numberBatch bounds how many events one numbering statement numbers.
 	numberBatch = 10000
 )
 
 // queueNumbering queues a numbering transaction into b: see queueNumber.
-func (s *Store) queueNumbering(b *pgx.Batch, wait bool, numbered, left *int64) {
+func (s *Store) queueNumbering(b *pgx.Batch, numbered *int64) {
 	b.Queue(`BEGIN`)
-	s.queueNumber(b, wait, numbered, left)
+	s.queueNumber(b, true, numbered)
 	b.Queue(`COMMIT`)
 }
 
-// queueNumber queues the numbering statements into b, to run in a
-// transaction. With wait, they wait for the lock; without, they number only
-// if the lock is free. They store into numbered how many events they
-// numbered, and into left how many events up to the session's last written
-// one (dlm.last_seq) are still unnumbered.
-func (s *Store) queueNumber(b *pgx.Batch, wait bool, numbered, left *int64) {
+// queueNumber queues the statements that take the numbering lock (with
+// wait, waiting for it; without, only if it is free) and, if they got it,
+// number up to numberBatch committed events still unnumbered. They store how
+// many they numbered into numbered, and leave the setting dlm.numbering
+// 'true' if the transaction may give out the next IDs: it holds the lock and
+// no event committed before is left unnumbered.
+func (s *Store) queueNumber(b *pgx.Batch, wait bool, numbered *int64) {
 	if wait {
-		b.Queue(`SELECT set_config('dlm.numbering', 'true', true), pg_advisory_xact_lock($1)`, lockKey("number", s.schema))
+		b.Queue(`SELECT pg_advisory_xact_lock($1), set_config('dlm.numbering', 'true', true)`, lockKey("number", s.schema))
 	} else {
 		b.Queue(`SELECT set_config('dlm.numbering', pg_try_advisory_xact_lock($1)::text, true)`, lockKey("number", s.schema))
 	}
 	// This statement takes its snapshot after the lock is granted, so it
 	// sees every numbering transaction before it.
-	// It also counts the events up to the session's last written one that
-	// stay unnumbered: those pending in its snapshot, less those it numbers
-	// (the outer query does not see the CTE's updates).
-	qq := b.Queue(`WITH c AS (SELECT last FROM event_counter),
+	b.Queue(`WITH c AS (SELECT last FROM event_counter),
 		p AS (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM (
 			SELECT seq FROM events WHERE id IS NULL AND current_setting('dlm.numbering') = 'true'
 			ORDER BY seq LIMIT $1) pending),
-		u AS (UPDATE events e SET id = c.last + p.rn FROM p, c WHERE e.seq = p.seq RETURNING e.id, e.seq),
-		last AS (UPDATE event_counter SET last = (SELECT max(id) FROM u) WHERE EXISTS (SELECT FROM u)),
-		mine AS (SELECT coalesce(nullif(current_setting('dlm.last_seq', true), ''), '0')::bigint AS seq)
-		SELECT (SELECT count(*) FROM u),
-			(SELECT count(*) FROM events, mine WHERE events.id IS NULL AND events.seq <= mine.seq)
-			- (SELECT count(*) FROM u, mine WHERE u.seq <= mine.seq)`, numberBatch)
-	qq.QueryRow(func(r pgx.Row) error { return r.Scan(numbered, left) })
+		u AS (UPDATE events e SET id = c.last + p.rn FROM p, c WHERE e.seq = p.seq RETURNING e.id),
+		last AS (UPDATE event_counter SET last = (SELECT max(id) FROM u) WHERE EXISTS (SELECT FROM u))
+		SELECT n, set_config('dlm.numbering', (current_setting('dlm.numbering') = 'true' AND n < $1)::text, true)
+		FROM (SELECT count(*) AS n FROM u) u`, numberBatch).
+		QueryRow(func(r pgx.Row) error { return r.Scan(numbered, nil) })
 }
 
 // numberer runs this instance's numbering rounds: a writer whose events
@@ -151,9 +152,9 @@ func (s *Store) numberRound(ctx context.Context) error {
 	}
 	defer conn.Release()
 	for {
-		var n, left int64
+		var n int64
 		b := &pgx.Batch{}
-		s.queueNumbering(b, true, &n, &left)
+		s.queueNumbering(b, &n)
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}

@@ -2,28 +2,28 @@
 // instances share one PostgreSQL database, which is the single source of
 // truth and of time.
 //
-// Every Update is one short transaction on a pooled connection. Operations on
-// one lock are serialised by a row lock on its locks row; operations on
-// different locks run in parallel, and PostgreSQL batches their commits
-// itself. Statements are pipelined: BEGIN travels with a transaction's first
-// reads, and the writes of Save travel with the next read or with COMMIT:
-// an acquire costs two round trips (lock and load; write and commit), and so
-// does a release or renew (find the lease, lock and load its lock; write and
-// commit). An idempotency key adds one to an acquire.
+// An instance commits in groups (commit.go): the Updates that queue while
+// its previous group is in flight run together in one transaction, their
+// reads merged into a few multi-row statements per round trip and their
+// writes into a few more that travel with COMMIT, so that one WAL flush
+// makes them all durable. Operations on one lock are serialised by a row
+// lock on its locks row, across instances; within a group, by handing the
+// loaded lock from one fn to the next. A group never waits for another
+// transaction's lock: a fn that needs one moves to a transaction of its own,
+// which waits (batch.go).
 //
-// The database's clock is the only clock (SPEC §4): each transaction reads
-// clock_timestamp() once, in its first round trip (after the row lock, when
-// that round trip takes one), and every decision and stored time in it uses
-// that value.
+// The database's clock is the only clock (SPEC §4): each round trip reads
+// clock_timestamp() after the locks it takes, and each fn uses the value it
+// first sees for every decision and stored time.
 //
-// Events are numbered in commit order by short numbering transactions
+// Events are numbered in commit order under an advisory lock
 // (sequencer.go), so that a reader tailing the log by ID never misses an
 // event that commits late. Changes are announced with LISTEN/NOTIFY
 // (notify.go); instances record a heartbeat so that the waiters of an
 // instance that died are dropped (janitor in notify.go).
 //
 // It uses github.com/jackc/pgx/v5 (pgxpool): the PostgreSQL driver and pool,
-// whose batches pipeline a transaction's statements into few round trips.
+// whose batches pipeline a round's statements into one round trip.
 package postgres
 
 import (
@@ -50,7 +50,8 @@ type Options struct {
 	// in different schemas of one database are independent.
 	Schema string
 	// MaxConns caps the pool, unless the URL sets pool_max_conns. Default 16:
-	// enough concurrent transactions for PostgreSQL to batch commits.
+	// the group commit's two connections, and enough for reads and for the
+	// operations that run alone.
 	MaxConns int32
 	// OpTimeout bounds one Update or View, including waiting for a
 	// connection, so that no call hangs when the database does. Default 10s.
@@ -93,7 +94,11 @@ type Store struct {
 	schema   string
 	channel  string // NOTIFY channel of this schema
 	instance string // this instance's ID, recorded with its waiters
+	// newLockKey is the first half of the advisory lock under which a
+	// missing locks row is inserted (see batch.queueLoad).
+	newLockKey int32
 
+	reqs    chan *request // Updates for the committer (commit.go)
 	changes chan struct{} // Notifier.Changes, buffered 1: coalesced
 	kickPub chan struct{} // asks the publisher to NOTIFY other instances
 	num     numberer
@@ -135,6 +140,24 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if _, set := rp["idle_in_transaction_session_timeout"]; !set {
 		rp["idle_in_transaction_session_timeout"] = "30000"
 	}
+	// Every statement of the store finds its rows through an index. A
+	// prepared statement's plan is cached after a few runs, and one made
+	// while a table was small (or before autovacuum came round to the dead
+	// rows of a busy one) would scan the whole table for as long as the cache
+	// keeps it, however large the table has grown. Scans are ruled out
+	// instead; where one is the only way (the one-row event_counter), its
+	// cost estimate becomes huge, so JIT compilation, useless for these
+	// statements, is turned off too, lest it take that estimate at its word.
+	// With scans ruled out the generic plan of a statement is as good as a
+	// custom one, so statements are planned once per connection: left to
+	// itself, PostgreSQL plans the multi-row statements of a group again at
+	// every run (a plan that knows the length of the arrays always looks
+	// cheaper), which cost more than running them.
+	for k, v := range map[string]string{"enable_seqscan": "off", "jit": "off", "plan_cache_mode": "force_generic_plan"} {
+		if _, set := rp[k]; !set {
+			rp[k] = v
+		}
+	}
 	if opts.Schema != "" {
 		rp["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
 	}
@@ -142,6 +165,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		opts:     opts,
 		log:      opts.Logger,
 		instance: rand.Text(),
+		reqs:     make(chan *request, maxGroup),
 		changes:  make(chan struct{}, 1),
 		kickPub:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
@@ -166,6 +190,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err := migrate(octx, conn, s.schema); err != nil {
 		return nil, fmt.Errorf("migrating schema %s: %w", s.schema, err)
 	}
+	s.newLockKey = int32(lockKey("new lock", s.schema))
 	s.channel = "dlm:" + s.schema
 	if len(s.channel) > 63 { // NAMEDATALEN-1; longer names are truncated
 		s.channel = s.channel[:63]
@@ -182,6 +207,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.start(&s.bg, s.publish)
 	s.start(&s.bg, s.numberLoop)
 	s.start(&s.bg, s.janitor)
+	s.start(&s.bg, s.commitLoop)
 	return s, nil
 }
 
@@ -215,11 +241,11 @@ func (s *Store) Close() error {
 	s.bg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
 	defer cancel()
-	err := s.run(ctx, true, func(tx *tx) error {
-		if err := tx.dropWaiters(ctx, `w.instance = $1`, s.instance); err != nil {
+	err := s.run(ctx, true, func(t *tx) error {
+		if err := t.dropWaiters(`w.instance = $1`, s.instance); err != nil {
 			return err
 		}
-		_, err := tx.exec(ctx, `DELETE FROM instances WHERE id = $1`, s.instance)
+		_, err := t.exec(`DELETE FROM instances WHERE id = $1`, s.instance)
 		return err
 	})
 	s.pool.Close()
@@ -231,21 +257,9 @@ func (s *Store) Close() error {
 
 var errClosed = dlm.Errorf(dlm.CodeUnavailable, "store is closed")
 
-// Update implements dlm.Store. fn runs in its own transaction. Once begun, the
-// transaction runs to its end even if ctx ends, bounded by OpTimeout, so that
-// a caller that gives up cannot leave a commit half-known; an error from the
-// store itself is unavailable.
-func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
-	return s.call(ctx, true, func(tx *tx) error { return fn(tx) })
-}
-
 // View implements dlm.Store: fn runs in a read-only REPEATABLE READ
 // transaction, so all its reads see one snapshot.
 func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
-	return s.call(ctx, false, func(tx *tx) error { return fn(tx) })
-}
-
-func (s *Store) call(ctx context.Context, write bool, fn func(*tx) error) error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
@@ -256,26 +270,35 @@ func (s *Store) call(ctx context.Context, write bool, fn func(*tx) error) error 
 	}
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
 	defer cancel()
-	return s.run(octx, write, fn)
+	return s.run(octx, false, func(t *tx) error { return fn(t) })
 }
 
-// run runs fn in a transaction on a pooled connection and commits it.
+// run runs fn alone in a transaction on a pooled connection and commits it.
 func (s *Store) run(ctx context.Context, write bool, fn func(*tx) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return unavailable(err)
 	}
+	t := newBatch(ctx, s, conn.Conn(), write, false).newTx(ctx)
+	return s.end(ctx, t, conn, fn(t))
+}
+
+// end ends the transaction of t, a fn that ran alone on conn and returned
+// err: it commits unless err is set, gives conn back, and waits for the
+// numbering of its events if someone else was numbering.
+func (s *Store) end(ctx context.Context, t *tx, conn *pgxpool.Conn, err error) error {
 	defer conn.Release() // the pool drops it if a transaction is left open
-	t := &tx{s: s, conn: conn.Conn(), write: write, ctx: ctx}
-	if err := fn(t); err != nil {
-		t.rollback()
+	b := t.b
+	t.finish(err)
+	if err != nil {
+		b.rollback()
 		return unavailable(err)
 	}
-	if err := t.commit(ctx); err != nil {
-		t.rollback()
+	if err := b.commit(); err != nil {
+		b.rollback()
 		return unavailable(err)
 	}
-	if t.numberLater {
+	if b.numberLater {
 		// The Update has committed: a failure here only delays its
 		// events, which the next round numbers.
 		conn.Release()
@@ -283,7 +306,7 @@ func (s *Store) run(ctx context.Context, write bool, fn func(*tx) error) error {
 			s.log.Debug("dlm: waiting for events to be numbered", "err", err)
 		}
 	}
-	if t.saved {
+	if len(t.saves) > 0 {
 		s.changed()
 	}
 	return nil
