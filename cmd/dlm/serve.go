@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,9 +37,6 @@ type commitObserver interface {
 // it (they can only be slow storage, since queued acquires are answered at
 // once) have their connections closed.
 const shutdownTimeout = 10 * time.Second
-
-// serveGCPercent is dlm serve's GOGC unless the environment sets one.
-const serveGCPercent = 50
 
 // credentialsFile is where the first start stores the keys it made, for the
 // CLI to read. Its fields are those of engine.Credentials.
@@ -178,12 +174,6 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	log := c.logger(m.Stderr)
-	if m.Getenv("GOGC") == "" {
-		// The heap is mostly held leases, which live long: collecting at
-		// half again the live heap rather than twice it keeps the process
-		// a third smaller, for a little more GC work. GOGC overrides it.
-		debug.SetGCPercent(serveGCPercent)
-	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
