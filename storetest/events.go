@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,7 +277,9 @@ func testSlowWatcherIsDropped(t *testing.T, open Opener) {
 		t.Fatal(err)
 	}
 	defer fast.Close()
-	n := buffer + 10 // cycles, two events each
+	n := buffer + 10 // cycles, two events each: more than the slow one may miss
+	var read atomic.Int64
+	progress := make(chan struct{}, 1)
 	fastDone := make(chan int, 1)
 	go func() {
 		// A watcher that keeps reading gets every event; once it has them
@@ -289,29 +292,40 @@ func testSlowWatcherIsDropped(t *testing.T, open Opener) {
 				t.Logf("the reading watcher: %v", err)
 				break
 			}
+			read.Add(1)
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
 		}
 		fastDone <- got
 	}()
-	// The slow watcher never reads. The lock path keeps its pace, and the
-	// watcher is dropped once its buffer is full.
-	var wg sync.WaitGroup
-	for c := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := c; i < n; i += 8 {
+	// The slow watcher never reads. The lock path keeps its pace, eight
+	// cycles at a time; between rounds it lets the reading watcher catch up,
+	// so that only the slow one can fall behind, however the goroutines are
+	// scheduled.
+	for start := 0; start < n; start += 8 {
+		var wg sync.WaitGroup
+		for i := start; i < min(start+8, n); i++ {
+			wg.Go(func() {
 				l, _, err := e.engine.Acquire(e.ctx, areq(fmt.Sprint("slow/", i), "a", dlm.Exclusive))
 				if err == nil {
 					_, err = e.engine.Release(e.ctx, tenant, l.ID)
 				}
 				if err != nil {
 					t.Errorf("cycle %d: %v", i, err)
-					return
 				}
+			})
+		}
+		wg.Wait()
+		for read.Load() < int64(2*min(start+8, n)) {
+			select {
+			case <-progress:
+			case got := <-fastDone:
+				t.Fatalf("the reading watcher stopped after %d of %d events", got, 2*n)
 			}
-		}()
+		}
 	}
-	wg.Wait()
 	if got := <-fastDone; got != 2*n {
 		t.Fatalf("the reading watcher got %d of %d events", got, 2*n)
 	}
