@@ -1,17 +1,14 @@
-package sqlite
+package sqlite_test
 
 import (
-	"context"
-	"database/sql"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/sqlite"
 )
 
 // TestJournalRotation fills journals many times over: the full one is
@@ -20,19 +17,18 @@ import (
 // acknowledged batches in both, and recovery must replay both; the live
 // store must keep every lease across rotations and a restart.
 func TestJournalRotation(t *testing.T) {
-	defer func(size int64) { journalSize = size }(journalSize)
-	journalSize = 64 << 10
+	defer sqlite.SetJournalSize(64 << 10)()
 	holder := strings.Repeat("h", 2000) // about 4 KiB per record, with its event: a journal takes 15
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dlm.db")
-	s, err := Open(path)
+	s, err := sqlite.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
 	var leases []dlm.Lease
 	names := 0
-	acquire := func(s *Store, n int) {
+	acquire := func(s *sqlite.Store, n int) {
 		t.Helper()
 		for range n {
 			name := fmt.Sprint("rot/", names)
@@ -63,7 +59,7 @@ func TestJournalRotation(t *testing.T) {
 		}
 	}
 	var released dlm.Lease
-	check := func(s *Store, want []dlm.Lease) {
+	check := func(s *sqlite.Store, want []dlm.Lease) {
 		t.Helper()
 		err := s.View(ctx, func(tx dlm.ReadTx) error {
 			if live, ended, err := tx.FindLease(ctx, released.ID); err != nil || live != nil || ended == nil {
@@ -87,10 +83,10 @@ func TestJournalRotation(t *testing.T) {
 
 	// Hold the applier back: the first journal fills and waits to be
 	// retired while the second takes records.
-	unlock := lockFile(t, path)
+	unlock := holdWriteLock(t, path)
 	acquire(s, 22)
-	if _, records, err := openJournal(path + ".commitlog2"); err != nil || len(records) == 0 {
-		t.Fatalf("the second journal holds %d records (%v); want the first to have filled", len(records), err)
+	if n, err := sqlite.JournalRecords(path + ".commitlog2"); err != nil || n == 0 {
+		t.Fatalf("the second journal holds %d records (%v); want the first to have filled", n, err)
 	}
 	// Granted in the first journal, released in the second.
 	err = s.Update(ctx, func(tx dlm.Tx) error {
@@ -121,56 +117,17 @@ func TestJournalRotation(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(path)
+	s, err = sqlite.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	check(s, leases)
 	s.Close()
 
-	r, err := Open(crashed)
+	r, err := sqlite.Open(crashed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	check(r, leases[:21])
-}
-
-// lockFile takes SQLite's write lock on path from another connection until
-// the returned function is called.
-func lockFile(t *testing.T, path string) (unlock func()) {
-	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(t.Context())
-	if err == nil {
-		_, err = conn.ExecContext(t.Context(), `BEGIN IMMEDIATE`)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		conn.ExecContext(context.Background(), `ROLLBACK`)
-		conn.Close()
-		db.Close()
-	}
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
 }
