@@ -30,18 +30,17 @@ func TestBadInput(t *testing.T) {
 	big := `{"holder_id":"h","pad":"` + strings.Repeat("x", 70<<10) + `"}`
 	acq := "/v1/locks/free/acquire"
 	type row struct {
-		name     string
-		key      string // "" tenant key, "admin", "none", or a literal key
-		method   string
-		path     string
-		body     string
-		hdr      []string
-		status   int
-		code     string
-		field    string // details.field for invalid_argument
-		reason   string // details.reason for lease_ended
-		holders  int    // len(details.holders) for 409, -1 to skip
-		skipBody bool
+		name    string
+		key     string // "" tenant key, "admin", "none", or a literal key
+		method  string
+		path    string
+		body    string
+		hdr     []string
+		status  int
+		code    string
+		field   string // details.field for invalid_argument
+		reason  string // details.reason for lease_ended
+		holders int    // len(details.holders) for 409, -1 to skip
 	}
 	rows := []row{
 		{name: "malformed JSON", method: "POST", path: acq, body: `{"holder_id":`, status: 400, code: "invalid_argument", field: "body"},

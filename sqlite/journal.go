@@ -138,14 +138,6 @@ func (j *journal) sum(p []byte) uint32 {
 // fits reports whether a record of n payload bytes fits before the end.
 func (j *journal) fits(n int) bool { return j.off+8+int64(n) <= j.size }
 
-// append writes one record and makes it durable.
-func (j *journal) append(payload []byte) error {
-	if err := j.write(payload); err != nil {
-		return err
-	}
-	return j.sync()
-}
-
 // sync makes every record written so far durable.
 func (j *journal) sync() error { return syscall.Fdatasync(int(j.f.Fd())) }
 
