@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -52,14 +53,14 @@ func TestAcknowledgedBeforeApplied(t *testing.T) {
 	unlock := holdWriteLock(t, path)
 	var leases []dlm.Lease
 	for _, name := range []string{"a", "b", "c"} {
-		l, err := acquire(ctx, s, name)
+		l, err := acquire(ctx, s, name, "h")
 		if err != nil {
 			t.Fatalf("acquire %s while the file is locked: %v", name, err)
 		}
 		leases = append(leases, l)
 	}
 	// Released within the applier's group: it never needs a lease row.
-	released, err := acquire(ctx, s, "released")
+	released, err := acquire(ctx, s, "released", "h")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +89,9 @@ func TestAcknowledgedBeforeApplied(t *testing.T) {
 	checkHeld(t, r, leases, released)
 }
 
-// acquire takes an hour's exclusive lease on name, straight on the store.
-func acquire(ctx context.Context, s dlm.Store, name string) (l dlm.Lease, err error) {
+// acquire takes an hour's exclusive lease on name for holder, straight on
+// the store.
+func acquire(ctx context.Context, s dlm.Store, name, holder string) (l dlm.Lease, err error) {
 	err = s.Update(ctx, func(tx dlm.Tx) error {
 		k := dlm.Key{Namespace: "t", Name: name}
 		st, err := tx.LoadLock(ctx, k)
@@ -97,7 +99,12 @@ func acquire(ctx context.Context, s dlm.Store, name string) (l dlm.Lease, err er
 			return err
 		}
 		var c dlm.Change
-		if _, l, _, err = st.Acquire(tx.Now(), dlm.Request{ID: name, Tenant: "t", Key: k, Mode: dlm.Exclusive, HolderID: "h", TTL: time.Hour}, &c); err != nil {
+		var out dlm.Outcome
+		out, l, _, err = st.Acquire(tx.Now(), dlm.Request{ID: name, Tenant: "t", Key: k, Mode: dlm.Exclusive, HolderID: holder, TTL: time.Hour}, &c)
+		if err == nil && out != dlm.Granted {
+			err = fmt.Errorf("acquire %s: outcome %v", name, out)
+		}
+		if err != nil {
 			return err
 		}
 		return tx.Save(ctx, st, &c)

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/sqlite"
@@ -28,82 +27,30 @@ func TestJournalRotation(t *testing.T) {
 	ctx := t.Context()
 	var leases []dlm.Lease
 	names := 0
-	acquire := func(s *sqlite.Store, n int) {
+	take := func(s *sqlite.Store, n int) {
 		t.Helper()
 		for range n {
-			name := fmt.Sprint("rot/", names)
-			names++
-			var l dlm.Lease
-			err := s.Update(ctx, func(tx dlm.Tx) error {
-				k := dlm.Key{Namespace: "t", Name: name}
-				st, err := tx.LoadLock(ctx, k)
-				if err != nil {
-					return err
-				}
-				var c dlm.Change
-				r := dlm.Request{ID: name, Tenant: "t", Key: k, Mode: dlm.Exclusive, HolderID: holder, TTL: time.Hour}
-				out, lease, _, err := st.Acquire(tx.Now(), r, &c)
-				if err == nil && out != dlm.Granted {
-					err = fmt.Errorf("outcome %v", out)
-				}
-				if err != nil {
-					return err
-				}
-				l = lease
-				return tx.Save(ctx, st, &c)
-			})
+			l, err := acquire(ctx, s, fmt.Sprint("rot/", names), holder)
 			if err != nil {
-				t.Fatalf("acquire %s: %v", name, err)
+				t.Fatal(err)
 			}
+			names++
 			leases = append(leases, l)
-		}
-	}
-	var released dlm.Lease
-	check := func(s *sqlite.Store, want []dlm.Lease) {
-		t.Helper()
-		err := s.View(ctx, func(tx dlm.ReadTx) error {
-			if live, ended, err := tx.FindLease(ctx, released.ID); err != nil || live != nil || ended == nil {
-				t.Errorf("released lease %s: live %+v, ended %+v, %v; want it ended", released.ID, live, ended, err)
-			}
-			for _, l := range want {
-				got, _, err := tx.FindLease(ctx, l.ID)
-				if err != nil {
-					return err
-				}
-				if got == nil || got.Token != l.Token {
-					t.Errorf("lease %s: %+v, want it held with token %d", l.ID, got, l.Token)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
 		}
 	}
 
 	// Hold the applier back: the first journal fills and waits to be
 	// retired while the second takes records.
 	unlock := holdWriteLock(t, path)
-	acquire(s, 22)
+	take(s, 22)
 	if n, err := sqlite.JournalRecords(path + ".commitlog2"); err != nil || n == 0 {
 		t.Fatalf("the second journal holds %d records (%v); want the first to have filled", n, err)
 	}
 	// Granted in the first journal, released in the second.
-	err = s.Update(ctx, func(tx dlm.Tx) error {
-		st, err := tx.LoadLock(ctx, leases[0].Key)
-		if err != nil {
-			return err
-		}
-		var c dlm.Change
-		if _, ok := st.Release(tx.Now(), leases[0].ID, &c); !ok {
-			return fmt.Errorf("%s not held", leases[0].ID)
-		}
-		return tx.Save(ctx, st, &c)
-	})
-	if err != nil {
+	if err := release(ctx, s, leases[0]); err != nil {
 		t.Fatal(err)
 	}
-	released = leases[0]
+	released := leases[0]
 	leases = leases[1:]
 	crashed := filepath.Join(t.TempDir(), "dlm.db")
 	for _, suffix := range []string{"", "-wal", ".commitlog", ".commitlog2"} {
@@ -112,8 +59,8 @@ func TestJournalRotation(t *testing.T) {
 	unlock()
 
 	// Many rotations, each waiting for the last retirement at most.
-	acquire(s, 200)
-	check(s, leases)
+	take(s, 200)
+	checkHeld(t, s, leases, released)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +68,7 @@ func TestJournalRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(s, leases)
+	checkHeld(t, s, leases, released)
 	s.Close()
 
 	r, err := sqlite.Open(crashed)
@@ -129,5 +76,5 @@ func TestJournalRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	check(r, leases[:21])
+	checkHeld(t, r, leases[:21], released)
 }
