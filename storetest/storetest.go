@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		{"CloseAnswersWaitersAndKeepsLeases", testCloseAnswersWaiters},
 		{"Idempotency", testIdempotency},
 		{"IdempotentRetryWhileQueued", testIdempotentRetryWhileQueued},
+		{"IdempotencyComparesRequestedTTL", testIdempotencyComparesRequestedTTL},
 		{"TenantIsolation", testTenantIsolation},
 		{"TenantLimits", testTenantLimits},
 		{"List", testList},
