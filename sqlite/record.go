@@ -186,6 +186,7 @@ func (d *decoder) fail() {
 
 func (d *decoder) time() time.Time { return fromNanos(d.int()) }
 func (d *decoder) key() dlm.Key    { return dlm.Key{Namespace: d.str(), Name: d.str()} }
+
 // lease reads what encoder.lease wrote. A granted lease is recorded as it
 // was granted (renewals are recorded on their own), so the TTL it asked for
 // is its TTL and needs no bytes of its own; an ended lease no longer needs
