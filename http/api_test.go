@@ -3,6 +3,7 @@ package dlmhttp_test
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -186,6 +187,43 @@ func TestIdempotency(t *testing.T) {
 	// The same key for a different request: 422.
 	a.wantError(422, "idempotency_key_reused", "POST", "/v1/locks/x/acquire", map[string]any{"holder_id": "other", "idempotency_key": "k1"})
 	a.wantError(422, "idempotency_key_reused", "POST", "/v1/locks/z/acquire", body)
+}
+
+// TestIdempotencyComparesTheOriginalRequest: SPEC §2.6. A retry with
+// another name, scope, mode, holder_id or ttl_ms is 422, also after a renew
+// changed the lease's TTL; wait_ms may differ.
+func TestIdempotencyComparesTheOriginalRequest(t *testing.T) {
+	s := testserver.New(t, nil)
+	a := tenantAPI(t, s)
+	const path = "/v1/locks/idem%2Fa/acquire"
+	original := map[string]any{"holder_id": "w", "ttl_ms": 10000, "idempotency_key": "key-1"}
+	first := a.must(200, "POST", path, original)
+	with := func(k string, v any) map[string]any {
+		m := maps.Clone(original)
+		m[k] = v
+		return m
+	}
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("ttl_ms", 20000))
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("holder_id", "v"))
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("mode", "shared"))
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("scope", "global"))
+	a.wantError(422, "idempotency_key_reused", "POST", "/v1/locks/idem%2Fb/acquire", original)
+	if again := a.must(200, "POST", path, with("wait_ms", 5000)); again["replayed"] != true || again["lease_id"] != first["lease_id"] {
+		t.Errorf("retry with another wait_ms = %v, want the lease replayed", again)
+	}
+
+	a.must(200, "POST", "/v1/leases/"+first["lease_id"].(string)+"/renew", map[string]any{"ttl_ms": 20000})
+	again := a.must(200, "POST", path, original)
+	if again["replayed"] != true || again["lease_id"] != first["lease_id"] || again["ttl_ms"] != 20000.0 {
+		t.Errorf("retry after a renew = %v, want the renewed lease replayed", again)
+	}
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("ttl_ms", 20000))
+
+	// An omitted ttl_ms is the default, the same request as giving it.
+	a.must(200, "POST", "/v1/locks/idem%2Fc/acquire", map[string]any{"holder_id": "w", "idempotency_key": "key-2"})
+	if again := a.must(200, "POST", "/v1/locks/idem%2Fc/acquire", map[string]any{"holder_id": "w", "idempotency_key": "key-2", "ttl_ms": 30000}); again["replayed"] != true {
+		t.Errorf("retry giving the default ttl_ms = %v, want replayed", again)
+	}
 }
 
 func TestDryRun(t *testing.T) {
