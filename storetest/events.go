@@ -48,6 +48,24 @@ func (e *env) history(q engine.EventQuery) []dlm.Event {
 	}
 }
 
+// testCountRetentionWithinSeconds: SPEC §3 Operations. A log over
+// EventRetentionCount is trimmed back to it while the engine runs, within
+// seconds rather than at the minutely pass.
+func testCountRetentionWithinSeconds(t *testing.T, open Opener) {
+	e := newEnv(t, open, engine.Options{EventRetentionCount: 10})
+	for range 25 {
+		e.release(e.acquire(areq("retained", "h", dlm.Exclusive)))
+	}
+	var kept []dlm.Event
+	eventually(t, "the log is trimmed to the last 10 events", func() bool {
+		kept = e.history(engine.EventQuery{Tenant: tenant})
+		return len(kept) <= 10
+	})
+	if len(kept) != 10 || kept[0].ID != 41 || kept[9].ID != 50 {
+		t.Errorf("kept %d events; want the last 10 of 50, ids 41..50", len(kept))
+	}
+}
+
 func testEventLog(t *testing.T, open Opener) {
 	e := newEnv(t, open, engine.Options{})
 	a := e.acquire(areq("ev", "a", dlm.Exclusive))

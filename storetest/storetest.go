@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"FencingSurvivesReopen", testFencingSurvivesReopen},
 		{"ConcurrentClientsNeverOverlap", testConcurrentSafety},
 		{"EventLog", testEventLog},
+		{"CountRetentionWithinSeconds", testCountRetentionWithinSeconds},
 		{"EventIsolationAndFilters", testEventIsolationAndFilters},
 		{"WatchBacklogThenLiveWithoutGaps", testWatchBacklogThenLiveWithoutGaps},
 		{"WatchLiveOnlyAndFilter", testWatchLiveOnlyAndFilter},
