@@ -2,11 +2,15 @@ package dlmhttp_test
 
 import (
 	"context"
+	"database/sql"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
 )
@@ -212,5 +216,34 @@ func TestShutdownAnswersWaiters(t *testing.T) {
 	}
 	if w := a2.must(200, "GET", "/v1/locks/busy", nil)["waiters"].([]any); len(w) != 0 {
 		t.Errorf("waiters after restart = %v", w)
+	}
+}
+
+// TestStorageErrorIsGeneric: a storage failure is answered 503 unavailable
+// with a generic message; the driver's own message goes to the log only.
+func TestStorageErrorIsGeneric(t *testing.T) {
+	var logs dlmtest.Buffer
+	s := testserver.New(t, &testserver.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	a := tenantAPI(t, s)
+	a.acquireRelease("before")
+	// Break the store under the server: its reads of the event log fail
+	// in the SQLite driver.
+	db, err := sql.Open("sqlite", filepath.Join(s.Dir, "dlm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`ALTER TABLE events RENAME TO events_gone`); err != nil {
+		t.Fatal(err)
+	}
+	r := a.wantError(503, "unavailable", "GET", "/v1/events", nil)
+	if msg := r.json(t)["error"].(map[string]any)["message"]; msg != "storage is unavailable" {
+		t.Errorf("message = %q, want the generic one", msg)
+	}
+	if strings.Contains(string(r.body), "events") {
+		t.Errorf("the answer shows the storage failure: %s", r.body)
+	}
+	if !strings.Contains(logs.String(), "no such table: events") {
+		t.Errorf("the log lacks the driver's message:\n%s", logs.String())
 	}
 }

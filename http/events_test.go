@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/wire"
@@ -272,7 +273,7 @@ func TestSlowWatcherDoesNotSlowLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := testserver.New(t, &testserver.Options{Engine: engine.Options{WatchBuffer: 64}, Listener: tinySendBuffers{ln}})
+	s := testserver.New(t, &testserver.Options{Engine: engine.Options{WatchBuffer: 64}, Listener: dlmtest.SmallSendBuffers(ln)})
 	a := tenantAPI(t, s)
 	cycles := func() time.Duration {
 		start := time.Now()
@@ -292,7 +293,7 @@ func TestSlowWatcherDoesNotSlowLocks(t *testing.T) {
 	baseline := cycles()
 	slow, _, err := websocket.Dial(t.Context(), s.URL+"/v1/watch", &websocket.DialOptions{
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + s.TenantKey}},
-		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: tinyReceiveBuffer}},
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dlmtest.DialSmallReceiveBuffer}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -319,27 +320,41 @@ func TestSlowWatcherDoesNotSlowLocks(t *testing.T) {
 	t.Logf("stuck watcher got %d events before being cut off (%v)", got, err)
 }
 
-// tinySendBuffers gives every accepted connection a 4 KiB send buffer, so
-// that writes to a peer that does not read stall quickly.
-type tinySendBuffers struct{ net.Listener }
-
-func (l tinySendBuffers) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		err = c.(*net.TCPConn).SetWriteBuffer(4096)
+// TestSlowWatcherGetsCloseCode: a watcher that stops reading is dropped by
+// the engine while the server's write to it is stuck; once it reads again
+// it gets what the sockets held, then close code 4002 with the code
+// slow_consumer in its reason, not a bare EOF.
+func TestSlowWatcherGetsCloseCode(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return c, err
-}
-
-// tinyReceiveBuffer dials with a 4 KiB receive buffer, so that a client that
-// does not read stalls the server's writes quickly.
-func tinyReceiveBuffer(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
-	return d.DialContext(ctx, network, addr)
+	s := testserver.New(t, &testserver.Options{Engine: engine.Options{WatchBuffer: 16}, Listener: dlmtest.SmallSendBuffers(ln)})
+	a := tenantAPI(t, s)
+	slow, _, err := websocket.Dial(t.Context(), s.URL+"/v1/watch", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + s.TenantKey}},
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dlmtest.DialSmallReceiveBuffer}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow() // the server registered the watch before answering the upgrade
+	for i := 0; s.Engine.Watchers() > 0; i++ {
+		if i == 5000 {
+			t.Fatal("5000 acquire/release cycles and the watcher that does not read is still watching")
+		}
+		a.acquireRelease("burst")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	got := 0
+	for ; ; got++ {
+		if _, _, err = slow.Read(ctx); err != nil {
+			break
+		}
+	}
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4002 || !strings.HasPrefix(ce.Reason, "slow_consumer") {
+		t.Fatalf("dropped watcher read %d events, then %v; want close code 4002, reason slow_consumer", got, err)
+	}
 }

@@ -24,6 +24,7 @@ type Handler struct {
 	routes   []route
 	patterns []pattern // routes[i].pattern, split once
 	observe  func(route, method string, status int, d time.Duration)
+	causeLog logLimit // for causes of errors clients are not shown
 }
 
 // Option configures a Handler.

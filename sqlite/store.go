@@ -220,5 +220,5 @@ func unavailable(err error) error {
 	if err == nil || errors.As(err, &de) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return &dlm.Error{Code: dlm.CodeUnavailable, Message: "storage: " + err.Error()}
+	return dlm.Unavailable(err)
 }
