@@ -2,13 +2,18 @@ package dlmhttp_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -535,4 +540,37 @@ func TestBlockingAcquireClientGone(t *testing.T) {
 	if m := a.must(200, "GET", "/v1/locks/q", nil); len(m["holders"].([]any)) != 0 {
 		t.Errorf("the lock went to the client that left: %v", m)
 	}
+}
+
+// TestDataFilesArePrivate: the database and SQLite's -wal and -shm files are
+// mode 0600 whatever the umask, and files left more open are narrowed at
+// the next start. (Not parallel: the umask is the process's.)
+func TestDataFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	s := testserver.New(t, nil)
+	tenantAPI(t, s).acquire("private", "h", nil)
+	files := []string{"dlm.db", "dlm.db-wal", "dlm.db-shm"}
+	check := func(when string) {
+		t.Helper()
+		for _, f := range files {
+			st, err := os.Stat(filepath.Join(s.Dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := st.Mode().Perm(); m != 0o600 {
+				t.Errorf("%s: %s has mode %v, want 0600", when, f, m)
+			}
+		}
+	}
+	check("fresh")
+	s.Close()
+	for _, f := range files {
+		if err := os.Chmod(filepath.Join(s.Dir, f), 0o644); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	s = testserver.New(t, &testserver.Options{Dir: s.Dir})
+	tenantAPI(t, s).acquire("private2", "h", nil)
+	check("restarted")
 }

@@ -71,8 +71,12 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		body   wireError
 		de     *dlm.Error
 		mna    *methodNotAllowed
+		htl    *headersTooLarge
 	)
 	switch {
+	case errors.As(err, &htl):
+		status = http.StatusRequestHeaderFieldsTooLarge
+		body = wireError{Code: dlm.CodePayloadTooLarge, Message: htl.Error()}
 	case errors.As(err, &mna):
 		w.Header().Set("Allow", mna.allow)
 		status = http.StatusMethodNotAllowed

@@ -25,6 +25,10 @@ func (h *Handler) eventQuery(r *http.Request, c *call) (q engine.EventQuery, sin
 		return q, false, dlm.Invalid("scope", "must be %q or %q", scopeTenant, scopeGlobal)
 	}
 	q.Tenant = c.principal.Tenant
+	if t, named := c.query.get("tenant"); named && !c.principal.Admin && t != q.Tenant && q.Scope != scopeGlobal {
+		// As on /v1/locks: ?tenant= may only repeat a tenant key's own.
+		return q, false, errForeignTenant
+	}
 	if c.principal.Admin {
 		// The admin key belongs to no tenant: it reads one with ?tenant=,
 		// or the global scope.
