@@ -245,6 +245,14 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 	}
 }
 
+// otherRequests turn a request into another one that must not reuse its
+// idempotency key (SPEC §2.6).
+var otherRequests = map[string]func(*dlm.Request){
+	"mode":   func(r *dlm.Request) { r.Mode = dlm.Shared },
+	"holder": func(r *dlm.Request) { r.HolderID = "other" },
+	"ttl":    func(r *dlm.Request) { r.TTL = 2 * r.TTL },
+}
+
 func TestIdempotentReplayAndMismatch(t *testing.T) {
 	s := &dlm.LockState{Key: key}
 	var c dlm.Change
@@ -262,11 +270,7 @@ func TestIdempotentReplayAndMismatch(t *testing.T) {
 		t.Errorf("replayed lease (-got +want):\n%s", diff)
 	}
 
-	for name, change := range map[string]func(*dlm.Request){
-		"mode":   func(r *dlm.Request) { r.Mode = dlm.Shared },
-		"holder": func(r *dlm.Request) { r.HolderID = "other" },
-		"ttl":    func(r *dlm.Request) { r.TTL = 2 * r.TTL },
-	} {
+	for name, change := range otherRequests {
 		bad := retry
 		change(&bad)
 		if _, _, _, err := s.Acquire(t0, bad, &c); !errors.Is(err, dlm.ErrIdempotencyKeyReused) {
@@ -331,11 +335,7 @@ func TestIdempotentRetryTakesOverQueueEntry(t *testing.T) {
 	if out, _, _, err := s.Acquire(t0.Add(time.Second), once, &c); err != nil || out != dlm.Conflict || s.Waiters[0].Ticket != "W2" {
 		t.Fatalf("retry without wait = %v, %v, ticket %q; want a conflict leaving the entry to W2", out, err, s.Waiters[0].Ticket)
 	}
-	for name, change := range map[string]func(*dlm.Request){
-		"mode":   func(r *dlm.Request) { r.Mode = dlm.Shared },
-		"holder": func(r *dlm.Request) { r.HolderID = "other" },
-		"ttl":    func(r *dlm.Request) { r.TTL = 2 * r.TTL },
-	} {
+	for name, change := range otherRequests {
 		bad := retry
 		change(&bad)
 		if _, _, _, err := s.Acquire(t0.Add(time.Second), bad, &c); !errors.Is(err, dlm.ErrIdempotencyKeyReused) {
