@@ -140,7 +140,7 @@ func (l *logLimit) allow(now time.Time) (left int, ok bool) {
 	return left, true
 }
 
-// closeReason is the reason text that ends a WebSocket with err: its code,
+// closeReason is the reason text that ends a WebSocket with de: its code,
 // then its message, so that a client can tell the codes apart.
 func closeReason(de *dlm.Error) string {
 	if de.Message == "" {
