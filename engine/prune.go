@@ -22,11 +22,11 @@ const (
 	pruneBatch = 5000
 )
 
-// pruner schedules the pruning passes. Besides the pass every pruneEvery,
-// it asks for one as soon as this engine has committed enough events since
-// the last pass to take the log past Options.EventRetentionCount by a
-// tenth of it: the log is then trimmed back within seconds, on its own
-// goroutine, never on the lock path.
+// pruner schedules the pruning passes. Besides the full pass every
+// pruneEvery, it asks for a pass over the event log as soon as this engine
+// has committed enough events since the last pass to take the log past
+// Options.EventRetentionCount by a tenth of it: the log is then trimmed
+// back within seconds, on its own goroutine, never on the lock path.
 type pruner struct {
 	margin int64
 	since  atomic.Int64 // events committed here since the last pass began
@@ -49,17 +49,22 @@ func (p *pruner) committed(n int) {
 	}
 }
 
-// prune runs a pass now, then whenever the pruner asks or pruneEvery has
-// passed, at most every pruneSpacing, until ctx ends.
+// prune runs a full pass now and every pruneEvery, and a pass over the
+// event log alone whenever the pruner asks, at most every pruneSpacing,
+// until ctx ends.
 func (e *Engine) prune(ctx context.Context) {
 	defer e.wg.Done()
 	every := time.NewTicker(pruneEvery)
 	defer every.Stop()
 	spacing := time.NewTimer(0)
 	defer spacing.Stop()
-	for {
+	for full := true; ; {
 		e.pruner.since.Store(0)
-		if err := e.Prune(ctx); err != nil && ctx.Err() == nil {
+		err := e.pruneEvents(ctx)
+		if full && err == nil {
+			err = e.pruneEnded(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
 			e.log.Warn("pruning failed", "err", err)
 		}
 		spacing.Reset(pruneSpacing)
@@ -72,7 +77,9 @@ func (e *Engine) prune(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-every.C:
+			full = true
 		case <-e.pruner.kick:
+			full = false
 		}
 	}
 }
@@ -80,9 +87,15 @@ func (e *Engine) prune(ctx context.Context) {
 // Prune forgets ended leases and events past their retention now. The engine
 // also does it by itself: see pruner.
 func (e *Engine) Prune(ctx context.Context) error {
-	err := e.store.Update(ctx, func(tx dlm.Tx) error {
-		return tx.PruneEnded(ctx, tx.Now().Add(-e.opts.EndedRetention))
-	})
+	if err := e.pruneEvents(ctx); err != nil {
+		return err
+	}
+	return e.pruneEnded(ctx)
+}
+
+// pruneEvents deletes the events past retention, pruneBatch at a time.
+func (e *Engine) pruneEvents(ctx context.Context) error {
+	var err error
 	for n := pruneBatch; err == nil && n == pruneBatch; {
 		err = e.store.Update(ctx, func(tx dlm.Tx) error {
 			var err error
@@ -91,4 +104,11 @@ func (e *Engine) Prune(ctx context.Context) error {
 		})
 	}
 	return err
+}
+
+// pruneEnded forgets the ended leases past Options.EndedRetention.
+func (e *Engine) pruneEnded(ctx context.Context) error {
+	return e.store.Update(ctx, func(tx dlm.Tx) error {
+		return tx.PruneEnded(ctx, tx.Now().Add(-e.opts.EndedRetention))
+	})
 }
