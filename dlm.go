@@ -83,6 +83,10 @@ type Lease struct {
 	AcquiredAt     time.Time
 	ExpiresAt      time.Time
 	IdempotencyKey string
+	// RequestedTTL is the TTL the acquire asked for. A renew may change
+	// TTL but never this, so that a retry with the same idempotency key
+	// is compared with the original request (SPEC §2.6).
+	RequestedTTL time.Duration
 }
 
 // Live reports whether l is held at now. A lease is held strictly before its

@@ -20,6 +20,12 @@ const (
 	CodeLimitExceeded        = "limit_exceeded"
 	CodeUnavailable          = "unavailable"
 	CodeInternal             = "internal"
+	// CodeCompacted ends a watch whose since is older than the retained
+	// event log: the events after it are gone.
+	CodeCompacted = "compacted"
+	// CodeSlowConsumer ends a watch that fell too far behind the log; a
+	// watcher may resume from the last event it read.
+	CodeSlowConsumer = "slow_consumer"
 )
 
 // Error is the one error type that crosses package boundaries with a code a
@@ -33,9 +39,21 @@ type Error struct {
 	Reason EndReason
 	// Field is set for invalid_argument: which input was wrong.
 	Field string
+	// Cause is the failure behind the error, such as a storage driver's,
+	// for the server's logs. It is never sent to a client, whose message
+	// stays generic.
+	Cause error
 }
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return e.Code + ": " + e.Message + ": " + e.Cause.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Unwrap returns the cause, if any.
+func (e *Error) Unwrap() error { return e.Cause }
 
 // Is makes errors.Is(err, &Error{Code: c}) match any *Error with code c.
 func (e *Error) Is(target error) bool {
@@ -73,4 +91,12 @@ var (
 	ErrLimitExceeded        = &Error{Code: CodeLimitExceeded}
 	ErrUnavailable          = &Error{Code: CodeUnavailable}
 	ErrUnauthenticated      = &Error{Code: CodeUnauthenticated}
+	ErrCompacted            = &Error{Code: CodeCompacted}
+	ErrSlowConsumer         = &Error{Code: CodeSlowConsumer}
 )
+
+// Unavailable returns the unavailable error of a storage failure: a generic
+// message for clients, with cause kept for the logs.
+func Unavailable(cause error) *Error {
+	return &Error{Code: CodeUnavailable, Message: "storage is unavailable", Cause: cause}
+}

@@ -72,16 +72,17 @@ const (
 // (or, for a retried idempotent request, takes over its earlier queue entry).
 //
 // It returns the lease for Granted and Replayed, the waiter for Queued, and
-// an idempotency_key_reused error when the key names a different request.
+// an idempotency_key_reused error when the key names a different request:
+// another mode, holder or TTL than the one first made with it.
 func (s *LockState) Acquire(now time.Time, r Request, c *Change) (Outcome, Lease, Waiter, error) {
 	s.Expire(now, c)
 	if r.IdempotencyKey != "" {
 		for i := range s.Holders {
 			h := &s.Holders[i]
 			if h.Tenant == r.Tenant && h.IdempotencyKey == r.IdempotencyKey {
-				// The TTL is not compared: a renew may have changed it
-				// since, and the retry repeats the original request.
-				if h.Mode != r.Mode || h.HolderID != r.HolderID {
+				// Compared with what was asked, not with the lease as
+				// renewals left it.
+				if h.Mode != r.Mode || h.HolderID != r.HolderID || h.RequestedTTL != r.TTL {
 					return 0, Lease{}, Waiter{}, reusedKey()
 				}
 				return Replayed, *h, Waiter{}, nil
@@ -90,8 +91,13 @@ func (s *LockState) Acquire(now time.Time, r Request, c *Change) (Outcome, Lease
 		for i := range s.Waiters {
 			w := &s.Waiters[i]
 			if w.Tenant == r.Tenant && w.IdempotencyKey == r.IdempotencyKey {
-				if w.Mode != r.Mode || w.HolderID != r.HolderID || w.TTL != r.TTL || r.Wait == 0 {
+				if w.Mode != r.Mode || w.HolderID != r.HolderID || w.TTL != r.TTL {
 					return 0, Lease{}, Waiter{}, reusedKey()
+				}
+				if r.Wait <= 0 {
+					// Tried once: not granted yet, and the queue entry
+					// stays with the request that waits on it.
+					return Conflict, Lease{}, Waiter{}, nil
 				}
 				// The retry takes over the queue entry and keeps its place.
 				w.Ticket = r.ID
@@ -305,7 +311,7 @@ func (s *LockState) grant(now time.Time, id, tenant string, m Mode, holder strin
 	l := Lease{
 		ID: id, Tenant: tenant, Key: s.Key, Mode: m, HolderID: holder,
 		Token: s.Token, TTL: ttl, AcquiredAt: now, ExpiresAt: now.Add(ttl),
-		IdempotencyKey: idem,
+		IdempotencyKey: idem, RequestedTTL: ttl,
 	}
 	s.Holders = append(s.Holders, l)
 	c.Granted = append(c.Granted, l)

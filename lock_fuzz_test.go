@@ -530,7 +530,7 @@ type refLease struct {
 	ID, Tenant, Holder, Idem string
 	Mode                     dlm.Mode
 	Token                    int64
-	TTL                      time.Duration
+	TTL, Asked               time.Duration // Asked: the TTL the acquire asked for
 	Acquired, Expires        time.Time
 }
 
@@ -593,7 +593,7 @@ func (m *refLock) conflictsWithHolders(mode dlm.Mode) bool {
 
 func (m *refLock) grant(now time.Time, id, tenant string, mode dlm.Mode, holder string, ttl time.Duration, idem string, c *refChange) refLease {
 	m.token++
-	l := refLease{ID: id, Tenant: tenant, Holder: holder, Idem: idem, Mode: mode, Token: m.token, TTL: ttl, Acquired: now, Expires: now.Add(ttl)}
+	l := refLease{ID: id, Tenant: tenant, Holder: holder, Idem: idem, Mode: mode, Token: m.token, TTL: ttl, Asked: ttl, Acquired: now, Expires: now.Add(ttl)}
 	m.holders = append(m.holders, l)
 	c.granted = append(c.granted, l)
 	c.events = append(c.events, refEvent{dlm.EventAcquired, holder, mode, l.Token, now})
@@ -656,9 +656,8 @@ func (m *refLock) acquire(now time.Time, r dlm.Request, c *refChange) (dlm.Outco
 	if r.IdempotencyKey != "" {
 		for _, h := range m.holders {
 			if h.Tenant == r.Tenant && h.Idem == r.IdempotencyKey {
-				// Not the TTL: a renew may have changed it, and a retry
-				// repeats the original request (SPEC 2.6).
-				if h.Mode != r.Mode || h.Holder != r.HolderID {
+				// The TTL asked for, not the one a renew left (SPEC 2.6).
+				if h.Mode != r.Mode || h.Holder != r.HolderID || h.Asked != r.TTL {
 					return 0, refLease{}, refWaiter{}, dlm.ErrIdempotencyKeyReused
 				}
 				return dlm.Replayed, h, refWaiter{}, nil
@@ -666,8 +665,11 @@ func (m *refLock) acquire(now time.Time, r dlm.Request, c *refChange) (dlm.Outco
 		}
 		for i, w := range m.waiters {
 			if w.Tenant == r.Tenant && w.Idem == r.IdempotencyKey {
-				if w.Mode != r.Mode || w.Holder != r.HolderID || w.TTL != r.TTL || r.Wait == 0 {
+				if w.Mode != r.Mode || w.Holder != r.HolderID || w.TTL != r.TTL {
 					return 0, refLease{}, refWaiter{}, dlm.ErrIdempotencyKeyReused
+				}
+				if r.Wait == 0 {
+					return dlm.Conflict, refLease{}, refWaiter{}, nil
 				}
 				m.waiters[i].Ticket = r.ID
 				m.waiters[i].Deadline = now.Add(r.Wait)
@@ -812,7 +814,7 @@ func (m *refLock) nextDue() time.Time {
 
 func leaseOf(l dlm.Lease) refLease {
 	return refLease{ID: l.ID, Tenant: l.Tenant, Holder: l.HolderID, Idem: l.IdempotencyKey, Mode: l.Mode,
-		Token: l.Token, TTL: l.TTL, Acquired: l.AcquiredAt, Expires: l.ExpiresAt}
+		Token: l.Token, TTL: l.TTL, Asked: l.RequestedTTL, Acquired: l.AcquiredAt, Expires: l.ExpiresAt}
 }
 
 func leasesOf(ls []dlm.Lease) []refLease {

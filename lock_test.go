@@ -245,6 +245,14 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 	}
 }
 
+// otherRequests turn a request into another one that must not reuse its
+// idempotency key (SPEC §2.6).
+var otherRequests = map[string]func(*dlm.Request){
+	"mode":   func(r *dlm.Request) { r.Mode = dlm.Shared },
+	"holder": func(r *dlm.Request) { r.HolderID = "other" },
+	"ttl":    func(r *dlm.Request) { r.TTL = 2 * r.TTL },
+}
+
 func TestIdempotentReplayAndMismatch(t *testing.T) {
 	s := &dlm.LockState{Key: key}
 	var c dlm.Change
@@ -262,10 +270,7 @@ func TestIdempotentReplayAndMismatch(t *testing.T) {
 		t.Errorf("replayed lease (-got +want):\n%s", diff)
 	}
 
-	for name, change := range map[string]func(*dlm.Request){
-		"mode":   func(r *dlm.Request) { r.Mode = dlm.Shared },
-		"holder": func(r *dlm.Request) { r.HolderID = "other" },
-	} {
+	for name, change := range otherRequests {
 		bad := retry
 		change(&bad)
 		if _, _, _, err := s.Acquire(t0, bad, &c); !errors.Is(err, dlm.ErrIdempotencyKeyReused) {
@@ -273,10 +278,17 @@ func TestIdempotentReplayAndMismatch(t *testing.T) {
 		}
 	}
 
-	// A renew may change the lease's TTL: a retry still replays it.
+	// A renew may change the lease's TTL: the retry is still compared with
+	// what was first asked, so the original request replays and one with
+	// the renewed TTL does not.
 	renewed, _ := s.Renew(t0, first.ID, time.Hour, &c)
 	if out, _, _, err := s.Acquire(t0, retry, &c); out != dlm.Replayed || err != nil {
 		t.Errorf("retry after a renew with another ttl = %v, %v; want replayed", out, err)
+	}
+	asRenewed := retry
+	asRenewed.TTL = time.Hour
+	if _, _, _, err := s.Acquire(t0, asRenewed, &c); !errors.Is(err, dlm.ErrIdempotencyKeyReused) {
+		t.Errorf("retry with the renewed ttl: err = %v, want idempotency_key_reused", err)
 	}
 
 	// Another tenant's key of the same name is another key.
@@ -314,6 +326,21 @@ func TestIdempotentRetryTakesOverQueueEntry(t *testing.T) {
 	}
 	if len(s.Waiters) != 2 || s.Waiters[0].ID != "W" || len(c.Retaken) != 1 || len(c.Queued) != 0 {
 		t.Fatalf("queue = %+v, change %+v; want W first with no new entry", s.Waiters, c)
+	}
+	// wait_ms may differ (SPEC §2.6): a retry that tries once is not
+	// granted, and the entry stays with the request waiting on it.
+	once := retry
+	once.ID, once.Wait = "W3", 0
+	c = dlm.Change{}
+	if out, _, _, err := s.Acquire(t0.Add(time.Second), once, &c); err != nil || out != dlm.Conflict || s.Waiters[0].Ticket != "W2" {
+		t.Fatalf("retry without wait = %v, %v, ticket %q; want a conflict leaving the entry to W2", out, err, s.Waiters[0].Ticket)
+	}
+	for name, change := range otherRequests {
+		bad := retry
+		change(&bad)
+		if _, _, _, err := s.Acquire(t0.Add(time.Second), bad, &c); !errors.Is(err, dlm.ErrIdempotencyKeyReused) {
+			t.Errorf("queued, same key, different %s: err = %v, want idempotency_key_reused", name, err)
+		}
 	}
 	// The abandoned request's cancellation no longer removes the entry.
 	if _, granted := s.CancelWait(t0, "W", "W", &c); granted || len(s.Waiters) != 2 {

@@ -1,5 +1,10 @@
 package dlm
 
+import (
+	"unicode"
+	"unicode/utf8"
+)
+
 // Limits on names and identifiers (SPEC §3).
 const (
 	MaxNameLen     = 256
@@ -54,8 +59,12 @@ func checkNameChars(field, s string) error {
 	return nil
 }
 
-// validatePrintable checks a 1–max character string of printable ASCII or
-// UTF-8 without control characters.
+// validatePrintable checks a 1–max character string of printable UTF-8:
+// no control characters, and none of the invisible format characters
+// (Unicode category Cf: bidi overrides and isolates such as U+202E,
+// zero-width spaces and joiners, the byte order mark), line or paragraph
+// separators, or private-use characters, which could make one holder look
+// like another wherever it is shown.
 func validatePrintable(field, s string, max int) error {
 	if s == "" {
 		return Invalid(field, "must not be empty")
@@ -63,8 +72,8 @@ func validatePrintable(field, s string, max int) error {
 	n := 0
 	for _, r := range s {
 		n++
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0xfffd {
-			return Invalid(field, "must be printable characters")
+		if r == utf8.RuneError || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Co, unicode.Bidi_Control) {
+			return Invalid(field, "must be printable characters, without control, invisible or bidi format characters (found %U)", r)
 		}
 	}
 	if n > max {
@@ -73,7 +82,8 @@ func validatePrintable(field, s string, max int) error {
 	return nil
 }
 
-// ValidateHolderID checks a holder id: 1–128 printable characters.
+// ValidateHolderID checks a holder id: 1–128 printable characters (see
+// validatePrintable).
 func ValidateHolderID(s string) error { return validatePrintable("holder_id", s, MaxHolderLen) }
 
 // ValidateIdempotencyKey checks an idempotency key: 1–128 printable characters.

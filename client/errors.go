@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
 )
 
@@ -22,8 +23,9 @@ var (
 	ErrReleased = errors.New("dlm: lock released")
 	// ErrCompacted is returned by Watch when the events after the
 	// requested id are no longer retained; resume from the current
-	// position (Since 0) and re-read state with Inspect.
-	ErrCompacted = errors.New("dlm: events compacted")
+	// position (Since 0) and re-read state with Inspect. It is
+	// dlm.ErrCompacted: either matches.
+	ErrCompacted = dlm.ErrCompacted
 )
 
 // statusCodes maps an HTTP status to the code of SPEC §3's table, for error
@@ -71,6 +73,22 @@ func decodeError(status int, body []byte) *dlm.Error {
 	return &dlm.Error{Code: code, Message: fmt.Sprintf("HTTP %d %s: %s", status, http.StatusText(status), msg)}
 }
 
+// closeCodes are the codes a server names in the reason of a WebSocket it
+// closes (SPEC §3 "Events"): "compacted", or "code: message".
+var closeCodes = map[string]bool{dlm.CodeCompacted: true, dlm.CodeSlowConsumer: true, dlm.CodeUnavailable: true}
+
+// closeError turns the error that ended a WebSocket into a *dlm.Error when
+// the server closed it with a coded reason, and into a netError otherwise.
+func closeError(err error) error {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		if code, msg, _ := strings.Cut(ce.Reason, ": "); closeCodes[code] {
+			return &dlm.Error{Code: code, Message: msg}
+		}
+	}
+	return &netError{err}
+}
+
 // netError is a request that failed below HTTP: connection refused or
 // reset, EOF, a timeout. The request may or may not have reached the server.
 type netError struct{ err error }
@@ -78,11 +96,12 @@ type netError struct{ err error }
 func (e *netError) Error() string { return e.err.Error() }
 func (e *netError) Unwrap() error { return e.err }
 
-// transient reports whether err is worth retrying: a network error or an
-// unavailable server (503, or a proxy's 502/504).
+// transient reports whether err is worth retrying: a network error, an
+// unavailable server (503, or a proxy's 502/504), or a watch closed for
+// falling behind, which resumes after the last event it yielded.
 func transient(err error) bool {
 	var ne *netError
-	return errors.As(err, &ne) || errors.Is(err, dlm.ErrUnavailable)
+	return errors.As(err, &ne) || errors.Is(err, dlm.ErrUnavailable) || errors.Is(err, dlm.ErrSlowConsumer)
 }
 
 // opError wraps err with the step that failed and the name it concerned.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
+	"github.com/dlmhq/dlm/engine"
 )
 
 // The tests in this file run against the real server (engine, SQLite store
@@ -495,5 +498,40 @@ func TestWatchResumesAfterConnectionCut(t *testing.T) {
 	}
 	if want := []int64{2, 3, 4}; !slices.Equal(ids, want) {
 		t.Errorf("watched ids %v, want %v: each once, none missed", ids, want)
+	}
+}
+
+// TestSlowWatcherErrorHasItsOwnCode: a watch the server drops for falling
+// behind ends with dlm.ErrSlowConsumer, not dlm.ErrUnavailable, and Watch
+// counts it among the errors it reconnects after.
+func TestSlowWatcherErrorHasItsOwnCode(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testserver.New(t, &testserver.Options{Engine: engine.Options{WatchBuffer: 16}, Listener: dlmtest.SmallSendBuffers(ln)})
+	c := newClient(t, s.URL, s.TenantKey, &Options{HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dlmtest.DialSmallReceiveBuffer}}})
+	ctx := ctxFor(t, time.Minute)
+	conn, err := c.dialWatch(ctx, &WatchOptions{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow() // the server registered the watch before answering the upgrade
+	r := engine.AcquireRequest{Tenant: "default", Key: dlm.Key{Namespace: "default", Name: "burst"}, HolderID: "h"}
+	for i := 0; s.Engine.Watchers() > 0; i++ {
+		if i == 5000 {
+			t.Fatal("5000 acquire/release cycles and the watcher that does not read is still watching")
+		}
+		l, _, err := s.Engine.Acquire(ctx, r)
+		if err == nil {
+			_, err = s.Engine.Release(ctx, l.Tenant, l.ID)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, err = readEvents(ctx, conn, 0, func(dlm.Event, error) bool { return true })
+	if !errors.Is(err, dlm.ErrSlowConsumer) || errors.Is(err, dlm.ErrUnavailable) || !transient(err) {
+		t.Fatalf("dropped watch ended with %v; want dlm.ErrSlowConsumer (not ErrUnavailable), which Watch resumes after", err)
 	}
 }

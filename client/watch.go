@@ -30,10 +30,6 @@ type WatchOptions struct {
 	Since int64
 }
 
-// compactedReason is the close reason of a watch whose Since is older than
-// the retained event log (SPEC §3 "Events").
-const compactedReason = "compacted"
-
 // Watch streams events over the server's WebSocket (GET /v1/watch), in id
 // order: first the retained events after opts.Since, then live ones.
 //
@@ -138,11 +134,11 @@ func readEvents(ctx context.Context, conn *websocket.Conn, since int64, yield fu
 	for {
 		typ, data, err := conn.Read(ctx)
 		if err != nil {
-			var ce websocket.CloseError
-			if errors.As(err, &ce) && ce.Reason == compactedReason {
-				return last, false, fmt.Errorf("%w: no events retained after id %d", ErrCompacted, last)
+			err = closeError(err)
+			if errors.Is(err, dlm.ErrCompacted) {
+				return last, false, fmt.Errorf("no events retained after id %d: %w", last, err)
 			}
-			return last, false, &netError{err}
+			return last, false, err
 		}
 		if typ != websocket.MessageText {
 			continue

@@ -42,7 +42,7 @@ func (s *watchServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer conn.CloseNow()
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	if since < s.oldest {
-		conn.Close(websocket.StatusPolicyViolation, compactedReason)
+		conn.Close(websocket.StatusPolicyViolation, dlm.CodeCompacted)
 		return
 	}
 	for id, sent := since+1, int64(0); id <= s.n && sent < s.perConn; id, sent = id+1, sent+1 {

@@ -37,7 +37,9 @@ type Options struct {
 	WaitPoll time.Duration
 	// EventRetention is how long events are kept. Default 168h.
 	EventRetention time.Duration
-	// EventRetentionCount caps how many events are kept. Default 1,000,000.
+	// EventRetentionCount caps how many events are kept: a log that grew
+	// past it by a tenth is trimmed back within about a second (see
+	// pruner). Default 1,000,000.
 	EventRetentionCount int64
 	// WatchBuffer is how many events a watcher may have waiting for it. A
 	// burst beyond that is read again from the log once the watcher has
@@ -97,6 +99,7 @@ type Engine struct {
 	log     *slog.Logger
 	waiters hub
 	sweeper sweeper
+	pruner  pruner
 	feed    feed
 	keys    keyCache
 	stats   statsCache
@@ -123,16 +126,18 @@ func New(store dlm.Store, opts Options) *Engine {
 	_, e.shared = store.(dlm.Notifier)
 	e.waiters.init()
 	e.sweeper.init()
+	e.pruner.init(e.opts.EventRetentionCount)
 	e.feed.init(e.opts.WatchBuffer)
 	e.stats.turn = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	e.wg.Add(3)
+	e.wg.Add(4)
 	go func() {
 		defer e.wg.Done()
 		<-e.closing
 		cancel()
 	}()
 	go e.sweep(ctx)
+	go e.prune(ctx)
 	go e.runFeed(ctx)
 	return e
 }
@@ -211,14 +216,15 @@ func (e *Engine) update(ctx context.Context, fn func(tx dlm.Tx) ([]dlm.Change, e
 }
 
 // afterCommit tells the observer about c, hands grants to the acquires
-// parked on them, tells the feed about new events and makes sure the
-// sweeper wakes for the earliest new expiry.
+// parked on them, tells the feed and the pruner about new events and makes
+// sure the sweeper wakes for the earliest new expiry.
 func (e *Engine) afterCommit(c *dlm.Change) {
 	if e.opts.Observer != nil {
 		e.opts.Observer.Changed(c)
 	}
 	if len(c.Events) > 0 {
 		e.feed.poked()
+		e.pruner.committed(len(c.Events))
 	}
 	var due time.Time
 	for i := range c.Granted {

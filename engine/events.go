@@ -11,9 +11,9 @@ import (
 var (
 	// ErrSlowConsumer ends a watch that fell too far behind: its buffer of
 	// Options.WatchBuffer events full, and as many more not sent since.
-	ErrSlowConsumer = dlm.Errorf(dlm.CodeUnavailable, "slow consumer: fell too far behind the event log")
+	ErrSlowConsumer = dlm.Errorf(dlm.CodeSlowConsumer, "fell too far behind the event log")
 	// ErrCompacted refuses a watch whose since is older than the retained log.
-	ErrCompacted = dlm.Errorf(dlm.CodeNotFound, "compacted: events after since were pruned")
+	ErrCompacted = dlm.Errorf(dlm.CodeCompacted, "events after since were pruned")
 )
 
 // Listing limits for event history.

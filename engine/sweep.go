@@ -41,9 +41,6 @@ const (
 	// sweepIdle is the longest the sweep sleeps when nothing is due, so that
 	// expiries made by other processes sharing the store are caught too.
 	sweepIdle = time.Second
-	// pruneEvery is how often ended leases and events past retention are
-	// forgotten.
-	pruneEvery = time.Minute
 	// retryPause is the wait after a failed sweep, e.g. storage down.
 	retryPause = 100 * time.Millisecond
 )
@@ -52,7 +49,6 @@ const (
 // granting the waiters behind them, even when no client touches the lock.
 func (e *Engine) sweep(ctx context.Context) {
 	defer e.wg.Done()
-	nextPrune := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -73,12 +69,6 @@ func (e *Engine) sweep(ctx context.Context) {
 			}
 			e.log.Warn("expiry sweep failed", "err", err)
 			wait = retryPause
-		}
-		if now := time.Now(); now.After(nextPrune) {
-			nextPrune = now.Add(pruneEvery)
-			if err := e.Prune(ctx); err != nil && ctx.Err() == nil {
-				e.log.Warn("pruning failed", "err", err)
-			}
 		}
 		wait = min(wait, sweepIdle)
 		e.sweeper.target.Store(time.Now().Add(wait).UnixNano())
@@ -132,24 +122,4 @@ func (e *Engine) sweepOnce(ctx context.Context) (time.Duration, error) {
 		return nil
 	})
 	return wait, err
-}
-
-// pruneBatch is how many events one pruning transaction deletes at most,
-// so that pruning a large backlog never stalls the lock path for long.
-const pruneBatch = 5000
-
-// Prune forgets ended leases and events past their retention now. The engine
-// also does it every minute by itself.
-func (e *Engine) Prune(ctx context.Context) error {
-	err := e.store.Update(ctx, func(tx dlm.Tx) error {
-		return tx.PruneEnded(ctx, tx.Now().Add(-e.opts.EndedRetention))
-	})
-	for n := pruneBatch; err == nil && n == pruneBatch; {
-		err = e.store.Update(ctx, func(tx dlm.Tx) error {
-			var err error
-			n, err = tx.PruneEvents(ctx, tx.Now().Add(-e.opts.EventRetention), e.opts.EventRetentionCount, pruneBatch)
-			return err
-		})
-	}
-	return err
 }

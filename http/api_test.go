@@ -2,12 +2,18 @@ package dlmhttp_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,6 +192,43 @@ func TestIdempotency(t *testing.T) {
 	// The same key for a different request: 422.
 	a.wantError(422, "idempotency_key_reused", "POST", "/v1/locks/x/acquire", map[string]any{"holder_id": "other", "idempotency_key": "k1"})
 	a.wantError(422, "idempotency_key_reused", "POST", "/v1/locks/z/acquire", body)
+}
+
+// TestIdempotencyComparesTheOriginalRequest: SPEC §2.6. A retry with
+// another name, scope, mode, holder_id or ttl_ms is 422, also after a renew
+// changed the lease's TTL; wait_ms may differ.
+func TestIdempotencyComparesTheOriginalRequest(t *testing.T) {
+	s := testserver.New(t, nil)
+	a := tenantAPI(t, s)
+	const path = "/v1/locks/idem%2Fa/acquire"
+	original := map[string]any{"holder_id": "w", "ttl_ms": 10000, "idempotency_key": "key-1"}
+	first := a.must(200, "POST", path, original)
+	with := func(k string, v any) map[string]any {
+		m := maps.Clone(original)
+		m[k] = v
+		return m
+	}
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("ttl_ms", 20000))
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("holder_id", "v"))
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("mode", "shared"))
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("scope", "global"))
+	a.wantError(422, "idempotency_key_reused", "POST", "/v1/locks/idem%2Fb/acquire", original)
+	if again := a.must(200, "POST", path, with("wait_ms", 5000)); again["replayed"] != true || again["lease_id"] != first["lease_id"] {
+		t.Errorf("retry with another wait_ms = %v, want the lease replayed", again)
+	}
+
+	a.must(200, "POST", "/v1/leases/"+first["lease_id"].(string)+"/renew", map[string]any{"ttl_ms": 20000})
+	again := a.must(200, "POST", path, original)
+	if again["replayed"] != true || again["lease_id"] != first["lease_id"] || again["ttl_ms"] != 20000.0 {
+		t.Errorf("retry after a renew = %v, want the renewed lease replayed", again)
+	}
+	a.wantError(422, "idempotency_key_reused", "POST", path, with("ttl_ms", 20000))
+
+	// An omitted ttl_ms is the default, the same request as giving it.
+	a.must(200, "POST", "/v1/locks/idem%2Fc/acquire", map[string]any{"holder_id": "w", "idempotency_key": "key-2"})
+	if again := a.must(200, "POST", "/v1/locks/idem%2Fc/acquire", map[string]any{"holder_id": "w", "idempotency_key": "key-2", "ttl_ms": 30000}); again["replayed"] != true {
+		t.Errorf("retry giving the default ttl_ms = %v, want replayed", again)
+	}
 }
 
 func TestDryRun(t *testing.T) {
@@ -497,4 +540,37 @@ func TestBlockingAcquireClientGone(t *testing.T) {
 	if m := a.must(200, "GET", "/v1/locks/q", nil); len(m["holders"].([]any)) != 0 {
 		t.Errorf("the lock went to the client that left: %v", m)
 	}
+}
+
+// TestDataFilesArePrivate: the database and SQLite's -wal and -shm files are
+// mode 0600 whatever the umask, and files left more open are narrowed at
+// the next start. (Not parallel: the umask is the process's.)
+func TestDataFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	s := testserver.New(t, nil)
+	tenantAPI(t, s).acquire("private", "h", nil)
+	files := []string{"dlm.db", "dlm.db-wal", "dlm.db-shm"}
+	check := func(when string) {
+		t.Helper()
+		for _, f := range files {
+			st, err := os.Stat(filepath.Join(s.Dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := st.Mode().Perm(); m != 0o600 {
+				t.Errorf("%s: %s has mode %v, want 0600", when, f, m)
+			}
+		}
+	}
+	check("fresh")
+	s.Close()
+	for _, f := range files {
+		if err := os.Chmod(filepath.Join(s.Dir, f), 0o644); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	s = testserver.New(t, &testserver.Options{Dir: s.Dir})
+	tenantAPI(t, s).acquire("private2", "h", nil)
+	check("restarted")
 }

@@ -63,6 +63,14 @@ func readObject(w http.ResponseWriter, r *http.Request, allowed ...string) (obje
 	if err := json.Unmarshal(b, &o); err != nil {
 		return nil, dlm.Invalid("body", "malformed JSON: %v", err)
 	}
+	if key, ok := duplicateKey(b); ok {
+		// encoding/json lets the last one win: a body that says two
+		// things must not quietly mean one of them.
+		if key == "" {
+			key = "body"
+		}
+		return nil, dlm.Invalid(key, "given more than once")
+	}
 	if o == nil {
 		o = object{}
 	}
@@ -82,6 +90,48 @@ func readObject(w http.ResponseWriter, r *http.Request, allowed ...string) (obje
 		return nil, dlm.Invalid(unknown[0], "unknown field (allowed: %v)", allowed)
 	}
 	return o, nil
+}
+
+// duplicateKey returns the first key that appears twice in one object of
+// the valid JSON document b, at any depth, and whether there is one.
+func duplicateKey(b []byte) (string, bool) {
+	type open struct {
+		keys    map[string]bool // nil in an array
+		wantKey bool
+	}
+	var stack []open
+	d := json.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return "", false // the end: b is valid
+		}
+		top := len(stack) - 1
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, open{keys: map[string]bool{}, wantKey: true})
+				continue
+			case '[':
+				stack = append(stack, open{})
+				continue
+			}
+			stack, top = stack[:top], top-1 // a value ends
+		case string:
+			if top >= 0 && stack[top].wantKey {
+				if stack[top].keys[t] {
+					return t, true
+				}
+				stack[top].keys[t], stack[top].wantKey = true, false
+				continue
+			}
+		}
+		// A value ended: in an object, a key comes next.
+		if top >= 0 && stack[top].keys != nil {
+			stack[top].wantKey = true
+		}
+	}
 }
 
 func tooLarge() error {

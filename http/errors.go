@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/wire"
@@ -25,6 +27,11 @@ var statuses = map[string]int{
 	dlm.CodeLimitExceeded:        http.StatusTooManyRequests,
 	dlm.CodeUnavailable:          http.StatusServiceUnavailable,
 	dlm.CodeInternal:             http.StatusInternalServerError,
+	// The two codes that end a watch, which is a WebSocket: they reach a
+	// client as close reasons (see closeReason), these statuses only if
+	// they ever end a plain request.
+	dlm.CodeCompacted:    http.StatusGone,
+	dlm.CodeSlowConsumer: http.StatusServiceUnavailable,
 }
 
 // StatusOf returns the HTTP status for a wire error code, 500 for codes it
@@ -64,8 +71,12 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		body   wireError
 		de     *dlm.Error
 		mna    *methodNotAllowed
+		htl    *headersTooLarge
 	)
 	switch {
+	case errors.As(err, &htl):
+		status = http.StatusRequestHeaderFieldsTooLarge
+		body = wireError{Code: dlm.CodePayloadTooLarge, Message: htl.Error()}
 	case errors.As(err, &mna):
 		w.Header().Set("Allow", mna.allow)
 		status = http.StatusMethodNotAllowed
@@ -77,6 +88,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 			h.log.Error("internal error", "method", r.Method, "path", logPath(r), "err", err)
 			body = wireError{Code: dlm.CodeInternal, Message: "internal error"}
 			break
+		}
+		if de.Cause != nil {
+			h.logCause(r, de)
 		}
 		body.Details = details(de)
 		if de.Code == dlm.CodeUnauthenticated {
@@ -92,6 +106,47 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		body = wireError{Code: dlm.CodeInternal, Message: "internal error"}
 	}
 	writeJSON(w, status, errorBody{Error: body})
+}
+
+// logCause logs the cause of de, which its client is not shown: at most
+// once per causeLogEvery, counting the lines left out, since a storage
+// outage fails every request and would flood the log.
+func (h *Handler) logCause(r *http.Request, de *dlm.Error) {
+	if left, ok := h.causeLog.allow(time.Now()); ok {
+		h.log.Error("request failed", "code", de.Code, "method", r.Method, "path", logPath(r), "err", de.Cause, "similar_left_out", left)
+	}
+}
+
+// causeLogEvery is the least time between two logged causes.
+const causeLogEvery = time.Second
+
+// logLimit lets one log line through per causeLogEvery and counts the rest.
+type logLimit struct {
+	mu   sync.Mutex
+	next time.Time
+	left int
+}
+
+// allow reports whether a line may be logged at now, and how many were
+// left out since the last one.
+func (l *logLimit) allow(now time.Time) (left int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.next) {
+		l.left++
+		return 0, false
+	}
+	left, l.left, l.next = l.left, 0, now.Add(causeLogEvery)
+	return left, true
+}
+
+// closeReason is the reason text that ends a WebSocket with de: its code,
+// then its message, so that a client can tell the codes apart.
+func closeReason(de *dlm.Error) string {
+	if de.Message == "" {
+		return de.Code
+	}
+	return de.Code + ": " + de.Message
 }
 
 // details returns the details object of de, or nil if it has none:

@@ -2,11 +2,15 @@ package dlmhttp_test
 
 import (
 	"context"
+	"database/sql"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
 )
@@ -55,6 +59,11 @@ func TestBadInput(t *testing.T) {
 		{name: "empty body", method: "POST", path: acq, status: 400, code: "invalid_argument", field: "holder_id"},
 		{name: "empty holder", method: "POST", path: acq, body: `{"holder_id":""}`, status: 400, code: "invalid_argument", field: "holder_id"},
 		{name: "control char holder", method: "POST", path: acq, body: `{"holder_id":"a\u0001"}`, status: 400, code: "invalid_argument", field: "holder_id"},
+		{name: "bidi override holder", method: "POST", path: acq, body: `{"holder_id":"worker\u202e7"}`, status: 400, code: "invalid_argument", field: "holder_id"},
+		{name: "bidi isolate holder", method: "POST", path: acq, body: `{"holder_id":"\u2066worker"}`, status: 400, code: "invalid_argument", field: "holder_id"},
+		{name: "zero width holder", method: "POST", path: acq, body: `{"holder_id":"work\u200ber"}`, status: 400, code: "invalid_argument", field: "holder_id"},
+		{name: "byte order mark holder", method: "POST", path: acq, body: `{"holder_id":"\ufeffworker"}`, status: 400, code: "invalid_argument", field: "holder_id"},
+		{name: "line separator holder", method: "POST", path: acq, body: `{"holder_id":"a\u2028b"}`, status: 400, code: "invalid_argument", field: "holder_id"},
 		{name: "long holder", method: "POST", path: acq, body: `{"holder_id":"` + strings.Repeat("h", 129) + `"}`, status: 400, code: "invalid_argument", field: "holder_id"},
 		{name: "holder number", method: "POST", path: acq, body: `{"holder_id":7}`, status: 400, code: "invalid_argument", field: "holder_id"},
 		{name: "ttl 0", method: "POST", path: acq, body: `{"holder_id":"h","ttl_ms":0}`, status: 400, code: "invalid_argument", field: "ttl_ms"},
@@ -77,6 +86,9 @@ func TestBadInput(t *testing.T) {
 		{name: "idempotency header empty", method: "POST", path: acq, body: `{"holder_id":"h"}`, hdr: []string{"Idempotency-Key", ""}, status: 400, code: "invalid_argument", field: "idempotency_key"},
 		{name: "idempotency header twice", method: "POST", path: acq, body: `{"holder_id":"h"}`, hdr: []string{"Idempotency-Key", "a", "Idempotency-Key", "b"}, status: 400, code: "invalid_argument", field: "idempotency_key"},
 		{name: "idempotency header and body differ", method: "POST", path: acq, body: `{"holder_id":"h","idempotency_key":"a"}`, hdr: []string{"Idempotency-Key", "b"}, status: 400, code: "invalid_argument", field: "idempotency_key"},
+		{name: "duplicate key", method: "POST", path: acq, body: `{"holder_id":"h","ttl_ms":100,"ttl_ms":200000}`, status: 400, code: "invalid_argument", field: "ttl_ms"},
+		{name: "duplicate key nested", method: "POST", path: acq, body: `{"holder_id":"h","mode":[{"x":1,"x":2}]}`, status: 400, code: "invalid_argument", field: "x"},
+		{name: "duplicate key in renew", method: "POST", path: "/v1/leases/" + held["lease_id"].(string) + "/renew", body: `{"ttl_ms":100,"ttl_ms":200000}`, status: 400, code: "invalid_argument", field: "ttl_ms"},
 		{name: "dry_run string", method: "POST", path: acq, body: `{"holder_id":"h","dry_run":"yes"}`, status: 400, code: "invalid_argument", field: "dry_run"},
 		{name: "bad name", method: "POST", path: "/v1/locks/bad%20name/acquire", body: `{"holder_id":"h"}`, status: 400, code: "invalid_argument", field: "name"},
 		{name: "empty name", method: "POST", path: "/v1/locks//acquire", body: `{"holder_id":"h"}`, status: 400, code: "invalid_argument", field: "name"},
@@ -101,6 +113,9 @@ func TestBadInput(t *testing.T) {
 		{name: "tenant key on admin route", method: "GET", path: "/v1/tenants", status: 403, code: "permission_denied"},
 		{name: "admin key on tenant route", key: "admin", method: "POST", path: acq, body: `{"holder_id":"h"}`, status: 403, code: "permission_denied"},
 		{name: "another tenant", method: "GET", path: "/v1/locks/x?tenant=other", status: 403, code: "permission_denied"},
+		{name: "another tenant's events", method: "GET", path: "/v1/events?tenant=other", status: 403, code: "permission_denied"},
+		{name: "another tenant's watch", method: "GET", path: "/v1/watch?tenant=other", status: 403, code: "permission_denied"},
+		{name: "headers too large", method: "GET", path: "/v1/locks", hdr: []string{"X-Pad", strings.Repeat("x", 1<<20+8<<10)}, status: 431, code: "payload_too_large"},
 		{name: "unknown route", method: "GET", path: "/v1/nope", status: 404, code: "not_found"},
 		{name: "unknown top route", key: "none", method: "GET", path: "/", status: 404, code: "not_found"},
 		{name: "trailing slash", method: "GET", path: "/v1/tenants/", status: 404, code: "not_found"},
@@ -158,6 +173,13 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
+	// Just under the limits is fine: a tenant key naming its own tenant,
+	// or any tenant in the global scope (as on /v1/locks), and headers of
+	// a little less than 1 MiB.
+	a.must(200, "GET", "/v1/events?tenant=default", nil)
+	a.must(200, "GET", "/v1/events?scope=global&tenant=other", nil)
+	a.must(200, "GET", "/v1/locks", nil, "X-Pad", strings.Repeat("x", 1<<20-1<<10))
+
 	// The server is still fine.
 	a.must(200, "GET", "/healthz", nil)
 	a.must(200, "GET", "/readyz", nil)
@@ -212,5 +234,34 @@ func TestShutdownAnswersWaiters(t *testing.T) {
 	}
 	if w := a2.must(200, "GET", "/v1/locks/busy", nil)["waiters"].([]any); len(w) != 0 {
 		t.Errorf("waiters after restart = %v", w)
+	}
+}
+
+// TestStorageErrorIsGeneric: a storage failure is answered 503 unavailable
+// with a generic message; the driver's own message goes to the log only.
+func TestStorageErrorIsGeneric(t *testing.T) {
+	var logs dlmtest.Buffer
+	s := testserver.New(t, &testserver.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	a := tenantAPI(t, s)
+	a.acquireRelease("before")
+	// Break the store under the server: its reads of the event log fail
+	// in the SQLite driver.
+	db, err := sql.Open("sqlite", filepath.Join(s.Dir, "dlm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`ALTER TABLE events RENAME TO events_gone`); err != nil {
+		t.Fatal(err)
+	}
+	r := a.wantError(503, "unavailable", "GET", "/v1/events", nil)
+	if msg := r.json(t)["error"].(map[string]any)["message"]; msg != "storage is unavailable" {
+		t.Errorf("message = %q, want the generic one", msg)
+	}
+	if strings.Contains(string(r.body), "events") {
+		t.Errorf("the answer shows the storage failure: %s", r.body)
+	}
+	if !strings.Contains(logs.String(), "no such table: events") {
+		t.Errorf("the log lacks the driver's message:\n%s", logs.String())
 	}
 }

@@ -25,6 +25,10 @@ func (h *Handler) eventQuery(r *http.Request, c *call) (q engine.EventQuery, sin
 		return q, false, dlm.Invalid("scope", "must be %q or %q", scopeTenant, scopeGlobal)
 	}
 	q.Tenant = c.principal.Tenant
+	if t, named := c.query.get("tenant"); named && !c.principal.Admin && t != q.Tenant && q.Scope != scopeGlobal {
+		// As on /v1/locks: ?tenant= may only repeat a tenant key's own.
+		return q, false, errForeignTenant
+	}
 	if c.principal.Admin {
 		// The admin key belongs to no tenant: it reads one with ?tenant=,
 		// or the global scope.
@@ -106,7 +110,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 		return err
 	}
 	watcher, werr := h.engine.Watch(r.Context(), q, since)
-	if werr != nil && !errors.Is(werr, engine.ErrCompacted) {
+	if werr != nil && !errors.Is(werr, dlm.ErrCompacted) {
 		return werr
 	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{watchSubprotocol}})
@@ -117,7 +121,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 		return nil // Accept has answered the request
 	}
 	if werr != nil {
-		conn.Close(closeCompacted, "compacted")
+		conn.Close(closeCompacted, dlm.CodeCompacted) // the reason SPEC §3 names
 		return nil
 	}
 	defer watcher.Close()
@@ -127,43 +131,46 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go ping(ctx, conn, cancel)
-	// A write stuck on a peer that does not read ends as soon as the
-	// engine drops the watch, rather than at writeTimeout.
-	wbase, wstop := context.WithCancel(ctx)
-	defer wstop()
-	go func() {
-		select {
-		case <-watcher.Done():
-			wstop()
-		case <-wbase.Done():
-		}
-	}()
 	for {
 		ev, err := watcher.Next(ctx)
 		if err != nil {
-			code, reason := websocket.StatusGoingAway, "server is shutting down"
-			switch {
-			case ctx.Err() != nil:
+			if ctx.Err() != nil {
 				conn.CloseNow()
 				return nil
-			case errors.Is(err, engine.ErrSlowConsumer):
-				code, reason = closeSlowConsumer, "slow consumer: fell too far behind"
-			case dlm.ErrorCode(err) != dlm.CodeUnavailable:
-				code, reason = websocket.StatusInternalError, "internal error"
-				h.log.Error("watch failed", "err", err)
 			}
-			conn.Close(code, reason)
+			conn.Close(h.watchClose(r, err))
 			return nil
 		}
 		msg, _ := json.Marshal(wire.FromEvent(&ev))
-		wctx, wcancel := context.WithTimeout(wbase, writeTimeout)
+		// A write is never cut short when the engine drops the watch: a
+		// frame cut in half would leave no way to send the close frame
+		// after it, and the watcher would see a bare EOF instead of 4002.
+		// A peer that does not read at all still ends at writeTimeout.
+		wctx, wcancel := context.WithTimeout(ctx, writeTimeout)
 		err = conn.Write(wctx, websocket.MessageText, msg)
 		wcancel()
 		if err != nil {
-			conn.Close(closeSlowConsumer, "slow consumer: write timed out")
+			conn.Close(closeSlowConsumer, closeReason(dlm.Errorf(dlm.CodeSlowConsumer, "write timed out")))
 			return nil
 		}
 	}
+}
+
+// watchClose returns the close code and reason of a watch that err ended.
+func (h *Handler) watchClose(r *http.Request, err error) (websocket.StatusCode, string) {
+	var de *dlm.Error
+	switch {
+	case !errors.As(err, &de):
+	case de.Code == dlm.CodeSlowConsumer:
+		return closeSlowConsumer, closeReason(de)
+	case de.Code == dlm.CodeUnavailable:
+		if de.Cause != nil {
+			h.logCause(r, de)
+		}
+		return websocket.StatusGoingAway, closeReason(de)
+	}
+	h.log.Error("watch failed", "err", err)
+	return websocket.StatusInternalError, dlm.CodeInternal + ": internal error"
 }
 
 // ping pings the peer until ctx ends, and calls dead when it stops answering.

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/wire"
@@ -268,11 +269,7 @@ func TestWatchCompacted(t *testing.T) {
 // with tiny buffers, is cut off while 1,000 acquire/release cycles on other
 // names complete; the cycles take about as long as without it.
 func TestSlowWatcherDoesNotSlowLocks(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := testserver.New(t, &testserver.Options{Engine: engine.Options{WatchBuffer: 64}, Listener: tinySendBuffers{ln}})
+	s := smallBufferServer(t, 64)
 	a := tenantAPI(t, s)
 	cycles := func() time.Duration {
 		start := time.Now()
@@ -290,56 +287,82 @@ func TestSlowWatcherDoesNotSlowLocks(t *testing.T) {
 		return time.Since(start)
 	}
 	baseline := cycles()
-	slow, _, err := websocket.Dial(t.Context(), s.URL+"/v1/watch", &websocket.DialOptions{
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + s.TenantKey}},
-		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: tinyReceiveBuffer}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.CloseNow()
+	slow := dialSmallReceiveBuffer(t, s)
 	stuck := cycles()
 	// Not an assertion: a busy machine varies more than this ratio.
 	t.Logf("1000 cycles: %v alone, %v with a stuck watcher", baseline, stuck)
 	// The watcher was cut off: reading drains what the sockets held and
-	// ends, with close code 4002 when the close frame got through, before
-	// all 2,000 events arrived.
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	got := 0
-	for ; ; got++ {
-		if _, _, err = slow.Read(ctx); err != nil {
-			break
-		}
-	}
+	// ends, with close code 4002 when the close frame got through (a write
+	// stuck for writeTimeout ends the connection without one), before all
+	// 2,000 events arrived.
+	got, err := readUntilEnd(t, slow)
 	var ce websocket.CloseError
-	if ctx.Err() != nil || got >= 2000 || (errors.As(err, &ce) && ce.Code != 4002) {
+	if got >= 2000 || (errors.As(err, &ce) && ce.Code != 4002) {
 		t.Fatalf("stuck watcher read %d events, then %v; want it cut off", got, err)
 	}
 	t.Logf("stuck watcher got %d events before being cut off (%v)", got, err)
 }
 
-// tinySendBuffers gives every accepted connection a 4 KiB send buffer, so
-// that writes to a peer that does not read stall quickly.
-type tinySendBuffers struct{ net.Listener }
-
-func (l tinySendBuffers) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		err = c.(*net.TCPConn).SetWriteBuffer(4096)
+// TestSlowWatcherGetsCloseCode: a watcher that stops reading is dropped by
+// the engine while the server's write to it is stuck; once it reads again
+// it gets what the sockets held, then close code 4002 with the code
+// slow_consumer in its reason, not a bare EOF.
+func TestSlowWatcherGetsCloseCode(t *testing.T) {
+	s := smallBufferServer(t, 16)
+	a := tenantAPI(t, s)
+	slow := dialSmallReceiveBuffer(t, s)
+	for i := 0; s.Engine.Watchers() > 0; i++ {
+		if i == 5000 {
+			t.Fatal("5000 acquire/release cycles and the watcher that does not read is still watching")
+		}
+		a.acquireRelease("burst")
 	}
-	return c, err
+	got, err := readUntilEnd(t, slow)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4002 || !strings.HasPrefix(ce.Reason, "slow_consumer") {
+		t.Fatalf("dropped watcher read %d events, then %v; want close code 4002, reason slow_consumer", got, err)
+	}
 }
 
-// tinyReceiveBuffer dials with a 4 KiB receive buffer, so that a client that
-// does not read stalls the server's writes quickly.
-func tinyReceiveBuffer(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
-	return d.DialContext(ctx, network, addr)
+// smallBufferServer starts a server whose connections have small send
+// buffers and whose watchers may fall watchBuffer events behind.
+func smallBufferServer(t *testing.T, watchBuffer int) *testserver.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testserver.New(t, &testserver.Options{Engine: engine.Options{WatchBuffer: watchBuffer}, Listener: dlmtest.SmallSendBuffers(ln)})
+}
+
+// dialSmallReceiveBuffer opens a watch of every event on a connection with
+// a small receive buffer. The server has registered the watch when it
+// returns: it does so before it answers the upgrade.
+func dialSmallReceiveBuffer(t *testing.T, s *testserver.Server) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.Dial(t.Context(), s.URL+"/v1/watch", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + s.TenantKey}},
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dlmtest.DialSmallReceiveBuffer}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// readUntilEnd reads c until it ends, within 30 s, and returns how many
+// messages it read and the error that ended it.
+func readUntilEnd(t *testing.T, c *websocket.Conn) (int, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for n := 0; ; n++ {
+		if _, _, err := c.Read(ctx); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("still reading after 30s (%d messages)", n)
+			}
+			return n, err
+		}
+	}
 }

@@ -24,6 +24,7 @@ type Handler struct {
 	routes   []route
 	patterns []pattern // routes[i].pattern, split once
 	observe  func(route, method string, status int, d time.Duration)
+	causeLog logLimit // for causes of errors clients are not shown
 }
 
 // Option configures a Handler.
@@ -91,7 +92,15 @@ type call struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	rt, err := h.serve(sw, r)
+	var (
+		rt  *route
+		err error
+	)
+	if n := headerBytes(r); n > maxHeaderBytes {
+		err = &headersTooLarge{n}
+	} else {
+		rt, err = h.serve(sw, r)
+	}
 	if err != nil {
 		h.writeError(sw, r, err)
 	}

@@ -23,6 +23,9 @@ func parseScope(s string, given bool) (global bool, err error) {
 	return false, dlm.Invalid("scope", "must be %q or %q", scopeTenant, scopeGlobal)
 }
 
+// errForeignTenant refuses a tenant key's ?tenant= naming another tenant.
+var errForeignTenant = dlm.Errorf(dlm.CodePermissionDenied, "a tenant key addresses only its own tenant")
+
 // namespace resolves the namespace a call on locks addresses, from its
 // ?scope= and ?tenant= parameters and its key.
 //
@@ -40,7 +43,7 @@ func (h *Handler) namespace(ctx context.Context, c *call) (string, error) {
 	t, named := c.query.get("tenant")
 	if !c.principal.Admin {
 		if named && t != c.principal.Tenant {
-			return "", dlm.Errorf(dlm.CodePermissionDenied, "a tenant key addresses only its own tenant")
+			return "", errForeignTenant
 		}
 		return c.principal.Tenant, nil
 	}

@@ -42,6 +42,7 @@ func NewServer(e *engine.Engine, opts ...Option) *Server {
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: readHeaderTimeout,
+			MaxHeaderBytes:    headerReadLimit, // the handler refuses less: see maxHeaderBytes
 			IdleTimeout:       idleTimeout,
 			ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 		},

@@ -286,10 +286,10 @@ func (b *batch) queueLoad(pb *pgx.Batch, keys []dlm.Key, ids []string) {
 		}
 		queueQuery(pb, func(r pgx.Rows) error {
 			var l dlm.Lease
-			err := scanLeaseIdem(r, &l)
+			err := scanHolder(r, &l)
 			b.found[l.ID].live = &l
 			return err
-		}, `SELECT `+leaseCols+`, idem FROM leases WHERE id = ANY($1)`, ids)
+		}, `SELECT `+holderCols+` FROM leases WHERE id = ANY($1)`, ids)
 	}
 	// The locks to load: keys and, writing, the locks of the leases ids.
 	var (
@@ -350,14 +350,14 @@ func (b *batch) queueLoad(pb *pgx.Batch, keys []dlm.Key, ids []string) {
 	}, sel, args...)
 	queueQuery(pb, func(r pgx.Rows) error {
 		var l dlm.Lease
-		if err := scanLeaseIdem(r, &l); err != nil {
+		if err := scanHolder(r, &l); err != nil {
 			return err
 		}
 		if s := b.fresh[l.Key]; s != nil {
 			s.Holders = append(s.Holders, l)
 		}
 		return nil
-	}, `SELECT `+leaseCols+`, idem FROM leases WHERE (ns, name) IN (`+keysSQL+`) ORDER BY ns, name, token`, args...)
+	}, `SELECT `+holderCols+` FROM leases WHERE (ns, name) IN (`+keysSQL+`) ORDER BY ns, name, token`, args...)
 	queueQuery(pb, func(r pgx.Rows) error {
 		var w dlm.Waiter
 		var mode int16
@@ -601,8 +601,9 @@ func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
 		}
 	}
 	if len(ins.ids) > 0 {
-		pb.Queue(`INSERT INTO leases (`+leaseCols+`, idem) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],
-			$4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[])`,
+		pb.Queue(`INSERT INTO leases (`+holderCols+`) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],
+			$4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[],
+			$12::bigint[])`,
 			ins.args()...)
 	}
 	if len(renewed) > 0 {
@@ -628,7 +629,7 @@ func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
 type leaseRows struct {
 	ids, tenants, ns, names, holders []string
 	modes                            []int16
-	tokens, ttls                     []int64
+	tokens, ttls, requested          []int64
 	acquired, expires                []time.Time
 	idems                            []*string
 	reasons                          []int16
@@ -641,11 +642,13 @@ func (r *leaseRows) add(l *dlm.Lease) {
 	r.modes, r.holders = append(r.modes, int16(l.Mode)), append(r.holders, l.HolderID)
 	r.tokens, r.ttls = append(r.tokens, l.Token), append(r.ttls, int64(l.TTL))
 	r.acquired, r.expires = append(r.acquired, l.AcquiredAt), append(r.expires, l.ExpiresAt)
-	r.idems = append(r.idems, nullable(l.IdempotencyKey))
+	r.idems, r.requested = append(r.idems, nullable(l.IdempotencyKey)), append(r.requested, int64(l.RequestedTTL))
 }
 
+// args returns the columns in the order of holderCols; the first ten are
+// leaseCols.
 func (r *leaseRows) args() []any {
-	return []any{r.ids, r.tenants, r.ns, r.names, r.modes, r.holders, r.tokens, r.ttls, r.acquired, r.expires, r.idems}
+	return []any{r.ids, r.tenants, r.ns, r.names, r.modes, r.holders, r.tokens, r.ttls, r.acquired, r.expires, r.idems, r.requested}
 }
 
 func (w *writes) queueWaiters(pb *pgx.Batch, instance string) {

@@ -133,6 +133,11 @@ var migrations = []string{
 		created_at timestamptz NOT NULL,
 		revoked    boolean NOT NULL DEFAULT false
 	);`,
+	// The TTL a lease's acquire asked for, which renewals leave alone, for
+	// comparing idempotent retries with. NULL in rows written before it (ttl
+	// stands in then); adding a nullable column without a default rewrites
+	// no rows and holds the table lock only briefly.
+	`ALTER TABLE leases ADD COLUMN requested_ttl bigint;`,
 }
 
 // migrate brings the schema up to date. It holds a transaction-scoped

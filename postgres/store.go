@@ -329,5 +329,5 @@ func unavailable(err error) error {
 	if errors.As(err, &de) || errors.Is(err, context.Canceled) {
 		return err
 	}
-	return &dlm.Error{Code: dlm.CodeUnavailable, Message: "storage: " + err.Error()}
+	return dlm.Unavailable(err)
 }

@@ -249,12 +249,21 @@ func scanLease(r pgx.Rows, l *dlm.Lease, extra ...any) error {
 	return err
 }
 
-// scanLeaseIdem scans leaseCols and idem.
-func scanLeaseIdem(r pgx.Rows, l *dlm.Lease) error {
+// holderCols are the columns of a live lease, which scanHolder reads.
+const holderCols = leaseCols + `, idem, requested_ttl`
+
+// scanHolder scans holderCols. A lease written before requested_ttl existed
+// has it NULL: its TTL then stands in for it.
+func scanHolder(r pgx.Rows, l *dlm.Lease) error {
 	var idem *string
-	err := scanLease(r, l, &idem)
+	var requested *int64
+	err := scanLease(r, l, &idem, &requested)
 	if idem != nil {
 		l.IdempotencyKey = *idem
+	}
+	l.RequestedTTL = l.TTL
+	if requested != nil {
+		l.RequestedTTL = time.Duration(*requested)
 	}
 	return err
 }

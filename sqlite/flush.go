@@ -127,10 +127,10 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 	}{
 		{`INSERT INTO locks (ns, name, token) VALUES %s ON CONFLICT (ns, name) DO UPDATE SET token = max(token, excluded.token)`,
 			3, len(o.tokens), func(args []any, i int) []any { return append(args, tokens[3*i:3*i+3]...) }},
-		{`INSERT OR REPLACE INTO leases (` + leaseCols + `, idem) VALUES %s`, 11, len(o.granted), func(args []any, i int) []any {
+		{`INSERT OR REPLACE INTO leases (` + holderCols + `) VALUES %s`, 12, len(o.granted), func(args []any, i int) []any {
 			l := &o.granted[i]
 			return append(args, l.ID, l.Tenant, l.Key.Namespace, l.Key.Name, l.Mode, l.HolderID, l.Token,
-				int64(l.TTL), nanos(l.AcquiredAt), nanos(l.ExpiresAt), nullable(l.IdempotencyKey))
+				int64(l.TTL), nanos(l.AcquiredAt), nanos(l.ExpiresAt), nullable(l.IdempotencyKey), int64(l.RequestedTTL))
 		}},
 		{`UPDATE leases SET ttl = ?, expires_at = ? WHERE id = ?`, 0, len(o.renewed), func(args []any, i int) []any {
 			l := &o.renewed[i]

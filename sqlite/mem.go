@@ -33,22 +33,24 @@ type memLock struct {
 }
 
 // memLease is a dlm.Lease without the key its lock already has, and with
-// its times as unix nanoseconds: 104 bytes instead of 168.
+// its times as unix nanoseconds: 112 bytes instead of 176.
 type memLease struct {
 	id, tenant, holder, idem string
-	token, ttl               int64
+	token, ttl, requested    int64
 	acquired, expires        int64
 	mode                     dlm.Mode
 }
 
 func compact(l *dlm.Lease) memLease {
 	return memLease{id: l.ID, tenant: l.Tenant, holder: l.HolderID, idem: l.IdempotencyKey,
-		token: l.Token, ttl: int64(l.TTL), acquired: nanos(l.AcquiredAt), expires: nanos(l.ExpiresAt), mode: l.Mode}
+		token: l.Token, ttl: int64(l.TTL), requested: int64(l.RequestedTTL),
+		acquired: nanos(l.AcquiredAt), expires: nanos(l.ExpiresAt), mode: l.Mode}
 }
 
 func (m *memLease) lease(k dlm.Key) dlm.Lease {
 	return dlm.Lease{ID: m.id, Tenant: m.tenant, Key: k, Mode: m.mode, HolderID: m.holder, Token: m.token,
-		TTL: time.Duration(m.ttl), AcquiredAt: fromNanos(m.acquired), ExpiresAt: fromNanos(m.expires), IdempotencyKey: m.idem}
+		TTL: time.Duration(m.ttl), AcquiredAt: fromNanos(m.acquired), ExpiresAt: fromNanos(m.expires),
+		IdempotencyKey: m.idem, RequestedTTL: time.Duration(m.requested)}
 }
 
 type idemKey struct{ tenant, key string }

@@ -186,10 +186,17 @@ func (d *decoder) fail() {
 
 func (d *decoder) time() time.Time { return fromNanos(d.int()) }
 func (d *decoder) key() dlm.Key    { return dlm.Key{Namespace: d.str(), Name: d.str()} }
+
+// lease reads what encoder.lease wrote. A granted lease is recorded as it
+// was granted (renewals are recorded on their own), so the TTL it asked for
+// is its TTL and needs no bytes of its own; an ended lease no longer needs
+// it. Records written before RequestedTTL existed read the same way.
 func (d *decoder) lease() dlm.Lease {
-	return dlm.Lease{
+	l := dlm.Lease{
 		ID: d.str(), Tenant: d.str(), Key: d.key(), Mode: dlm.Mode(d.uint()), HolderID: d.str(),
 		Token: d.int(), TTL: time.Duration(d.int()), AcquiredAt: d.time(), ExpiresAt: d.time(),
 		IdempotencyKey: d.str(),
 	}
+	l.RequestedTTL = l.TTL
+	return l
 }

@@ -89,6 +89,9 @@ var migrations = []string{
 	) WITHOUT ROWID;`,
 	`CREATE INDEX events_lock ON events (ns, name, id);
 	CREATE INDEX events_at ON events (at);`,
+	// The TTL a lease's acquire asked for, which renewals leave alone, for
+	// comparing idempotent retries with (NULL in older rows: ttl then).
+	`ALTER TABLE leases ADD COLUMN requested_ttl INTEGER;`,
 }
 
 // migrate brings the schema up to date on the writer connection.

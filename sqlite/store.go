@@ -17,6 +17,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -76,6 +77,10 @@ func Open(path string) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("%s is in use by another process: %w", path, err)
 	}
+	if err := makePrivate(path); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	s := &Store{
 		lock:    lock,
 		reqs:    make(chan *request, MaxBatch),
@@ -94,6 +99,28 @@ func Open(path string) (*Store, error) {
 	c.observe, s.progress = &s.commits, c.progress
 	go s.commitLoop(c)
 	return s, nil
+}
+
+// makePrivate makes the database file and SQLite's -wal and -shm files
+// beside it mode 0600, whatever the umask: they hold every lease and the
+// hashes of the API keys, and like the journals and the credentials only
+// their owner may read them. SQLite creates -wal and -shm with the mode of
+// the database file, so creating that one first settles all three; files
+// an older version left more open are narrowed.
+func makePrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // ObserveCommits makes the committer call f after each batch it committed
@@ -220,5 +247,5 @@ func unavailable(err error) error {
 	if err == nil || errors.As(err, &de) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return &dlm.Error{Code: dlm.CodeUnavailable, Message: "storage: " + err.Error()}
+	return dlm.Unavailable(err)
 }

@@ -81,6 +81,22 @@ func scanLease(rows *sql.Rows, l *dlm.Lease, extra ...any) error {
 	return err
 }
 
+// holderCols are the columns of a live lease, which scanHolder reads.
+const holderCols = leaseCols + `, idem, requested_ttl`
+
+// scanHolder scans holderCols. A lease written before requested_ttl existed
+// has it NULL: its TTL then stands in for it.
+func scanHolder(rows *sql.Rows, l *dlm.Lease) error {
+	var idem sql.NullString
+	var requested sql.NullInt64
+	err := scanLease(rows, l, &idem, &requested)
+	l.IdempotencyKey, l.RequestedTTL = idem.String, l.TTL
+	if requested.Valid {
+		l.RequestedTTL = time.Duration(requested.Int64)
+	}
+	return err
+}
+
 func (tx *readTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
 	s := &dlm.LockState{Key: key}
 	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
@@ -90,12 +106,10 @@ func (tx *readTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, er
 	}
 	err = tx.queryEach(ctx, func(r *sql.Rows) error {
 		var l dlm.Lease
-		var idem sql.NullString
-		err := scanLease(r, &l, &idem)
-		l.IdempotencyKey = idem.String
+		err := scanHolder(r, &l)
 		s.Holders = append(s.Holders, l)
 		return err
-	}, `SELECT `+leaseCols+`, idem FROM leases WHERE ns = ? AND name = ? ORDER BY token`, key.Namespace, key.Name)
+	}, `SELECT `+holderCols+` FROM leases WHERE ns = ? AND name = ? ORDER BY token`, key.Namespace, key.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -119,12 +133,10 @@ func (tx *readTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, er
 func (tx *readTx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *dlm.EndedLease, err error) {
 	err = tx.queryEach(ctx, func(r *sql.Rows) error {
 		var l dlm.Lease
-		var idem sql.NullString
-		err := scanLease(r, &l, &idem)
-		l.IdempotencyKey = idem.String
+		err := scanHolder(r, &l)
 		live = &l
 		return err
-	}, `SELECT `+leaseCols+`, idem FROM leases WHERE id = ?`, id)
+	}, `SELECT `+holderCols+` FROM leases WHERE id = ?`, id)
 	if err != nil || live != nil {
 		return live, nil, err
 	}

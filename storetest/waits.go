@@ -393,6 +393,50 @@ func testIdempotency(t *testing.T, open Opener) {
 	}
 }
 
+// testIdempotencyComparesRequestedTTL: a retry is compared with the TTL the
+// acquire asked for, not with the one renewals left, for a lease granted at
+// once and for one granted from the queue, and still after a restart.
+func testIdempotencyComparesRequestedTTL(t *testing.T, open Opener) {
+	e := newEnv(t, open, engine.Options{})
+	direct := areq("ttl-direct", "h", dlm.Exclusive)
+	direct.IdempotencyKey = "direct"
+	lease := e.acquire(direct)
+	blocker := e.acquire(areq("ttl-queued", "b", dlm.Exclusive))
+	queued := areq("ttl-queued", "w", dlm.Exclusive)
+	queued.Wait, queued.IdempotencyKey = 20*time.Second, "queued"
+	waiting := e.waitFor(e.ctx, queued)
+	e.waitQueued("ttl-queued", 1)
+	e.release(blocker)
+	got := <-waiting
+	if got.err != nil {
+		t.Fatalf("queued acquire: %v", got.err)
+	}
+	for _, l := range []dlm.Lease{lease, got.lease} {
+		if _, err := e.engine.Renew(e.ctx, tenant, l.ID, 3*time.Minute); err != nil {
+			t.Fatalf("renew %s: %v", l.Key.Name, err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, r := range []engine.AcquireRequest{direct, queued} {
+			again, replayed, err := e.engine.Acquire(e.ctx, r)
+			if err != nil || !replayed || again.TTL != 3*time.Minute {
+				t.Errorf("%s: retry of %s as first asked = %v (replayed %v, ttl %v), %v; want the renewed lease replayed",
+					when, r.Key.Name, again.ID, replayed, again.TTL, err)
+			}
+			asRenewed := r
+			asRenewed.TTL = 3 * time.Minute
+			_, _, err = e.engine.Acquire(e.ctx, asRenewed)
+			if dlm.ErrorCode(err) != dlm.CodeIdempotencyKeyReused {
+				t.Errorf("%s: retry of %s with the renewed ttl: %v, want idempotency_key_reused", when, r.Key.Name, err)
+			}
+		}
+	}
+	check("before a restart")
+	e.restart(engine.Options{})
+	check("after a restart")
+}
+
 func testIdempotentRetryWhileQueued(t *testing.T, open Opener) {
 	// A client whose connection broke while queued retries with the same
 	// key: both requests end with the one lease, and only one is granted.
