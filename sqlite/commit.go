@@ -133,7 +133,7 @@ func (c *committer) answer(batch []*request) {
 // newCommitter takes the write connection and a read connection, brings the
 // file up to date with the journal, loads the live locks and starts the
 // applier.
-func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committer, error) {
+func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string, opts Options) (*committer, error) {
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -154,7 +154,7 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 	if c.rconn, err = rdb.Conn(ctx); err == nil {
 		c.rstmts = stmtCache{conn: c.rconn, stmts: map[string]*sql.Stmt{}}
 		c.tx.file.q = &c.rstmts
-		err = c.recover(ctx, path+".commitlog", path+".commitlog2")
+		err = c.recover(ctx, opts, journalPaths(path)...)
 	}
 	if err == nil {
 		// The requests that waited died with the process that queued them.
@@ -185,14 +185,25 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 // recover opens the journals and writes the batches they hold into the
 // database again (their SQLite commits may not have reached the disk), then
 // syncs the database and starts both journals over.
-func (c *committer) recover(ctx context.Context, paths ...string) error {
+//
+// The database's user_version records that its journals exist, so that a
+// journal deleted or blanked since is refused rather than taken for a new
+// one (unless opts.AcceptDataLoss).
+func (c *committer) recover(ctx context.Context, opts Options, paths ...string) error {
+	var hasJournals int
+	if err := c.w.conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&hasJournals); err != nil {
+		return err
+	}
 	var found [][][]byte // each journal's records
 	for i, path := range paths {
-		j, records, err := openJournal(path)
+		j, records, err := openJournal(path, opts.JournalSize, opts.AcceptDataLoss)
 		if err != nil {
 			return err
 		}
 		c.journals[i] = j
+		if j.blank && hasJournals > 0 && !opts.AcceptDataLoss {
+			return &DamageError{File: path, Problem: "the journal is missing or blank, but the database says it was written"}
+		}
 		c.nextGen = max(c.nextGen, j.generation)
 		found = append(found, records)
 	}
@@ -209,6 +220,11 @@ func (c *committer) recover(ctx context.Context, paths ...string) error {
 	}
 	if !o.empty() {
 		if err := c.w.apply([]applied{{o: o}}, false); err != nil {
+			return err
+		}
+	}
+	if hasJournals == 0 {
+		if _, err := c.w.conn.ExecContext(ctx, `PRAGMA user_version = 1`); err != nil {
 			return err
 		}
 	}
