@@ -71,13 +71,17 @@ func (e *Engine) sweep(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			e.log.Warn("expiry sweep failed", "err", err)
+			if held, ok := e.logs.Allow("expiry sweep failed", time.Now()); ok {
+				e.log.Warn("expiry sweep failed", "err", err, "held_back", held)
+			}
 			wait = retryPause
 		}
 		if now := time.Now(); now.After(nextPrune) {
 			nextPrune = now.Add(pruneEvery)
 			if err := e.Prune(ctx); err != nil && ctx.Err() == nil {
-				e.log.Warn("pruning failed", "err", err)
+				if held, ok := e.logs.Allow("pruning failed", now); ok {
+					e.log.Warn("pruning failed", "err", err, "held_back", held)
+				}
 			}
 		}
 		wait = min(wait, sweepIdle)

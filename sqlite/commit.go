@@ -64,13 +64,19 @@ type usage struct{ leases, waiters int64 }
 // transaction, commits once and answers them all; then the next queue.
 // While a commit is in flight new Updates queue up, so the batch grows with
 // the load and one fsync serves many operations.
+//
+// A committer that broke (a full disk, a failed fsync) answers unavailable
+// until the loop replaces it with a new one (see restart), which recovers
+// from the journals as a restarted process would.
 func (s *Store) commitLoop(c *committer) {
 	defer close(s.stopped)
-	defer c.close()
-	defer c.stopApplier()
+	defer func() { c.close() }()
+	defer func() { c.stopApplier() }()
 	batch := make([]*request, 0, MaxBatch)
 	lazy := time.NewTimer(lazyDelay)
 	lazy.Stop()
+	retry := time.NewTicker(restartEvery)
+	defer retry.Stop()
 	for {
 		batch = batch[:0]
 		select {
@@ -78,6 +84,9 @@ func (s *Store) commitLoop(c *committer) {
 			batch = append(batch, r)
 		case <-lazy.C:
 			c.syncLazy()
+			continue
+		case <-retry.C:
+			c = s.restart(c)
 			continue
 		case <-s.quit:
 			// Close waits for every Update already queued.
@@ -105,11 +114,59 @@ func (s *Store) commitLoop(c *committer) {
 				break fill
 			}
 		}
+		c = s.restart(c)
 		c.answer(batch)
 		if len(c.lazy) == 1 {
 			lazy.Reset(lazyDelay)
 		}
 	}
+}
+
+// restartEvery is how often a broken committer is replaced while it stays
+// broken: often enough to come back within a second or two of the disk
+// having room again, rarely enough not to grind a failing disk.
+const restartEvery = time.Second
+
+// restart replaces c with a new committer if c broke and restartEvery has
+// passed since the last try; otherwise it returns c. The new committer
+// recovers from the journals what the broken one had made durable, so
+// nothing acknowledged is lost; waiters queued before are dropped, as on a
+// restart of the process.
+func (s *Store) restart(c *committer) *committer {
+	err := c.broken
+	if err == nil {
+		err = c.progress.failed()
+	}
+	if err == nil || time.Since(s.restarted) < restartEvery {
+		return c
+	}
+	s.restarted = time.Now()
+	c.stopApplier()
+	c.close()
+	nc, err2 := s.newCommitter()
+	if err2 != nil {
+		if held, ok := s.logs.Allow("the store stays unavailable", time.Now()); ok {
+			s.log.Warn("the store stays unavailable", "err", err, "restart", err2, "held_back", held)
+		}
+		return s.deadCommitter(fmt.Errorf("%w (restart: %w)", err, err2))
+	}
+	s.log.Info("the store recovered", "after", err)
+	return nc
+}
+
+// deadCommitter answers every Update with err and fails every read, until
+// the next restart.
+func (s *Store) deadCommitter(err error) *committer {
+	c := &committer{
+		broken:      err,
+		applyQueue:  make(chan applied),
+		applierDone: make(chan struct{}),
+		progress:    newProgress(),
+	}
+	close(c.applierDone)
+	c.progress.fail(err)
+	s.progress.Store(c.progress)
+	return c
 }
 
 // lazyDelay bounds how long a batch that only queued waiters waits for a
@@ -280,6 +337,9 @@ func (c *committer) stopApplier() {
 }
 
 func (c *committer) close() {
+	if c.w == nil {
+		return // a dead committer (see deadCommitter)
+	}
 	c.w.stmts.close()
 	c.w.conn.Close()
 	if c.rconn != nil {

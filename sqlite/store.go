@@ -17,6 +17,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/lograte"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -35,11 +37,14 @@ const MaxBatch = 512
 
 // Store is a dlm.Store on one SQLite file.
 type Store struct {
-	path string
-	opts Options
-	wdb  *sql.DB // one connection, owned by the committer
-	rdb  *sql.DB // read-only pool
-	lock *os.File
+	path      string
+	opts      Options
+	log       *slog.Logger
+	logs      lograte.Limiter // the restart's repeated failures
+	restarted time.Time       // the last restart of a broken committer (commitLoop)
+	wdb       *sql.DB         // one connection, owned by the committer
+	rdb       *sql.DB         // read-only pool
+	lock      *os.File
 
 	reqs     chan *request
 	quit     chan struct{}
@@ -69,6 +74,8 @@ type Options struct {
 	// room: at most an eighth of its free space, and no less than
 	// MinJournalSize. It applies when a journal is created.
 	JournalSize int64
+	// Logger receives the store's operational logs. Default slog.Default().
+	Logger *slog.Logger
 	// AcceptDataLoss opens a store whose journals are damaged or missing
 	// with what is intact, instead of refusing with a *DamageError. The
 	// batches behind the damage are lost; fencing tokens still grow, since
@@ -108,6 +115,9 @@ func OpenWith(path string, opts Options) (*Store, error) {
 		reqs:    make(chan *request, MaxBatch),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
+	}
+	if s.log = opts.Logger; s.log == nil {
+		s.log = slog.Default()
 	}
 	if s.opts.JournalSize == 0 {
 		s.opts.JournalSize = journalSizeFor(filepath.Dir(path))
