@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/lograte"
 )
 
 // Options configure an Engine. The zero value of each field means its default.
@@ -103,6 +104,7 @@ type Engine struct {
 	feed    feed
 	keys    keyCache
 	stats   statsCache
+	logs    lograte.Limiter // repeated failures are logged once per interval
 	// shared is true when other processes write to the store too, so grants
 	// and events can come from elsewhere.
 	shared bool

@@ -65,7 +65,9 @@ func (e *Engine) prune(ctx context.Context) {
 			err = e.pruneEnded(ctx)
 		}
 		if err != nil && ctx.Err() == nil {
-			e.log.Warn("pruning failed", "err", err)
+			if held, ok := e.logs.Allow("pruning failed", time.Now()); ok {
+				e.log.Warn("pruning failed", "err", err, "held_back", held)
+			}
 		}
 		spacing.Reset(pruneSpacing)
 		select {

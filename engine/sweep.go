@@ -67,7 +67,9 @@ func (e *Engine) sweep(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			e.log.Warn("expiry sweep failed", "err", err)
+			if held, ok := e.logs.Allow("expiry sweep failed", time.Now()); ok {
+				e.log.Warn("expiry sweep failed", "err", err, "held_back", held)
+			}
 			wait = retryPause
 		}
 		wait = min(wait, sweepIdle)

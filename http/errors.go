@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -108,36 +107,12 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	writeJSON(w, status, errorBody{Error: body})
 }
 
-// logCause logs the cause of de, which its client is not shown: at most
-// once per causeLogEvery, counting the lines left out, since a storage
-// outage fails every request and would flood the log.
+// logCause logs the cause of de, which its client is not shown, rate
+// limited (Handler.failures) with a count of the lines held back.
 func (h *Handler) logCause(r *http.Request, de *dlm.Error) {
-	if left, ok := h.causeLog.allow(time.Now()); ok {
-		h.log.Error("request failed", "code", de.Code, "method", r.Method, "path", logPath(r), "err", de.Cause, "similar_left_out", left)
+	if held, ok := h.failures.Allow("request failed", time.Now()); ok {
+		h.log.Error("request failed", "code", de.Code, "method", r.Method, "path", logPath(r), "err", de.Cause, "held_back", held)
 	}
-}
-
-// causeLogEvery is the least time between two logged causes.
-const causeLogEvery = time.Second
-
-// logLimit lets one log line through per causeLogEvery and counts the rest.
-type logLimit struct {
-	mu   sync.Mutex
-	next time.Time
-	left int
-}
-
-// allow reports whether a line may be logged at now, and how many were
-// left out since the last one.
-func (l *logLimit) allow(now time.Time) (left int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Before(l.next) {
-		l.left++
-		return 0, false
-	}
-	left, l.left, l.next = l.left, 0, now.Add(causeLogEvery)
-	return left, true
 }
 
 // closeReason is the reason text that ends a WebSocket with de: its code,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/lograte"
 )
 
 // Handler is the http.Handler of the dlm API. It is safe for concurrent use.
@@ -24,7 +25,9 @@ type Handler struct {
 	routes   []route
 	patterns []pattern // routes[i].pattern, split once
 	observe  func(route, method string, status int, d time.Duration)
-	causeLog logLimit // for causes of errors clients are not shown
+	// failures limits the log lines of failed requests: a storage outage
+	// fails every request, and a line each would flood the disk.
+	failures lograte.Limiter
 }
 
 // Option configures a Handler.
@@ -122,9 +125,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.observe(route, method, status, d)
 	}
 	if level := logLevel(status); h.log.Enabled(r.Context(), level) {
-		h.log.Log(r.Context(), level, "request",
-			"method", r.Method, "path", logPath(r), "status", status,
-			"duration", d, "remote", r.RemoteAddr)
+		// Failures repeat fast when storage is down or the disk is full:
+		// one line per interval, not one per request, or the log fills
+		// the disk again.
+		args := []any{"method", r.Method, "path", logPath(r), "status", status, "duration", d, "remote", r.RemoteAddr}
+		ok := true
+		if level >= slog.LevelWarn {
+			var held int
+			held, ok = h.failures.Allow("request", time.Now())
+			args = append(args, "held_back", held)
+		}
+		if ok {
+			h.log.Log(r.Context(), level, "request", args...)
+		}
 	}
 }
 

@@ -69,7 +69,7 @@ func TestAcknowledgedBeforeApplied(t *testing.T) {
 	}
 	// A crash now would leave these files: the leases are in the journal only.
 	crashed := filepath.Join(t.TempDir(), "dlm.db")
-	for _, suffix := range []string{"", "-wal", ".commitlog"} {
+	for _, suffix := range []string{"", "-wal", ".commitlog", ".commitlog2"} {
 		copyFile(t, path+suffix, crashed+suffix)
 	}
 

@@ -64,13 +64,19 @@ type usage struct{ leases, waiters int64 }
 // transaction, commits once and answers them all; then the next queue.
 // While a commit is in flight new Updates queue up, so the batch grows with
 // the load and one fsync serves many operations.
+//
+// A committer that broke (a full disk, a failed fsync) answers unavailable
+// until the loop replaces it with a new one (see restart), which recovers
+// from the journals as a restarted process would.
 func (s *Store) commitLoop(c *committer) {
 	defer close(s.stopped)
-	defer c.close()
-	defer c.stopApplier()
+	defer func() { c.close() }()
+	defer func() { c.stopApplier() }()
 	batch := make([]*request, 0, MaxBatch)
 	lazy := time.NewTimer(lazyDelay)
 	lazy.Stop()
+	retry := time.NewTicker(restartEvery)
+	defer retry.Stop()
 	for {
 		batch = batch[:0]
 		select {
@@ -78,6 +84,9 @@ func (s *Store) commitLoop(c *committer) {
 			batch = append(batch, r)
 		case <-lazy.C:
 			c.syncLazy()
+			continue
+		case <-retry.C:
+			c = s.restart(c)
 			continue
 		case <-s.quit:
 			// Close waits for every Update already queued.
@@ -105,11 +114,59 @@ func (s *Store) commitLoop(c *committer) {
 				break fill
 			}
 		}
+		c = s.restart(c)
 		c.answer(batch)
 		if len(c.lazy) == 1 {
 			lazy.Reset(lazyDelay)
 		}
 	}
+}
+
+// restartEvery is how often a broken committer is replaced while it stays
+// broken: often enough to come back within a second or two of the disk
+// having room again, rarely enough not to grind a failing disk.
+const restartEvery = time.Second
+
+// restart replaces c with a new committer if c broke and restartEvery has
+// passed since the last try; otherwise it returns c. The new committer
+// recovers from the journals what the broken one had made durable, so
+// nothing acknowledged is lost; waiters queued before are dropped, as on a
+// restart of the process.
+func (s *Store) restart(c *committer) *committer {
+	err := c.broken
+	if err == nil {
+		err = c.progress.failed()
+	}
+	if err == nil || time.Since(s.restarted) < restartEvery {
+		return c
+	}
+	s.restarted = time.Now()
+	c.stopApplier()
+	c.close()
+	nc, err2 := s.newCommitter()
+	if err2 != nil {
+		if held, ok := s.logs.Allow("the store stays unavailable", time.Now()); ok {
+			s.log.Warn("the store stays unavailable", "err", err, "restart", err2, "held_back", held)
+		}
+		return s.deadCommitter(fmt.Errorf("%w (restart: %w)", err, err2))
+	}
+	s.log.Info("the store recovered", "after", err)
+	return nc
+}
+
+// deadCommitter answers every Update with err and fails every read, until
+// the next restart.
+func (s *Store) deadCommitter(err error) *committer {
+	c := &committer{
+		broken:      err,
+		applyQueue:  make(chan applied),
+		applierDone: make(chan struct{}),
+		progress:    newProgress(),
+	}
+	close(c.applierDone)
+	c.progress.fail(err)
+	s.progress.Store(c.progress)
+	return c
 }
 
 // lazyDelay bounds how long a batch that only queued waiters waits for a
@@ -133,7 +190,7 @@ func (c *committer) answer(batch []*request) {
 // newCommitter takes the write connection and a read connection, brings the
 // file up to date with the journal, loads the live locks and starts the
 // applier.
-func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committer, error) {
+func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string, opts Options) (*committer, error) {
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -154,7 +211,7 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 	if c.rconn, err = rdb.Conn(ctx); err == nil {
 		c.rstmts = stmtCache{conn: c.rconn, stmts: map[string]*sql.Stmt{}}
 		c.tx.file.q = &c.rstmts
-		err = c.recover(ctx, path+".commitlog", path+".commitlog2")
+		err = c.recover(ctx, opts, journalPaths(path)...)
 	}
 	if err == nil {
 		// The requests that waited died with the process that queued them.
@@ -185,14 +242,25 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string) (*committe
 // recover opens the journals and writes the batches they hold into the
 // database again (their SQLite commits may not have reached the disk), then
 // syncs the database and starts both journals over.
-func (c *committer) recover(ctx context.Context, paths ...string) error {
+//
+// The database's user_version records that its journals exist, so that a
+// journal deleted or blanked since is refused rather than taken for a new
+// one (unless opts.AcceptDataLoss).
+func (c *committer) recover(ctx context.Context, opts Options, paths ...string) error {
+	var hasJournals int
+	if err := c.w.conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&hasJournals); err != nil {
+		return err
+	}
 	var found [][][]byte // each journal's records
 	for i, path := range paths {
-		j, records, err := openJournal(path)
+		j, records, err := openJournal(path, opts.JournalSize, opts.AcceptDataLoss)
 		if err != nil {
 			return err
 		}
 		c.journals[i] = j
+		if j.blank && hasJournals > 0 && !opts.AcceptDataLoss {
+			return &DamageError{File: path, Problem: "the journal is missing or blank, but the database says it was written"}
+		}
 		c.nextGen = max(c.nextGen, j.generation)
 		found = append(found, records)
 	}
@@ -209,6 +277,11 @@ func (c *committer) recover(ctx context.Context, paths ...string) error {
 	}
 	if !o.empty() {
 		if err := c.w.apply([]applied{{o: o}}, false); err != nil {
+			return err
+		}
+	}
+	if hasJournals == 0 {
+		if _, err := c.w.conn.ExecContext(ctx, `PRAGMA user_version = 1`); err != nil {
 			return err
 		}
 	}
@@ -264,6 +337,9 @@ func (c *committer) stopApplier() {
 }
 
 func (c *committer) close() {
+	if c.w == nil {
+		return // a dead committer (see deadCommitter)
+	}
 	c.w.stmts.close()
 	c.w.conn.Close()
 	if c.rconn != nil {

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,60 +29,116 @@ import (
 // not record. On open, the records of both are applied again (every row
 // write is idempotent), SQLite is synced, and both start over.
 //
-// Layout: a header block (magic, generation), then records of
-// [payload length u32][crc32c(generation, payload) u32][payload]. A record
-// of another generation, a torn record or zeros end the log.
+// Layout: a header block (magic, generation, the file's preallocated size),
+// then records of [payload length u32][generation's low 32 bits u32]
+// [crc32c(generation, payload) u32][payload], each followed by a zero length
+// until the next is written. A zero length ends the log.
+//
+// Damage is told apart from a torn tail. A crash can cut only the last
+// write, so a record that fails its checksum is dropped only when no valid
+// record of the generation follows it; if one does, acknowledged batches
+// sit behind the damage and the journal is refused (see DamageError). A file
+// shorter than its header says, or a header that is neither a journal's nor
+// blank, is refused too.
 type journal struct {
+	path       string
 	f          *os.File
 	size       int64
 	off        int64 // where the next record goes
 	generation uint64
 	buf        []byte
+	// blank is true when the file held no journal when it was opened: it
+	// was just created, or it is all zeros.
+	blank bool
 }
 
 const (
-	journalMagic  = "DLMJRNL1"
-	journalHeader = 4096
+	journalMagic   = "DLMJRNL2"
+	journalMagicV1 = "DLMJRNL1" // before records carried their generation; read once, on upgrade
+	journalHeader  = 4096
+	recordHeader   = 12
+	recordHeaderV1 = 8
 )
 
-// journalSize is the preallocated size of each journal: at a few hundred
-// bytes per operation, a few hundred thousand operations before it fills.
-// A variable only so that tests can make journals fill fast.
-var journalSize int64 = 64 << 20
+// DefaultJournalSize is the preallocated size of each journal: at a few
+// hundred bytes per operation, some 50,000 operations before one fills and
+// the other takes over. MinJournalSize holds the largest batch's record.
+const (
+	DefaultJournalSize int64 = 16 << 20
+	MinJournalSize     int64 = 1 << 20
+)
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// openJournal opens or creates the journal at path and returns it with the
-// payloads of the records it holds, oldest first.
-func openJournal(path string) (*journal, [][]byte, error) {
+// DamageError says that a data file is damaged or missing, so that opening
+// the store would lose acknowledged changes: the store refuses to open.
+type DamageError struct {
+	File    string // the damaged or missing file
+	Problem string // what is wrong with it
+}
+
+func (e *DamageError) Error() string {
+	return fmt.Sprintf("%s: %s. Starting would lose acknowledged grants and releases, so dlm refuses: "+
+		"restore the data directory from a backup, or start with --accept-data-loss to keep what is intact "+
+		"(see RELIABILITY.md, \"Damage and abuse\")", e.File, e.Problem)
+}
+
+// openJournal opens or creates the journal at path, preallocated to size
+// bytes when it is created, and returns it with the payloads of the records
+// it holds, oldest first. With lenient, a damaged record ends the log
+// instead of failing the open.
+func openJournal(path string, size int64, lenient bool) (*journal, [][]byte, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, nil, err
 	}
-	j := &journal{f: f}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	if st.Size() < journalSize {
-		// Write the whole file now, so that appends only overwrite blocks
-		// that exist: fallocate's unwritten extents would make every first
-		// write a metadata change, and each fdatasync as slow as a growing
-		// file's.
-		if err := zeroFill(f, st.Size(), journalSize); err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("preallocating %s: %w", path, err)
-		}
-		st, _ = f.Stat()
-	}
-	j.size = st.Size()
-	records, err := j.read()
+	j := &journal{path: path, f: f}
+	records, err := j.open(size, lenient)
 	if err != nil {
 		f.Close()
 		return nil, nil, err
 	}
 	return j, records, nil
+}
+
+func (j *journal) open(size int64, lenient bool) ([][]byte, error) {
+	st, err := j.f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	j.size = st.Size()
+	head := make([]byte, 24)
+	if j.size >= int64(len(head)) {
+		if _, err := j.f.ReadAt(head, 0); err != nil {
+			return nil, err
+		}
+	}
+	switch magic := string(head[:8]); {
+	case magic == journalMagic:
+		j.generation = binary.LittleEndian.Uint64(head[8:])
+		if want := int64(binary.LittleEndian.Uint64(head[16:])); j.size < want && !lenient {
+			return nil, &DamageError{File: j.path, Problem: fmt.Sprintf("it is %d bytes long, but was written as %d: it was cut short", j.size, want)}
+		}
+		return j.read(recordHeader, lenient)
+	case magic == journalMagicV1:
+		j.generation = binary.LittleEndian.Uint64(head[8:])
+		return j.read(recordHeaderV1, true)
+	case !bytes.Equal(head, make([]byte, len(head))) && !lenient:
+		return nil, &DamageError{File: j.path, Problem: "its header is not a dlm journal's"}
+	}
+	// Blank: new, or never written. Write the whole file now, so that
+	// appends only overwrite blocks that exist: fallocate's unwritten
+	// extents would make every first write a metadata change, and each
+	// fdatasync as slow as a growing file's.
+	j.blank = true
+	if j.size < size {
+		if err := zeroFill(j.f, j.size, size); err != nil {
+			return nil, fmt.Errorf("preallocating %s: %w", j.path, err)
+		}
+		j.size = size
+	}
+	j.off = journalHeader
+	return nil, nil
 }
 
 func zeroFill(f *os.File, from, to int64) error {
@@ -94,39 +151,72 @@ func zeroFill(f *os.File, from, to int64) error {
 	return f.Sync()
 }
 
-// read returns the records of the current generation.
-func (j *journal) read() ([][]byte, error) {
-	head := make([]byte, 16)
-	if _, err := j.f.ReadAt(head, 0); err != nil {
+// read returns the records of the current generation; rh is the size of a
+// record's header in the file's format.
+func (j *journal) read(rh int64, lenient bool) ([][]byte, error) {
+	data := make([]byte, j.size)
+	if _, err := j.f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	if string(head[:8]) != journalMagic {
-		return nil, nil // new, or never written
-	}
-	j.generation = binary.LittleEndian.Uint64(head[8:])
 	var records [][]byte
 	off := int64(journalHeader)
-	for off+8 <= j.size {
-		var rh [8]byte
-		if _, err := j.f.ReadAt(rh[:], off); err != nil {
-			return nil, err
-		}
-		n := int64(binary.LittleEndian.Uint32(rh[:4]))
-		if n == 0 || off+8+n > j.size {
+	for {
+		p, ok := j.record(data, off, rh)
+		if !ok {
 			break
 		}
-		p := make([]byte, n)
-		if _, err := j.f.ReadAt(p, off+8); err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		if binary.LittleEndian.Uint32(rh[4:]) != j.sum(p) {
-			break // torn, or left over from an earlier generation
-		}
 		records = append(records, p)
-		off += 8 + n
+		off += rh + int64(len(p))
 	}
 	j.off = off
+	if !lenient && j.validAfter(data, off) {
+		return nil, &DamageError{File: j.path, Problem: fmt.Sprintf("the record at byte %d is damaged and valid records follow it", off)}
+	}
 	return records, nil
+}
+
+// record returns the payload of the record at off in data, if there is a
+// valid one of this generation.
+func (j *journal) record(data []byte, off, rh int64) ([]byte, bool) {
+	if off+rh > int64(len(data)) {
+		return nil, false
+	}
+	n := int64(binary.LittleEndian.Uint32(data[off:]))
+	if n == 0 || off+rh+n > int64(len(data)) {
+		return nil, false
+	}
+	sum := data[off+4:]
+	if rh == recordHeader {
+		if binary.LittleEndian.Uint32(data[off+4:]) != uint32(j.generation) {
+			return nil, false
+		}
+		sum = data[off+8:]
+	}
+	p := data[off+rh : off+rh+n]
+	if binary.LittleEndian.Uint32(sum) != j.sum(p) {
+		return nil, false
+	}
+	return p, true
+}
+
+// validAfter reports whether a valid record of this generation starts
+// anywhere after off: the generation marker in each record header makes
+// the candidates few.
+func (j *journal) validAfter(data []byte, off int64) bool {
+	var marker [4]byte
+	binary.LittleEndian.PutUint32(marker[:], uint32(j.generation))
+	for at := off + 1; at+recordHeader <= int64(len(data)); {
+		i := bytes.Index(data[at+4:], marker[:])
+		if i < 0 {
+			return false
+		}
+		at += int64(i)
+		if _, ok := j.record(data, at, recordHeader); ok {
+			return true
+		}
+		at++
+	}
+	return false
 }
 
 func (j *journal) sum(p []byte) uint32 {
@@ -136,7 +226,7 @@ func (j *journal) sum(p []byte) uint32 {
 }
 
 // fits reports whether a record of n payload bytes fits before the end.
-func (j *journal) fits(n int) bool { return j.off+8+int64(n) <= j.size }
+func (j *journal) fits(n int) bool { return j.off+recordHeader+int64(n)+4 <= j.size }
 
 // sync makes every record written so far durable.
 func (j *journal) sync() error { return syscall.Fdatasync(int(j.f.Fd())) }
@@ -147,10 +237,11 @@ func (j *journal) write(payload []byte) error {
 		return errors.New("journal full")
 	}
 	j.buf = binary.LittleEndian.AppendUint32(j.buf[:0], uint32(len(payload)))
+	j.buf = binary.LittleEndian.AppendUint32(j.buf, uint32(j.generation))
 	j.buf = binary.LittleEndian.AppendUint32(j.buf, j.sum(payload))
 	j.buf = append(j.buf, payload...)
 	// A zero length after the record ends the log even if the blocks behind
-	// it hold an old generation's records with a colliding checksum.
+	// it hold an old generation's records.
 	j.buf = append(j.buf, 0, 0, 0, 0)
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
 		return err
@@ -164,9 +255,10 @@ func (j *journal) write(payload []byte) error {
 // held durable elsewhere. The new generation invalidates every old record.
 func (j *journal) reset(gen uint64) error {
 	j.generation = gen
-	head := make([]byte, journalHeader+8) // the header, then an empty record
+	head := make([]byte, journalHeader+4) // the header, then an empty record
 	copy(head, journalMagic)
 	binary.LittleEndian.PutUint64(head[8:], j.generation)
+	binary.LittleEndian.PutUint64(head[16:], uint64(j.size))
 	if _, err := j.f.WriteAt(head, 0); err != nil {
 		return err
 	}
@@ -174,6 +266,7 @@ func (j *journal) reset(gen uint64) error {
 		return err
 	}
 	j.off = journalHeader
+	j.blank = false
 	return nil
 }
 

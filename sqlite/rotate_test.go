@@ -16,11 +16,11 @@ import (
 // acknowledged batches in both, and recovery must replay both; the live
 // store must keep every lease across rotations and a restart.
 func TestJournalRotation(t *testing.T) {
-	defer sqlite.SetJournalSize(64 << 10)()
 	holder := strings.Repeat("h", 2000) // about 4 KiB per record, with its event: a journal takes 15
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dlm.db")
-	s, err := sqlite.Open(path)
+	small := sqlite.Options{JournalSize: 64 << 10}
+	s, err := sqlite.OpenWith(path, small)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,14 +64,14 @@ func TestJournalRotation(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = sqlite.Open(path)
+	s, err = sqlite.OpenWith(path, small)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkHeld(t, s, leases, released)
 	s.Close()
 
-	r, err := sqlite.Open(crashed)
+	r, err := sqlite.OpenWith(crashed, small)
 	if err != nil {
 		t.Fatal(err)
 	}

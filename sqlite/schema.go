@@ -94,22 +94,24 @@ var migrations = []string{
 	`ALTER TABLE leases ADD COLUMN requested_ttl INTEGER;`,
 }
 
-// migrate brings the schema up to date on the writer connection.
-func migrate(ctx context.Context, conn *sql.Conn) error {
+// migrate brings the schema up to date on the writer connection. created
+// reports whether the database had no schema at all before.
+func migrate(ctx context.Context, conn *sql.Conn) (created bool, err error) {
 	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return err
+		return false, err
 	}
 	var version int
-	err := conn.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&version)
+	err = conn.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&version)
 	if err == sql.ErrNoRows {
+		created = true
 		if _, err := conn.ExecContext(ctx, `INSERT INTO schema_version VALUES (0)`); err != nil {
-			return err
+			return false, err
 		}
 	} else if err != nil {
-		return err
+		return false, err
 	}
 	if version > len(migrations) {
-		return fmt.Errorf("database schema version %d is newer than this program (%d)", version, len(migrations))
+		return false, fmt.Errorf("database schema version %d is newer than this program (%d)", version, len(migrations))
 	}
 	for v := version; v < len(migrations); v++ {
 		if err := inTx(ctx, conn, func() error {
@@ -119,10 +121,10 @@ func migrate(ctx context.Context, conn *sql.Conn) error {
 			_, err := conn.ExecContext(ctx, `UPDATE schema_version SET version = ?`, v+1)
 			return err
 		}); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return created, nil
 }
 
 // inTx runs fn between BEGIN IMMEDIATE and COMMIT on conn.

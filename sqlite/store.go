@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/lograte"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -36,13 +38,18 @@ const MaxBatch = 512
 
 // Store is a dlm.Store on one SQLite file.
 type Store struct {
-	wdb  *sql.DB // one connection, owned by the committer
-	rdb  *sql.DB // read-only pool
-	lock *os.File
+	path      string
+	opts      Options
+	log       *slog.Logger
+	logs      lograte.Limiter // the restart's repeated failures
+	restarted time.Time       // the last restart of a broken committer (commitLoop)
+	wdb       *sql.DB         // one connection, owned by the committer
+	rdb       *sql.DB         // read-only pool
+	lock      *os.File
 
 	reqs     chan *request
 	quit     chan struct{}
-	progress *progress // the committer's, for reads
+	progress atomic.Pointer[progress] // the committer's, for reads
 	stopped  chan struct{}
 	closeMu  sync.RWMutex // held for reading by Updates in flight
 	closed   bool
@@ -61,11 +68,36 @@ type request struct {
 	done chan struct{}
 }
 
-// Open opens (creating if needed) the database file at path, migrates its
-// schema and starts the committer. The file is locked so that no other
+// Options configure a Store. The zero value of each field means its default.
+type Options struct {
+	// JournalSize is the preallocated size of each of the two journals.
+	// Default DefaultJournalSize, or less when the filesystem has little
+	// room: at most an eighth of its free space, and no less than
+	// MinJournalSize. It applies when a journal is created.
+	JournalSize int64
+	// Logger receives the store's operational logs. Default slog.Default().
+	Logger *slog.Logger
+	// AcceptDataLoss opens a store whose journals are damaged or missing
+	// with what is intact, instead of refusing with a *DamageError. The
+	// batches behind the damage are lost; fencing tokens still grow, since
+	// the core never issues one below the clock's floor (dlm.TokenFloor).
+	AcceptDataLoss bool
+}
+
+// Open opens (creating if needed) the database file at path with default
+// Options.
+func Open(path string) (*Store, error) { return OpenWith(path, Options{}) }
+
+// OpenWith opens (creating if needed) the database file at path, migrates
+// its schema and starts the committer. The file is locked so that no other
 // process can open it at the same time; waiters left by an earlier process
 // are dropped, since the requests that queued them died with it.
-func Open(path string) (*Store, error) {
+//
+// It refuses, with a *DamageError naming the file, to open a store whose
+// journal is damaged, missing or cut short, or whose database is empty
+// beside existing journals: either would silently lose acknowledged
+// changes (see journal). opts.AcceptDataLoss overrides that.
+func OpenWith(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
@@ -82,21 +114,32 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
+		path:    path,
+		opts:    opts,
 		lock:    lock,
 		reqs:    make(chan *request, MaxBatch),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	if err := s.open(path); err != nil {
-		s.closeDBs()
-		return nil, err
+	if s.log = opts.Logger; s.log == nil {
+		s.log = slog.Default()
 	}
-	c, err := newCommitter(context.Background(), s.wdb, s.rdb, path)
+	if s.opts.JournalSize == 0 {
+		s.opts.JournalSize = journalSizeFor(filepath.Dir(path))
+	}
+	created, err := s.open(path)
+	if err == nil && created && !opts.AcceptDataLoss {
+		err = checkNoJournals(path)
+	}
 	if err != nil {
 		s.closeDBs()
 		return nil, err
 	}
-	c.observe, s.progress = &s.commits, c.progress
+	c, err := s.newCommitter()
+	if err != nil {
+		s.closeDBs()
+		return nil, err
+	}
 	go s.commitLoop(c)
 	return s, nil
 }
@@ -118,9 +161,48 @@ func makePrivate(path string) error {
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
+
 		}
 	}
 	return nil
+}
+
+// journalSizeFor returns DefaultJournalSize, or an eighth of the free space
+// of dir's filesystem if that is less (but at least MinJournalSize), so
+// that a small disk can still start.
+func journalSizeFor(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return DefaultJournalSize
+	}
+	free := int64(st.Bavail) * st.Bsize
+	return max(MinJournalSize, min(DefaultJournalSize, free/8))
+}
+
+// checkNoJournals fails if a database just created has journals beside it:
+// they belong to a database that was there before and is now lost.
+func checkNoJournals(path string) error {
+	for _, j := range journalPaths(path) {
+		if _, err := os.Stat(j); err == nil {
+			return &DamageError{File: path, Problem: "the database is empty, but the journal " + filepath.Base(j) +
+				" beside it belongs to one that held data: the database was lost, truncated or replaced"}
+		}
+	}
+	return nil
+}
+
+func journalPaths(path string) []string { return []string{path + ".commitlog", path + ".commitlog2"} }
+
+// newCommitter starts a committer on the store's file, and makes its
+// progress the one reads wait on.
+func (s *Store) newCommitter() (*committer, error) {
+	c, err := newCommitter(context.Background(), s.wdb, s.rdb, s.path, s.opts)
+	if err != nil {
+		return nil, err
+	}
+	c.observe = &s.commits
+	s.progress.Store(c.progress)
+	return c, nil
 }
 
 // ObserveCommits makes the committer call f after each batch it committed
@@ -136,7 +218,9 @@ func (s *Store) ObserveCommits(f func(ops int, d time.Duration)) {
 	s.commits.Store(&f)
 }
 
-func (s *Store) open(path string) error {
+// open opens the database and migrates its schema; created reports whether
+// it had none before.
+func (s *Store) open(path string) (created bool, err error) {
 	// SQLite does not fsync its commits (synchronous=NORMAL): the journal
 	// makes each batch durable before the applier writes it (see journal),
 	// and SQLite is synced whenever the journal starts over. Its own
@@ -145,28 +229,27 @@ func (s *Store) open(path string) error {
 	// 64 MiB between checkpoints, so its blocks are reused, not reallocated.
 	dsn := "file:" + url.PathEscape(path) + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=wal_autocheckpoint(10000)&_pragma=journal_size_limit(67108864)&_pragma=temp_store(MEMORY)"
-	var err error
 	if s.wdb, err = sql.Open("sqlite", dsn); err != nil {
-		return err
+		return false, err
 	}
 	s.wdb.SetMaxOpenConns(1)
 	s.wdb.SetConnMaxIdleTime(0)
 	s.wdb.SetConnMaxLifetime(0)
 	if s.rdb, err = sql.Open("sqlite", dsn+"&_pragma=query_only(1)"); err != nil {
-		return err
+		return false, err
 	}
 	s.rdb.SetMaxOpenConns(8)
 	s.rdb.SetMaxIdleConns(8)
 	ctx := context.Background()
 	conn, err := s.wdb.Conn(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close()
-	if err := migrate(ctx, conn); err != nil {
-		return fmt.Errorf("migrating %s: %w", path, err)
+	if created, err = migrate(ctx, conn); err != nil {
+		return false, fmt.Errorf("migrating %s: %w", path, err)
 	}
-	return nil
+	return created, nil
 }
 
 // Close stops the committer after the Updates in flight and closes the file.
@@ -228,10 +311,11 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 	if closed {
 		return errClosed
 	}
-	if err := s.progress.wait(ctx, s.progress.answered.Load()); err != nil {
+	p := s.progress.Load()
+	if err := p.wait(ctx, p.answered.Load()); err != nil {
 		return err
 	}
-	now := s.progress.readNow()
+	now := p.readNow()
 	tx, err := s.rdb.BeginTx(ctx, nil)
 	if err != nil {
 		return unavailable(err)

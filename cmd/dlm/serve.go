@@ -56,6 +56,8 @@ type serveConfig struct {
 	logLevel            slog.Level
 	logFormat           string
 	pprofListen         string
+	journalSizeMB       int64
+	acceptDataLoss      bool
 }
 
 // parseServeFlags reads the flags of dlm serve. Every flag has an environment
@@ -83,6 +85,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 	fs.StringVar(&level, "log-level", level, "debug, info, warn or error; debug logs every request [DLM_LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env.str("DLM_LOG_FORMAT", "text"), "text or json [DLM_LOG_FORMAT]")
 	fs.StringVar(&c.pprofListen, "pprof-listen", env.str("DLM_PPROF_LISTEN", ""), "address to serve Go's profiles on (/debug/pprof/), without authentication; off when empty [DLM_PPROF_LISTEN]")
+	fs.Int64Var(&c.journalSizeMB, "journal-size-mb", env.int("DLM_JOURNAL_SIZE_MB", 0), "size in MiB of each of the embedded store's two preallocated journals, when they are created; 0: 16, or an eighth of the free disk space if that is less [DLM_JOURNAL_SIZE_MB]")
+	fs.BoolVar(&c.acceptDataLoss, "accept-data-loss", env.bool("DLM_ACCEPT_DATA_LOSS"), "start the embedded store even if its journal is damaged or missing, with what is intact (see RELIABILITY.md) [DLM_ACCEPT_DATA_LOSS]")
 	if env.err != nil {
 		return nil, env.err
 	}
@@ -110,6 +114,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 		return nil, errors.New("per-tenant maximums must be positive")
 	case c.eventRetention <= 0 || c.eventRetentionCount <= 0:
 		return nil, errors.New("event retention must be positive")
+	case c.journalSizeMB < 0 || c.journalSizeMB > 0 && c.journalSizeMB < sqlite.MinJournalSize>>20:
+		return nil, fmt.Errorf("journal size %d MiB: must be at least %d", c.journalSizeMB, sqlite.MinJournalSize>>20)
 	case c.listen == "":
 		return nil, errors.New("listen address is empty")
 	case c.dataDir == "" && c.postgres == "":
@@ -130,6 +136,18 @@ func (e *envDefaults) str(name, def string) string {
 		return v
 	}
 	return def
+}
+
+func (e *envDefaults) bool(name string) bool {
+	v := e.getenv(name)
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("%s=%q: want true or false", name, v)
+	}
+	return b
 }
 
 func (e *envDefaults) duration(name string, def time.Duration) time.Duration {
@@ -203,7 +221,10 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		// is lost.
 		opts.WaitPoll = time.Second
 	} else {
-		sq, err := sqlite.Open(dbPath)
+		if err := checkCredentialsAlone(dbPath, c.dataDir); err != nil {
+			return err
+		}
+		sq, err := sqlite.OpenWith(dbPath, sqlite.Options{JournalSize: c.journalSizeMB << 20, AcceptDataLoss: c.acceptDataLoss})
 		if err != nil {
 			return fmt.Errorf("open store: %w", err)
 		}
@@ -259,6 +280,26 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// checkCredentialsAlone refuses to start when the database is gone but the
+// credentials of an earlier first start are still there: starting would
+// make new keys over them, and every key that clients hold would stop
+// working. (The store itself refuses when its journals outlive it.)
+func checkCredentialsAlone(dbPath, dataDir string) error {
+	if st, err := os.Stat(dbPath); err == nil && st.Size() > 0 {
+		return nil
+	}
+	if _, err := os.Stat(dbPath + "-wal"); err == nil {
+		return nil
+	}
+	creds := filepath.Join(dataDir, credentialsFile)
+	if _, err := os.Stat(creds); err != nil {
+		return nil
+	}
+	return fmt.Errorf("%s is missing or empty, but %s from an earlier start is there: the data was lost. "+
+		"dlm refuses to start, since it would make new keys and refuse every key in use: restore the data directory from a backup, "+
+		"or remove %s to start afresh (see RELIABILITY.md, \"Damage and abuse\")", dbPath, creds, creds)
 }
 
 // bootstrap makes the admin key and the default tenant's key on first start,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -449,4 +450,46 @@ func checkMetrics(t *testing.T, url string) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+}
+
+// TestServeRefusesDamagedData damages the data directory after a SIGKILL,
+// as a disk or an operator can, and checks that dlm serve refuses to start
+// with a message naming the file, instead of starting without acknowledged
+// changes (and repeating their fencing tokens) or making new keys.
+func TestServeRefusesDamagedData(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	key := readCredentials(t, dir).TenantKey
+	for i := range 20 {
+		l := mustCall(t, 200, "POST", p.url+"/v1/locks/damage%2F"+strconv.Itoa(i)+"/acquire", key, `{"holder_id":"h"}`)
+		if i%2 == 0 {
+			mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+l["lease_id"].(string), key, "")
+		}
+	}
+	if err := p.stop(syscall.SIGKILL); err == nil {
+		t.Fatal("SIGKILL: process exited cleanly")
+	}
+	db := filepath.Join(dir, "dlm.db")
+	refused := func(t *testing.T, file string) {
+		t.Helper()
+		r := runMain(t, map[string]string{"DLM_DATA_DIR": dir, "DLM_LISTEN": "127.0.0.1:0"}, "serve")
+		if r.code == 0 || !strings.Contains(r.stderr, file) || !strings.Contains(r.stderr, "backup") {
+			t.Fatalf("dlm serve on damaged data: exit %d, stderr %q; want a refusal naming %s", r.code, r.stderr, file)
+		}
+	}
+
+	f, err := os.OpenFile(db+".commitlog", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xde, 0xad, 0xbe, 0xef}, 4096+100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	refused(t, db+".commitlog")
+
+	for _, suffix := range []string{"", "-wal", "-shm", ".commitlog", ".commitlog2"} {
+		os.Remove(db + suffix)
+	}
+	refused(t, filepath.Join(dir, credentialsFile))
 }
