@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/google/go-cmp/cmp"
 )
@@ -70,7 +71,7 @@ func testEventLog(t *testing.T, open Opener) {
 	short.TTL = 100 * time.Millisecond
 	s := e.acquire(short)
 	// Nobody touches the lock: the sweeper records the expiry on its own.
-	eventually(t, "the expiry is recorded", func() bool {
+	dlmtest.Eventually(t, "the expiry is recorded", func() bool {
 		evs := e.history(engine.EventQuery{Tenant: tenant, Name: "ev"})
 		return len(evs) > 0 && evs[len(evs)-1].Type == dlm.EventExpired
 	})

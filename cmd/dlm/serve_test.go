@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,102 +14,16 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm/dlmtest"
-	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/wire"
 )
 
-// dlmBin is the dlm binary TestMain builds, so that tests can run it as a
-// real process and kill it.
-var dlmBin string
+func TestMain(m *testing.M) { dlmtest.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dlm-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	dlmBin = filepath.Join(dir, "dlm")
-	args := []string{"build", "-o", dlmBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building dlm:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// proc is a running dlm serve process.
-type proc struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	url  string
-	out  *dlmtest.Buffer // stdout
-	err  *dlmtest.Buffer // stderr
-	done chan struct{}   // closed when the process has exited
-	exit error
-}
-
-// startServe runs dlm serve on a free port with dataDir and waits until it
-// prints its address. env adds variables (NAME=value).
-func startServe(t *testing.T, dataDir string, env ...string) *proc {
+// startServe runs dlm serve on a free port with dataDir, logging at debug
+// level. env adds variables (NAME=value).
+func startServe(t *testing.T, dataDir string, env ...string) *dlmtest.Server {
 	t.Helper()
-	cmd := exec.Command(dlmBin, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "debug")
-	cmd.Env = append(os.Environ(), env...)
-	pr, pw := io.Pipe()
-	p := &proc{t: t, cmd: cmd, out: &dlmtest.Buffer{}, err: &dlmtest.Buffer{}, done: make(chan struct{})}
-	cmd.Stdout = io.MultiWriter(p.out, pw)
-	cmd.Stderr = p.err
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.exit = cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("dlm serve stdout:\n%s\nstderr:\n%s", p.out, p.err)
-		}
-	})
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "dlm: listening on "); ok {
-				found <- u
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case p.url = <-found:
-	case <-p.done:
-		t.Fatalf("dlm serve exited before listening: %v\nstdout:\n%s\nstderr:\n%s", p.exit, p.out, p.err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("dlm serve did not print its address\nstdout:\n%s\nstderr:\n%s", p.out, p.err)
-	}
-	return p
-}
-
-// stop sends sig and waits for the process to exit.
-func (p *proc) stop(sig syscall.Signal) error {
-	p.t.Helper()
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		p.t.Fatalf("dlm serve did not exit on %v", sig)
-	}
-	return p.exit
+	return dlmtest.MustServe(t, dlmtest.ServeOptions{Dir: dataDir, Args: []string{"--log-level", "debug"}, Env: env})
 }
 
 // call sends a request with key and returns the status and decoded body.
@@ -150,69 +62,55 @@ func mustCall(t *testing.T, want int, method, url, key, body string) map[string]
 	return m
 }
 
-func readCredentials(t *testing.T, dir string) engine.Credentials {
+// readCredentials reads the credentials.json of a first start in dir and
+// checks that only its owner may read it.
+func readCredentials(t *testing.T, dir string) wire.Credentials {
 	t.Helper()
-	path := filepath.Join(dir, "credentials.json")
-	fi, err := os.Stat(path)
+	fi, err := os.Stat(filepath.Join(dir, wire.CredentialsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if mode := fi.Mode().Perm(); mode != 0o600 {
 		t.Errorf("credentials.json mode %v, want 0600", mode)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var raw map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"admin_key", "tenant", "tenant_key", "tenant_key_id"} {
-		if s, _ := raw[k].(string); s == "" {
-			t.Errorf("credentials.json lacks %s: %s", k, b)
-		}
-	}
-	var c engine.Credentials
-	json.Unmarshal(b, &c)
-	return c
+	return dlmtest.Credentials(t, dir)
 }
 
 func TestServeFirstStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	p := startServe(t, dir)
 	creds := readCredentials(t, dir)
-	if creds.Tenant != "default" {
-		t.Errorf("tenant = %q", creds.Tenant)
+	if creds.Tenant != "default" || creds.AdminKey == "" || creds.TenantKeyID == "" {
+		t.Errorf("credentials = %+v, want the default tenant's key and the admin key made", creds)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("data dir: %v, %v; want mode 0700", fi.Mode(), err)
 	}
-	out := p.out.String()
+	out := p.Stdout.String()
 	for _, want := range []string{creds.AdminKey, creds.TenantKey, "admin key:", `tenant "default" key:`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("first start output lacks %q:\n%s", want, out)
 		}
 	}
-	mustCall(t, 200, "GET", p.url+"/healthz", "", "")
-	mustCall(t, 200, "GET", p.url+"/readyz", "", "")
-	mustCall(t, 200, "GET", p.url+"/v1/tenants", creds.AdminKey, "")
-	mustCall(t, 200, "POST", p.url+"/v1/locks/a/acquire", creds.TenantKey, `{"holder_id":"h"}`)
-	checkMetrics(t, p.url)
-	if err := p.stop(syscall.SIGTERM); err != nil {
+	mustCall(t, 200, "GET", p.URL+"/healthz", "", "")
+	mustCall(t, 200, "GET", p.URL+"/readyz", "", "")
+	mustCall(t, 200, "GET", p.URL+"/v1/tenants", creds.AdminKey, "")
+	mustCall(t, 200, "POST", p.URL+"/v1/locks/a/acquire", creds.TenantKey, `{"holder_id":"h"}`)
+	checkMetrics(t, p.URL)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 
 	// The second start shows no keys, and the keys still work.
 	p = startServe(t, dir)
-	if out := p.out.String(); strings.Contains(out, "key") {
+	if out := p.Stdout.String(); strings.Contains(out, "key") {
 		t.Errorf("second start printed keys:\n%s", out)
 	}
 	if got := readCredentials(t, dir); got != creds {
 		t.Errorf("credentials changed: %+v, want %+v", got, creds)
 	}
-	mustCall(t, 200, "GET", p.url+"/v1/locks/a", creds.TenantKey, "")
-	if err := p.stop(syscall.SIGINT); err != nil {
+	mustCall(t, 200, "GET", p.URL+"/v1/locks/a", creds.TenantKey, "")
+	if err := p.Signal(syscall.SIGINT); err != nil {
 		t.Fatalf("exit after SIGINT: %v", err)
 	}
 }
@@ -221,14 +119,14 @@ func TestServeAdminKeyFromEnv(t *testing.T) {
 	dir := t.TempDir()
 	const admin = "my-own-admin-key-0123456789"
 	p := startServe(t, dir, "DLM_ADMIN_KEY="+admin)
-	if strings.Contains(p.out.String(), admin) {
+	if strings.Contains(p.Stdout.String(), admin) {
 		t.Errorf("the admin key from the environment was printed")
 	}
 	if c := readCredentials(t, dir); c.AdminKey != admin {
 		t.Errorf("credentials admin_key = %q, want DLM_ADMIN_KEY", c.AdminKey)
 	}
-	mustCall(t, 200, "GET", p.url+"/v1/tenants", admin, "")
-	mustCall(t, 401, "GET", p.url+"/v1/tenants", "some-other-key-0123456789", "")
+	mustCall(t, 200, "GET", p.URL+"/v1/tenants", admin, "")
+	mustCall(t, 401, "GET", p.URL+"/v1/tenants", "some-other-key-0123456789", "")
 }
 
 // TestServeCrashSafety kills the server with SIGKILL while it holds leases
@@ -238,12 +136,12 @@ func TestServeCrashSafety(t *testing.T) {
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	key := readCredentials(t, dir).TenantKey
-	acq := func(p *proc, name, body string) map[string]any {
-		return mustCall(t, 200, "POST", p.url+"/v1/locks/"+name+"/acquire", key, body)
+	acq := func(p *dlmtest.Server, name, body string) map[string]any {
+		return mustCall(t, 200, "POST", p.URL+"/v1/locks/"+name+"/acquire", key, body)
 	}
 	for range 2 {
 		l := acq(p, "crash%2Flong", `{"holder_id":"warmup"}`)
-		mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+l["lease_id"].(string), key, "")
+		mustCall(t, 200, "DELETE", p.URL+"/v1/leases/"+l["lease_id"].(string), key, "")
 	}
 	long := acq(p, "crash%2Flong", `{"holder_id":"survivor","ttl_ms":600000}`)
 	short := acq(p, "crash%2Fshort", `{"holder_id":"brief","ttl_ms":2000}`)
@@ -252,20 +150,20 @@ func TestServeCrashSafety(t *testing.T) {
 		t.Fatalf("token before the crash = %v, want 3", longTok)
 	}
 
-	if err := p.stop(syscall.SIGKILL); err == nil {
+	if err := p.Signal(syscall.SIGKILL); err == nil {
 		t.Fatal("SIGKILL: process exited cleanly")
 	}
 	p = startServe(t, dir)
 
-	got := mustCall(t, 200, "GET", p.url+"/v1/leases/"+longID, key, "")
+	got := mustCall(t, 200, "GET", p.URL+"/v1/leases/"+longID, key, "")
 	if got["fencing_token"] != longTok || got["holder_id"] != "survivor" || got["expires_at"] != long["expires_at"] {
 		t.Errorf("lease after restart = %v, want %v", got, long)
 	}
-	in := mustCall(t, 200, "GET", p.url+"/v1/locks/crash%2Flong", key, "")
+	in := mustCall(t, 200, "GET", p.URL+"/v1/locks/crash%2Flong", key, "")
 	if hs := in["holders"].([]any); len(hs) != 1 || in["fencing_token"] != longTok {
 		t.Errorf("inspect after restart = %v", in)
 	}
-	if status, m := call(t, "POST", p.url+"/v1/locks/crash%2Flong/acquire", key, `{"holder_id":"intruder"}`); status != 409 {
+	if status, m := call(t, "POST", p.URL+"/v1/locks/crash%2Flong/acquire", key, `{"holder_id":"intruder"}`); status != 409 {
 		t.Errorf("conflicting acquire after restart = %d %v, want 409", status, m)
 	}
 	// The short lease is held until it expires, then the next grant gets a
@@ -274,7 +172,7 @@ func TestServeCrashSafety(t *testing.T) {
 	if next["fencing_token"].(float64) <= short["fencing_token"].(float64) {
 		t.Errorf("token after expiry = %v, want above %v", next["fencing_token"], short["fencing_token"])
 	}
-	mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+longID, key, "")
+	mustCall(t, 200, "DELETE", p.URL+"/v1/leases/"+longID, key, "")
 	if l := acq(p, "crash%2Flong", `{"holder_id":"after"}`); l["fencing_token"].(float64) != longTok+1 {
 		t.Errorf("token after restart and release = %v, want %v", l["fencing_token"], longTok+1)
 	}
@@ -286,7 +184,7 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	key := readCredentials(t, dir).TenantKey
-	held := mustCall(t, 200, "POST", p.url+"/v1/locks/busy/acquire", key, `{"holder_id":"holder","ttl_ms":600000}`)
+	held := mustCall(t, 200, "POST", p.URL+"/v1/locks/busy/acquire", key, `{"holder_id":"holder","ttl_ms":600000}`)
 
 	type answer struct {
 		status int
@@ -294,7 +192,7 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 	}
 	waiter := make(chan answer, 1)
 	go func() {
-		req, _ := http.NewRequest("POST", p.url+"/v1/locks/busy/acquire", strings.NewReader(`{"holder_id":"waiter","wait_ms":120000}`))
+		req, _ := http.NewRequest("POST", p.URL+"/v1/locks/busy/acquire", strings.NewReader(`{"holder_id":"waiter","wait_ms":120000}`))
 		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -306,18 +204,11 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 		json.NewDecoder(resp.Body).Decode(&m)
 		waiter <- answer{resp.StatusCode, m}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		in := mustCall(t, 200, "GET", p.url+"/v1/locks/busy", key, "")
-		if len(in["waiters"].([]any)) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the waiter never queued")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := p.stop(syscall.SIGTERM); err != nil {
+	dlmtest.Eventually(t, "the waiter is queued", func() bool {
+		in := mustCall(t, 200, "GET", p.URL+"/v1/locks/busy", key, "")
+		return len(in["waiters"].([]any)) == 1
+	})
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 	a := <-waiter
@@ -326,7 +217,7 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 	}
 
 	p = startServe(t, dir)
-	if l := mustCall(t, 200, "GET", p.url+"/v1/leases/"+held["lease_id"].(string), key, ""); l["holder_id"] != "holder" {
+	if l := mustCall(t, 200, "GET", p.URL+"/v1/leases/"+held["lease_id"].(string), key, ""); l["holder_id"] != "holder" {
 		t.Errorf("lease after restart = %v", l)
 	}
 }
