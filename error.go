@@ -33,6 +33,10 @@ type Error struct {
 	Reason EndReason
 	// Field is set for invalid_argument: which input was wrong.
 	Field string
+	// Max is set for invalid_argument when Field has an upper bound the
+	// server enforces (its --max-wait for wait_ms, say): that bound, in
+	// the field's unit, so that a client can keep to it.
+	Max int64
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
