@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -122,11 +125,62 @@ func TestServeAdminKeyFromEnv(t *testing.T) {
 	if strings.Contains(p.Stdout.String(), admin) {
 		t.Errorf("the admin key from the environment was printed")
 	}
-	if c := readCredentials(t, dir); c.AdminKey != admin {
-		t.Errorf("credentials admin_key = %q, want DLM_ADMIN_KEY", c.AdminKey)
+	b, err := os.ReadFile(filepath.Join(dir, wire.CredentialsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), admin) || strings.Contains(string(b), "admin_key") {
+		t.Errorf("credentials.json keeps the admin key the operator gave:\n%s", b)
+	}
+	if c := readCredentials(t, dir); c.TenantKey == "" {
+		t.Errorf("credentials = %+v, want the tenant key the server made", c)
 	}
 	mustCall(t, 200, "GET", p.URL+"/v1/tenants", admin, "")
 	mustCall(t, 401, "GET", p.URL+"/v1/tenants", "some-other-key-0123456789", "")
+	r := runMain(t, map[string]string{"DLM_URL": p.URL, "DLM_DATA_DIR": dir}, "tenants", "list")
+	if r.code != exitError || !strings.Contains(r.stderr, "no admin key") || !strings.Contains(r.stderr, "DLM_KEY") {
+		t.Errorf("dlm tenants list without the admin key: exit %d, stderr %q; want an error that says to pass it", r.code, r.stderr)
+	}
+}
+
+// TestServeFirstStartFailsCleanly: a first start that cannot listen, or
+// is given an admin key too short, exits non-zero before it has created
+// the data directory or printed a key.
+func TestServeFirstStartFailsCleanly(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tt := range []struct {
+		name   string
+		listen string
+		env    []string
+		want   string // in stderr
+	}{
+		{"port taken", taken.Addr().String(), nil, "address already in use"},
+		{"admin key too short", "", []string{"DLM_ADMIN_KEY=short"}, "DLM_ADMIN_KEY: must be at least"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			p, err := dlmtest.StartServe(t, dlmtest.ServeOptions{Dir: dir, Listen: tt.listen, Env: tt.env})
+			if !errors.Is(err, dlmtest.ErrExited) {
+				t.Fatalf("dlm serve = %v, want it to exit", err)
+			}
+			if p.Wait() == nil {
+				t.Error("dlm serve exited 0")
+			}
+			if !strings.Contains(p.Stderr.String(), tt.want) {
+				t.Errorf("stderr lacks %q:\n%s", tt.want, p.Stderr.String())
+			}
+			if out := p.Stdout.String(); strings.Contains(out, "key") {
+				t.Errorf("a failed start printed keys:\n%s", out)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a failed start left the data directory %s (%v)", dir, err)
+			}
+		})
+	}
 }
 
 // TestServeCrashSafety kills the server with SIGKILL while it holds leases
@@ -310,7 +364,7 @@ func TestServeConfig(t *testing.T) {
 
 	// Nothing listens on port 1: the PostgreSQL store is opened, and fails.
 	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: env("DLM_POSTGRES_URL", "postgres://postgres@127.0.0.1:1/x?sslmode=disable")}
-	if err := m.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open PostgreSQL store") {
+	if err := m.Run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open PostgreSQL store") {
 		t.Errorf("serve with DLM_POSTGRES_URL = %v", err)
 	}
 }
