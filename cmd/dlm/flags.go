@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/client"
 	"github.com/dlmhq/dlm/wire"
 )
@@ -104,6 +105,20 @@ func parseFlags(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 		return nil, errUsage
 	}
 	return pos, nil
+}
+
+// parseLockName parses args into fs like parseFlags and returns the one
+// positional argument, a lock name. A malformed name is a usage error (exit
+// 64), found before anything is sent.
+func parseLockName(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parseFlags(fs, args, 1)
+	if err != nil {
+		return "", err
+	}
+	if err := dlm.ValidateName(pos[0]); err != nil {
+		return "", usagef("lock %q: %v", pos[0], err)
+	}
+	return pos[0], nil
 }
 
 // errHelp ends a command that printed its --help: exit 0.
