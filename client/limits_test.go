@@ -1,17 +1,12 @@
 package client
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
-	"github.com/dlmhq/dlm/wire"
 )
 
 // TestAcquireKeepsItsPlaceAcrossTheServersMaxWait: against a server whose
@@ -90,67 +85,5 @@ func TestAcquireKeepsItsPlaceAcrossTheServersMaxWait(t *testing.T) {
 	}
 	if err := r2.l.Release(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestFromEnvReadsTheLocalCredentials: without DLM_KEY, FromEnv takes the
-// tenant key from DLM_DATA_DIR's credentials.json, as the command line
-// does, and fails clearly when there is none.
-func TestFromEnvReadsTheLocalCredentials(t *testing.T) {
-	s := startServer(t)
-	dir := t.TempDir()
-	b, _ := json.Marshal(wire.Credentials{Tenant: "default", TenantKey: s.TenantKey, TenantKeyID: s.TenantKeyID})
-	if err := os.WriteFile(filepath.Join(dir, wire.CredentialsFile), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("DLM_URL", s.URL)
-	t.Setenv("DLM_KEY", "")
-	t.Setenv("DLM_DATA_DIR", dir)
-	c, err := FromEnv(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx := ctxFor(t, time.Minute)
-	l, err := c.TryAcquire(ctx, "from-env", &AcquireOptions{NoKeepAlive: true})
-	if err != nil {
-		t.Fatalf("TryAcquire with the key from credentials.json: %v", err)
-	}
-	if err := l.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-
-	t.Setenv("DLM_DATA_DIR", t.TempDir())
-	if _, err := FromEnv(nil); err == nil || !strings.Contains(err.Error(), "DLM_KEY") {
-		t.Errorf("FromEnv with no key anywhere = %v, want an error naming DLM_KEY", err)
-	}
-}
-
-// TestWatchFromStartReplaysTheWholeLog: FromStart replays from the oldest
-// retained event, where Since 0 shows only what comes after the call.
-func TestWatchFromStartReplaysTheWholeLog(t *testing.T) {
-	checkLeaks(t)
-	s := startServer(t)
-	c := newClient(t, s.URL, s.TenantKey, nil)
-	ctx := ctxFor(t, time.Minute)
-	if _, err := c.TryAcquire(ctx, "old", &AcquireOptions{HolderID: "early", NoKeepAlive: true}); err != nil {
-		t.Fatal(err)
-	}
-	for e, err := range c.Watch(ctx, &WatchOptions{FromStart: true}) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.ID != 1 || e.HolderID != "early" {
-			t.Errorf("first event from the start = %+v, want event 1 by early", e)
-		}
-		break
-	}
-	events := startWatch(t, ctx, c, &WatchOptions{})
-	dlmtest.Eventually(t, "the watch is connected", func() bool { return s.Engine.Watchers() == 1 })
-	if _, err := c.TryAcquire(ctx, "new", &AcquireOptions{HolderID: "late", NoKeepAlive: true}); err != nil {
-		t.Fatal(err)
-	}
-	if e := events.next(t, "the live event"); e.HolderID != "late" {
-		t.Errorf("first event of a watch from now = %+v, want the acquire by late", e)
 	}
 }

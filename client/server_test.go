@@ -490,12 +490,18 @@ func TestWatchAgainstServer(t *testing.T) {
 	}
 }
 
+// proxied starts a server with two clients: direct, and c through a proxy p
+// that can cut c's connections.
+func proxied(t *testing.T) (s *testserver.Server, p *proxy, direct, c *Client) {
+	t.Helper()
+	s = startServer(t)
+	p, proxyURL := newProxy(t, s.URL)
+	return s, p, newClient(t, s.URL, s.TenantKey, nil), newClient(t, proxyURL, s.TenantKey, nil)
+}
+
 func TestWatchResumesAfterConnectionCut(t *testing.T) {
 	checkLeaks(t)
-	s := startServer(t)
-	p, proxyURL := newProxy(t, s.URL)
-	direct := newClient(t, s.URL, s.TenantKey, nil)
-	c := newClient(t, proxyURL, s.TenantKey, nil)
+	_, p, direct, c := proxied(t)
 	ctx := ctxFor(t, time.Minute)
 	event := func() {
 		t.Helper()
@@ -529,10 +535,7 @@ func TestWatchResumesAfterConnectionCut(t *testing.T) {
 // started, so an event made while it was away is not lost.
 func TestWatchCutBeforeAnyEventResumesFromItsStart(t *testing.T) {
 	checkLeaks(t)
-	s := startServer(t)
-	p, proxyURL := newProxy(t, s.URL)
-	direct := newClient(t, s.URL, s.TenantKey, nil)
-	c := newClient(t, proxyURL, s.TenantKey, nil)
+	s, p, direct, c := proxied(t)
 	ctx := ctxFor(t, time.Minute)
 	event := func(holder string) {
 		t.Helper()
@@ -563,5 +566,35 @@ func TestWatchCutBeforeAnyEventResumesFromItsStart(t *testing.T) {
 	}
 	if first.HolderID != "while-away" {
 		t.Errorf("first event after the reconnect = %+v, want the one made while the watch was away", first)
+	}
+}
+
+// TestWatchFromStartReplaysTheWholeLog: FromStart replays from the oldest
+// retained event, where Since 0 shows only what comes after the call.
+func TestWatchFromStartReplaysTheWholeLog(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t)
+	c := newClient(t, s.URL, s.TenantKey, nil)
+	ctx := ctxFor(t, time.Minute)
+	if _, err := c.TryAcquire(ctx, "old", &AcquireOptions{HolderID: "early", NoKeepAlive: true}); err != nil {
+		t.Fatal(err)
+	}
+	for e, err := range c.Watch(ctx, &WatchOptions{FromStart: true}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.ID != 1 || e.HolderID != "early" {
+			t.Errorf("first event from the start = %+v, want event 1 by early", e)
+		}
+		break
+	}
+	dlmtest.Eventually(t, "the server has closed the first watch", func() bool { return s.Engine.Watchers() == 0 })
+	events := startWatch(t, ctx, c, &WatchOptions{})
+	dlmtest.Eventually(t, "the watch is connected", func() bool { return s.Engine.Watchers() == 1 })
+	if _, err := c.TryAcquire(ctx, "new", &AcquireOptions{HolderID: "late", NoKeepAlive: true}); err != nil {
+		t.Fatal(err)
+	}
+	if e := events.next(t, "the live event"); e.HolderID != "late" {
+		t.Errorf("first event of a watch from now = %+v, want the acquire by late", e)
 	}
 }
