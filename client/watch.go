@@ -42,10 +42,12 @@ const compactedReason = "compacted"
 // Watch streams events over the server's WebSocket (GET /v1/watch), in id
 // order: first the retained events after opts.Since, then live ones.
 //
-// When the connection drops (network error, server restart, or the server
-// closing a subscriber that fell behind) Watch reconnects with backoff and
-// resumes after the last event it yielded, so no event is skipped or
-// repeated. It yields an error, and stops, when:
+// Unless opts.Since is set, Watch first asks where to start (GET
+// /v1/events): the end of the log, or its oldest retained event with
+// FromStart. When the connection drops (network error, server restart, or
+// the server closing a subscriber that fell behind) Watch reconnects with
+// backoff and resumes after the last event it yielded, or from where it
+// started if it has yielded none, so no event is skipped or repeated. It yields an error, and stops, when:
 //   - ctx ends (the error is joined with ctx.Err());
 //   - the events to resume from are gone (matches ErrCompacted);
 //   - the server refuses the watch (a *dlm.Error, e.g. unauthenticated);
