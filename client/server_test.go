@@ -354,13 +354,10 @@ func TestErrorsFromServer(t *testing.T) {
 	// The client declares loss a little before the server's expiry; poll
 	// the server until it agrees.
 	var e *dlm.Error
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	dlmtest.Eventually(t, "the server has expired the lease", func() bool {
 		_, err = c.Lease(ctx, l.LeaseID())
-		if errors.As(err, &e) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // poll
-	}
+		return errors.As(err, &e)
+	})
 	if _, err = c.Renew(ctx, l.LeaseID(), 0); !errors.As(err, &e) || e.Code != dlm.CodeLeaseEnded || e.Reason != dlm.Expired {
 		t.Errorf("renew after expiry = %v, want lease_ended expired", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/sqlite"
 )
@@ -204,19 +205,13 @@ func TestWaiterGrantedThenForceReleasedAnswersTheGrant(t *testing.T) {
 		l, _, err := e.Acquire(ctx, engine.AcquireRequest{Tenant: tenant, Key: k, HolderID: "w", TTL: time.Hour, Wait: wait})
 		waited <- result{l, err}
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	dlmtest.Eventually(t, "the waiter is queued", func() bool {
 		v, err := e.Inspect(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(v.Waiters) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the waiter never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return len(v.Waiters) == 1
+	})
 	// The release grants the waiter; its commit is held.
 	g.arm(func(c *dlm.Change) bool { return len(c.Granted) > 0 })
 	released := make(chan error, 1)
