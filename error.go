@@ -43,6 +43,10 @@ type Error struct {
 	// for the server's logs. It is never sent to a client, whose message
 	// stays generic.
 	Cause error
+	// Max is set for invalid_argument when Field has an upper bound the
+	// server enforces (its --max-wait for wait_ms, say): that bound, in
+	// the field's unit, so that a client can keep to it.
+	Max int64
 }
 
 func (e *Error) Error() string {

@@ -103,12 +103,21 @@ func (c *Client) TryAcquire(ctx context.Context, name string, opts *AcquireOptio
 	if err != nil {
 		return nil, err
 	}
-	return c.acquire(ctx, name, b, opts, 0)
+	g := c.acquireOnce(ctx, name, b, 0)
+	if g.err != nil {
+		return nil, opError("acquire", name, g.err)
+	}
+	return c.lock(ctx, name, g, opts)
 }
 
 // Acquire waits for the lock, FIFO behind earlier waiters, until it is
 // granted, opts.Wait passes or ctx ends, and returns a Lock whose lease
 // renews itself (see Lock).
+//
+// A wait longer than the server allows one request (its --max-wait) is
+// made of several requests with the same idempotency key, each sent a
+// little before the one before it runs out: it takes over that request's
+// queue entry, so the call keeps its FIFO place however long it waits.
 //
 // If opts.Wait passes, or ctx's deadline is too close to wait any longer,
 // the error matches dlm.ErrWaitTimeout. If ctx ends first the error is joined
@@ -124,40 +133,25 @@ func (c *Client) Acquire(ctx context.Context, name string, opts *AcquireOptions)
 	if opts != nil && opts.Wait > 0 {
 		giveUp = time.Now().Add(opts.Wait)
 	}
-	for {
-		// Ask the server for the longest wait it allows, unless the
-		// caller's limit comes first; then this request is the last.
-		wait, last := c.maxWait, false
-		if !giveUp.IsZero() && time.Until(giveUp) <= wait {
-			wait, last = time.Until(giveUp), true
-		}
-		if dl, ok := ctx.Deadline(); ok {
-			// Leave the server time to answer before ctx ends: half of
-			// what is left, at most 1s (a busy server's commit and the
-			// round trip).
-			left := time.Until(dl)
-			if w := left - min(left/2, time.Second); w <= wait {
-				wait, last = w, true
-			}
-		}
-		if wait < time.Millisecond {
-			if ctx.Err() != nil {
-				return nil, ctxErr(ctx, nil)
-			}
-			return nil, opError("acquire", name, dlm.Errorf(dlm.CodeWaitTimeout, "no time left to wait"))
-		}
-		l, err := c.acquire(ctx, name, b, opts, wait)
-		if last || !errors.Is(err, dlm.ErrWaitTimeout) {
-			return l, err
-		}
-		// The server's longest wait ran out; ask again. The same
-		// idempotency key still names this call's one lease.
+	g, err := c.queue(ctx, name, b, giveUp)
+	if err != nil {
+		return nil, opError("acquire", name, err)
 	}
+	return c.lock(ctx, name, g, opts)
 }
 
-// acquire sends one acquire (retried on transient errors) that waits up to
-// wait on the server, and wraps the lease in a Lock.
-func (c *Client) acquire(ctx context.Context, name string, b acquireBody, opts *AcquireOptions, wait time.Duration) (*Lock, error) {
+// grant is the answer to one acquire request.
+type grant struct {
+	lease    dlm.Lease
+	replayed bool      // the server answered with the live lease of an earlier request with the same key
+	sent     time.Time // when the request was sent: the lease is held until at least sent + TTL
+	err      error
+	seq      int // which request of a queue call answered
+}
+
+// acquireOnce sends one acquire (retried on transient errors) that waits up
+// to wait on the server.
+func (c *Client) acquireOnce(ctx context.Context, name string, b acquireBody, wait time.Duration) grant {
 	b.WaitMs = wait.Milliseconds()
 	var w wire.Lease
 	sent := time.Now()
@@ -166,12 +160,131 @@ func (c *Client) acquire(ctx context.Context, name string, b acquireBody, opts *
 		body: b, idem: b.IdempotencyKey, wait: wait,
 	}, &w)
 	if err != nil {
-		return nil, opError("acquire", name, err)
+		return grant{err: err}
 	}
-	lease := leaseOf(&w)
+	return grant{lease: leaseOf(&w), replayed: w.Replayed, sent: sent}
+}
+
+// queue waits for the lock in requests no longer than the server allows,
+// until one is granted, giveUp (zero: never) passes or ctx ends. Each request
+// after the first is sent overlap() before the one before it runs out, with
+// the same idempotency key, so that it takes over that request's queue entry
+// and the call keeps its FIFO place; the answer of a request taken over
+// (wait_timeout) is ignored.
+func (c *Client) queue(ctx context.Context, name string, b acquireBody, giveUp time.Time) (grant, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	answers := make(chan grant)
+	inflight := 0
+	defer func() {
+		cancel()
+		for ; inflight > 0; inflight-- {
+			<-answers
+		}
+	}()
+	var first time.Time // when the first request was sent
+	takeOver := time.NewTimer(time.Hour)
+	takeOver.Stop()
+	defer takeOver.Stop()
+	for seq := 1; ; seq++ {
+		wait, last, err := c.nextWait(ctx, giveUp)
+		if err != nil {
+			return grant{}, err
+		}
+		if first.IsZero() {
+			first = time.Now()
+		}
+		inflight++
+		go func() {
+			g := c.acquireOnce(ctx, name, b, wait)
+			g.seq = seq
+			answers <- g
+		}()
+		var next <-chan time.Time // when to send the next request
+		if !last {
+			takeOver.Reset(wait - overlap(wait))
+			next = takeOver.C
+		}
+	answered:
+		for {
+			select {
+			case g := <-answers:
+				inflight--
+				switch {
+				case g.err == nil:
+					if g.replayed {
+						// Granted to the queue entry of an earlier
+						// request of this call: held since then.
+						g.sent = first
+					}
+					return g, nil
+				case g.seq < seq:
+					continue // taken over by a later request
+				case c.learnMaxWait(g.err, wait):
+					break answered // ask again within the server's limit
+				case errors.Is(g.err, dlm.ErrWaitTimeout) && !last:
+					break answered // the next request was not in time: queue again
+				}
+				return grant{}, g.err
+			case <-next:
+				break answered
+			}
+		}
+		takeOver.Stop()
+	}
+}
+
+// overlap is how long before a request's wait runs out the next one is sent
+// to take over its queue entry: a quarter of the wait, at most 1s, ample for
+// the round trip and the server's commit.
+func overlap(wait time.Duration) time.Duration { return min(wait/4, time.Second) }
+
+// nextWait returns how long the next acquire request may ask the server to
+// wait: the longest wait the server allows, unless giveUp or ctx's deadline
+// comes first, and then last is true.
+func (c *Client) nextWait(ctx context.Context, giveUp time.Time) (wait time.Duration, last bool, err error) {
+	wait = time.Duration(c.maxWait.Load())
+	if !giveUp.IsZero() && time.Until(giveUp) <= wait {
+		wait, last = time.Until(giveUp), true
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave the server time to answer before ctx ends: half of what
+		// is left, at most 1s (a busy server's commit and the round trip).
+		left := time.Until(dl)
+		if w := left - min(left/2, time.Second); w <= wait {
+			wait, last = w, true
+		}
+	}
+	if wait < time.Millisecond {
+		if ctx.Err() != nil {
+			return 0, true, ctxErr(ctx, nil)
+		}
+		return 0, true, dlm.Errorf(dlm.CodeWaitTimeout, "no time left to wait")
+	}
+	return wait, last, nil
+}
+
+// learnMaxWait reports whether err refuses a wait longer than the server
+// allows, and if so keeps the server's maximum for the client's later
+// requests.
+func (c *Client) learnMaxWait(err error, asked time.Duration) bool {
+	var de *dlm.Error
+	if !errors.As(err, &de) || de.Code != dlm.CodeInvalidArgument || de.Field != "wait_ms" || de.Max <= 0 {
+		return false
+	}
+	allowed := time.Duration(de.Max) * time.Millisecond
+	if allowed >= asked {
+		return false
+	}
+	c.maxWait.Store(int64(allowed))
+	return true
+}
+
+// lock wraps a granted lease in a Lock. A grant that came so late that the
+// send time no longer proves the lease held is first confirmed with a
+// renewal.
+func (c *Client) lock(ctx context.Context, name string, g grant, opts *AcquireOptions) (*Lock, error) {
+	lease, sent := g.lease, g.sent
 	if !time.Now().Before(sent.Add(lease.TTL - margin(lease.TTL))) {
-		// Granted after a wait so long that the send time no longer
-		// proves the lease held: confirm it with a renewal.
 		sent = time.Now()
 		l, err := c.Renew(ctx, lease.ID, 0)
 		if err != nil {
@@ -182,7 +295,7 @@ func (c *Client) acquire(ctx context.Context, name string, b acquireBody, opts *
 		}
 		lease = *l
 	}
-	return newLock(c, lease, sent, opts == nil || !opts.NoKeepAlive), nil
+	return newLock(c, lease, sent, g.replayed, opts == nil || !opts.NoKeepAlive), nil
 }
 
 // DryRun is the answer to WouldGrant.

@@ -18,15 +18,20 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // DefaultURL is where FromEnv looks when DLM_URL is not set: the address an
@@ -77,9 +82,10 @@ type Options struct {
 	// server restart.
 	RetryTimeout time.Duration
 	// MaxRequestWait is the longest wait one acquire request asks the
-	// server for; longer waits are split into several requests (and lose
-	// their place in the queue at each split). It must not exceed the
-	// server's --max-wait. Default: 5m, the server's default maximum.
+	// server for; longer waits take several requests, which keep their
+	// place in the queue (see Acquire). Default: 5m, the server's default
+	// --max-wait. A server that allows less says so when it refuses a
+	// longer wait, and the client keeps to its limit from then on.
 	MaxRequestWait time.Duration
 }
 
@@ -92,7 +98,7 @@ type Client struct {
 	holder         string
 	requestTimeout time.Duration
 	retryTimeout   time.Duration
-	maxWait        time.Duration
+	maxWait        atomic.Int64 // nanoseconds: MaxRequestWait, or the server's lower limit once learned
 }
 
 // New returns a client for the server at baseURL (e.g.
@@ -113,7 +119,6 @@ func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 		holder:         opts.HolderID,
 		requestTimeout: opts.RequestTimeout,
 		retryTimeout:   opts.RetryTimeout,
-		maxWait:        opts.MaxRequestWait,
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
@@ -127,9 +132,11 @@ func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 	if c.retryTimeout <= 0 {
 		c.retryTimeout = 30 * time.Second
 	}
-	if c.maxWait <= 0 {
-		c.maxWait = 5 * time.Minute
+	maxWait := opts.MaxRequestWait
+	if maxWait <= 0 {
+		maxWait = 5 * time.Minute
 	}
+	c.maxWait.Store(int64(maxWait))
 	return c, nil
 }
 
@@ -137,14 +144,56 @@ func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 // the client remains usable.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
+// DefaultDataDir is where FromEnv and the dlm command line look for the
+// credentials of a local `dlm serve` when DLM_DATA_DIR is not set: the data
+// directory the server uses by default.
+const DefaultDataDir = "dlm-data"
+
 // FromEnv returns a client configured from the environment: DLM_URL (default
-// DefaultURL) and DLM_KEY. opts is as for New.
+// DefaultURL) and DLM_KEY. Without DLM_KEY it takes the default tenant's key
+// from the credentials that a local `dlm serve` saved in its data directory,
+// DLM_DATA_DIR (default DefaultDataDir), as the dlm command line does. It
+// fails if it finds no key that way either. opts is as for New.
 func FromEnv(opts *Options) (*Client, error) {
 	u := os.Getenv("DLM_URL")
 	if u == "" {
 		u = DefaultURL
 	}
-	return New(u, os.Getenv("DLM_KEY"), opts)
+	key := os.Getenv("DLM_KEY")
+	if key == "" {
+		dir := os.Getenv("DLM_DATA_DIR")
+		if dir == "" {
+			dir = DefaultDataDir
+		}
+		creds, err := ReadCredentials(dir)
+		if err != nil {
+			return nil, err
+		}
+		key = creds.TenantKey
+	}
+	return New(u, key, opts)
+}
+
+// ReadCredentials reads the credentials that the first start of `dlm serve`
+// saved in the data directory dir (wire.CredentialsFile). The error of a
+// missing file says how else to give a key.
+func ReadCredentials(dir string) (*wire.Credentials, error) {
+	path := filepath.Join(dir, wire.CredentialsFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no API key: set DLM_KEY or --key, or point DLM_DATA_DIR (--data-dir) at the data directory of a local dlm serve (%s does not exist)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read credentials: %w", err)
+	}
+	var c wire.Credentials
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("read credentials %s: %w", path, err)
+	}
+	if c.TenantKey == "" {
+		return nil, fmt.Errorf("read credentials %s: no tenant_key", path)
+	}
+	return &c, nil
 }
 
 // DefaultHolderID returns "hostname:pid", the holder id used when none is

@@ -33,8 +33,9 @@ import (
 //
 // A Lock is safe for concurrent use.
 type Lock struct {
-	c     *Client
-	lease dlm.Lease // the fixed fields: ID, Key, Mode, HolderID, Token
+	c        *Client
+	lease    dlm.Lease // the fixed fields: ID, Key, Mode, HolderID, Token
+	replayed bool
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -63,9 +64,9 @@ type Lock struct {
 func margin(ttl time.Duration) time.Duration { return min(ttl/10, time.Second) }
 
 // newLock wraps a lease whose grant was requested at sent.
-func newLock(c *Client, lease dlm.Lease, sent time.Time, keepAlive bool) *Lock {
+func newLock(c *Client, lease dlm.Lease, sent time.Time, replayed, keepAlive bool) *Lock {
 	l := &Lock{
-		c: c, lease: lease, lost: make(chan struct{}), done: make(chan struct{}), renewed: make(chan struct{}, 1),
+		c: c, lease: lease, replayed: replayed, lost: make(chan struct{}), done: make(chan struct{}), renewed: make(chan struct{}, 1),
 		ttl: lease.TTL, server: lease.ExpiresAt, deadline: sent.Add(lease.TTL),
 	}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
@@ -93,6 +94,11 @@ func (l *Lock) Mode() dlm.Mode { return l.lease.Mode }
 // Token returns the lease's fencing token: greater than every token issued
 // before on this lock. Send it with every write the lock protects.
 func (l *Lock) Token() int64 { return l.lease.Token }
+
+// Replayed reports whether the server answered the acquire with the live
+// lease of an earlier request with the same idempotency key (AcquireOptions)
+// rather than a new grant.
+func (l *Lock) Replayed() bool { return l.replayed }
 
 // LeaseID returns the lease's ID, the capability that renews and releases
 // it. Do not show it to others.

@@ -15,6 +15,7 @@ type proxy struct {
 	target string
 	mu     sync.Mutex
 	conns  []net.Conn
+	refuse bool // close new connections at once, as a server that is down
 	wg     sync.WaitGroup
 }
 
@@ -46,6 +47,13 @@ func (p *proxy) serve() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		refuse := p.refuse
+		p.mu.Unlock()
+		if refuse {
+			c.Close()
+			continue
+		}
 		s, err := net.Dial("tcp", p.target)
 		if err != nil {
 			c.Close()
@@ -57,6 +65,14 @@ func (p *proxy) serve() {
 		p.wg.Go(func() { io.Copy(s, c); s.Close() })
 		p.wg.Go(func() { io.Copy(c, s); c.Close() })
 	}
+}
+
+// setRefuse makes the proxy close every new connection at once (on), or
+// forward them again (off).
+func (p *proxy) setRefuse(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = on
 }
 
 // cut closes every connection made so far.

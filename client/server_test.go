@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
+	"github.com/dlmhq/dlm/engine"
 	"net"
 	"net/http"
 	"slices"
@@ -16,7 +18,6 @@ import (
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
-	"github.com/dlmhq/dlm/engine"
 )
 
 // The tests in this file run against the real server (engine, SQLite store
@@ -260,22 +261,18 @@ func TestAcquireWaitsThenGetsLockOnRelease(t *testing.T) {
 }
 
 // waitForWaiter waits until name has a waiter queued.
-func waitForWaiter(t testing.TB, c *Client, name string) {
+func waitForWaiter(t testing.TB, c *Client, name string) { waitForWaiters(t, c, name, 1) }
+
+// waitForWaiters waits until name has n waiters queued.
+func waitForWaiters(t testing.TB, c *Client, name string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	dlmtest.Eventually(t, fmt.Sprintf("%d waiters queue on %s", n, name), func() bool {
 		info, err := c.Inspect(context.Background(), name, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(info.Waiters) > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no waiter queued on %s", name)
-		}
-		time.Sleep(10 * time.Millisecond) // poll the server's state
-	}
+		return len(info.Waiters) == n
+	})
 }
 
 func TestWithLockAgainstServer(t *testing.T) {
@@ -359,13 +356,10 @@ func TestErrorsFromServer(t *testing.T) {
 	// The client declares loss a little before the server's expiry; poll
 	// the server until it agrees.
 	var e *dlm.Error
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	dlmtest.Eventually(t, "the server has expired the lease", func() bool {
 		_, err = c.Lease(ctx, l.LeaseID())
-		if errors.As(err, &e) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // poll
-	}
+		return errors.As(err, &e)
+	})
 	if _, err = c.Renew(ctx, l.LeaseID(), 0); !errors.As(err, &e) || e.Code != dlm.CodeLeaseEnded || e.Reason != dlm.Expired {
 		t.Errorf("renew after expiry = %v, want lease_ended expired", err)
 	}
@@ -404,6 +398,62 @@ func TestAcquireLongerThanOneRequestWait(t *testing.T) {
 	}
 }
 
+// watchStream is a Watch running in the background of a test.
+type watchStream struct {
+	events chan dlm.Event
+	errs   chan error // the error that ended the watch
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startWatch runs c.Watch with o until stop or the end of the test.
+func startWatch(t testing.TB, ctx context.Context, c *Client, o *WatchOptions) *watchStream {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &watchStream{events: make(chan dlm.Event), errs: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for e, err := range c.Watch(ctx, o) {
+			if err != nil {
+				w.errs <- err
+				return
+			}
+			select {
+			case w.events <- e:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	t.Cleanup(func() { w.stop() })
+	return w
+}
+
+// next returns the next event, failing t if the watch ends or shows none
+// within 10s.
+func (w *watchStream) next(t testing.TB, what string) dlm.Event {
+	t.Helper()
+	select {
+	case e := <-w.events:
+		return e
+	case err := <-w.errs:
+		t.Fatalf("watch ended waiting for %s: %v", what, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s within 10s", what)
+	}
+	return dlm.Event{}
+}
+
+// stop ends the watch and returns the error it ended with.
+func (w *watchStream) stop() error {
+	w.cancel()
+	<-w.done
+	select {
+	case err := <-w.errs:
+		return err
+	default:
+		return nil
+	}
+}
+
 func TestWatchAgainstServer(t *testing.T) {
 	checkLeaks(t)
 	s := startServer(t)
@@ -416,63 +466,41 @@ func TestWatchAgainstServer(t *testing.T) {
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events := make(chan dlm.Event)
-	errs := make(chan error, 1)
-	go func() {
-		defer close(events)
-		// Event 1 is the acquire: since=1 replays from the release on.
-		for e, err := range c.Watch(wctx, &WatchOptions{Prefix: "watched/", Since: 1}) {
-			if err != nil {
-				errs <- err
-				return
-			}
-			events <- e
-		}
-	}()
-	next := func(what string) dlm.Event {
-		t.Helper()
-		select {
-		case e := <-events:
-			return e
-		case err := <-errs:
-			t.Fatalf("watch ended waiting for %s: %v", what, err)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no %s within 10s", what)
-		}
-		return dlm.Event{}
-	}
-	if e := next("replayed release"); e.ID != 2 || e.Type != dlm.EventReleased || e.Token != l.Token() || e.HolderID != "w1" || e.Key.Name != "watched/a" {
+	// Event 1 is the acquire: since=1 replays from the release on.
+	w := startWatch(t, ctx, c, &WatchOptions{Prefix: "watched/", Since: 1})
+	if e := w.next(t, "replayed release"); e.ID != 2 || e.Type != dlm.EventReleased || e.Token != l.Token() || e.HolderID != "w1" || e.Key.Name != "watched/a" {
 		t.Errorf("first event = %+v, want the release of watched/a", e)
 	}
 	l2, err := c.TryAcquire(ctx, "watched/b", &AcquireOptions{HolderID: "w2", Mode: dlm.Shared})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := next("live acquire"); e.Type != dlm.EventAcquired || e.Token != l2.Token() || e.Mode != dlm.Shared || e.Key.Namespace != CallerTenant {
+	if e := w.next(t, "live acquire"); e.Type != dlm.EventAcquired || e.Token != l2.Token() || e.Mode != dlm.Shared || e.Key.Namespace != CallerTenant {
 		t.Errorf("live event = %+v, want the shared acquire of watched/b", e)
 	}
 	if err := l2.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if e := next("live release"); e.Type != dlm.EventReleased || e.Key.Name != "watched/b" {
+	if e := w.next(t, "live release"); e.Type != dlm.EventReleased || e.Key.Name != "watched/b" {
 		t.Errorf("event = %+v, want the release of watched/b", e)
 	}
-	cancel()
-	for range events { // drain until the watch has stopped
-	}
-	if err := <-errs; !errors.Is(err, context.Canceled) {
+	if err := w.stop(); !errors.Is(err, context.Canceled) {
 		t.Errorf("watch ended with %v, want context.Canceled", err)
 	}
 }
 
+// proxied starts a server with two clients: direct, and c through a proxy p
+// that can cut c's connections.
+func proxied(t *testing.T) (s *testserver.Server, p *proxy, direct, c *Client) {
+	t.Helper()
+	s = startServer(t)
+	p, proxyURL := newProxy(t, s.URL)
+	return s, p, newClient(t, s.URL, s.TenantKey, nil), newClient(t, proxyURL, s.TenantKey, nil)
+}
+
 func TestWatchResumesAfterConnectionCut(t *testing.T) {
 	checkLeaks(t)
-	s := startServer(t)
-	p, proxyURL := newProxy(t, s.URL)
-	direct := newClient(t, s.URL, s.TenantKey, nil)
-	c := newClient(t, proxyURL, s.TenantKey, nil)
+	_, p, direct, c := proxied(t)
 	ctx := ctxFor(t, time.Minute)
 	event := func() {
 		t.Helper()
@@ -498,6 +526,75 @@ func TestWatchResumesAfterConnectionCut(t *testing.T) {
 	}
 	if want := []int64{2, 3, 4}; !slices.Equal(ids, want) {
 		t.Errorf("watched ids %v, want %v: each once, none missed", ids, want)
+	}
+}
+
+// TestWatchCutBeforeAnyEventResumesFromItsStart: a watch from now whose
+// connection drops before it has seen an event resumes from where it
+// started, so an event made while it was away is not lost.
+func TestWatchCutBeforeAnyEventResumesFromItsStart(t *testing.T) {
+	checkLeaks(t)
+	s, p, direct, c := proxied(t)
+	ctx := ctxFor(t, time.Minute)
+	event := func(holder string) {
+		t.Helper()
+		if _, err := direct.TryAcquire(ctx, "quiet", &AcquireOptions{HolderID: holder, Mode: dlm.Shared, NoKeepAlive: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	event("before") // before the watch: not shown
+	w := startWatch(t, ctx, c, &WatchOptions{Name: "quiet"})
+	dlmtest.Eventually(t, "the watch is connected", func() bool { return s.Engine.Watchers() == 1 })
+	p.setRefuse(true)
+	p.cut()
+	event("while-away")
+	p.setRefuse(false)
+	// Make events until the watch shows one: it has reconnected.
+	var first dlm.Event
+	for i := 0; first.ID == 0; i++ {
+		event(fmt.Sprint("after-", i))
+		select {
+		case first = <-w.events:
+		case err := <-w.errs:
+			t.Fatal(err)
+		case <-time.After(200 * time.Millisecond):
+			if i == 100 {
+				t.Fatal("the watch did not reconnect within 20s")
+			}
+		}
+	}
+	if first.HolderID != "while-away" {
+		t.Errorf("first event after the reconnect = %+v, want the one made while the watch was away", first)
+	}
+}
+
+// TestWatchFromStartReplaysTheWholeLog: FromStart replays from the oldest
+// retained event, where Since 0 shows only what comes after the call.
+func TestWatchFromStartReplaysTheWholeLog(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t)
+	c := newClient(t, s.URL, s.TenantKey, nil)
+	ctx := ctxFor(t, time.Minute)
+	if _, err := c.TryAcquire(ctx, "old", &AcquireOptions{HolderID: "early", NoKeepAlive: true}); err != nil {
+		t.Fatal(err)
+	}
+	for e, err := range c.Watch(ctx, &WatchOptions{FromStart: true}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.ID != 1 || e.HolderID != "early" {
+			t.Errorf("first event from the start = %+v, want event 1 by early", e)
+		}
+		break
+	}
+	dlmtest.Eventually(t, "the server has closed the first watch", func() bool { return s.Engine.Watchers() == 0 })
+	events := startWatch(t, ctx, c, &WatchOptions{})
+	dlmtest.Eventually(t, "the watch is connected", func() bool { return s.Engine.Watchers() == 1 })
+	if _, err := c.TryAcquire(ctx, "new", &AcquireOptions{HolderID: "late", NoKeepAlive: true}); err != nil {
+		t.Fatal(err)
+	}
+	if e := events.next(t, "the live event"); e.HolderID != "late" {
+		t.Errorf("first event of a watch from now = %+v, want the acquire by late", e)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -25,18 +26,24 @@ type WatchOptions struct {
 	// is the caller's tenant and the global scope together.
 	Scope Scope
 	// Since is the id of the last event already seen (exclusive): Watch
-	// first replays the retained events after it. Default 0: only new
-	// events.
+	// first replays the retained events after it. Default 0: events after
+	// the end of the log when Watch is called (its first request), which
+	// is where it resumes from if it reconnects before seeing one.
 	Since int64
+	// FromStart replays every retained event first, from the oldest.
+	// It overrides Since.
+	FromStart bool
 }
 
 // Watch streams events over the server's WebSocket (GET /v1/watch), in id
 // order: first the retained events after opts.Since, then live ones.
 //
-// When the connection drops (network error, server restart, or the server
-// closing a subscriber that fell behind) Watch reconnects with backoff and
-// resumes after the last event it yielded, so no event is skipped or
-// repeated. It yields an error, and stops, when:
+// Unless opts.Since is set, Watch first asks where to start (GET
+// /v1/events): the end of the log, or its oldest retained event with
+// FromStart. When the connection drops (network error, server restart, or
+// the server closing a subscriber that fell behind) Watch reconnects with
+// backoff and resumes after the last event it yielded, or from where it
+// started if it has yielded none, so no event is skipped or repeated. It yields an error, and stops, when:
 //   - ctx ends (the error is joined with ctx.Err());
 //   - the events to resume from are gone (matches ErrCompacted);
 //   - the server refuses the watch (a *dlm.Error, e.g. unauthenticated);
@@ -49,7 +56,11 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) iter.Seq2[dlm.Ev
 		o = *opts
 	}
 	return func(yield func(dlm.Event, error) bool) {
-		since := o.Since
+		since, err := c.watchStart(ctx, &o)
+		if err != nil {
+			yield(dlm.Event{}, fmt.Errorf("watch: %w", err))
+			return
+		}
 		var failingSince time.Time // first failure of the current outage
 		for attempt := 0; ; attempt++ {
 			conn, err := c.dialWatch(ctx, &o, since)
@@ -86,7 +97,54 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) iter.Seq2[dlm.Ev
 	}
 }
 
-// dialWatch opens the watch WebSocket for events after since.
+// watchStart returns the id after which a watch starts: o.Since, the event
+// before the oldest retained one (FromStart), or the end of the log now. A
+// watch that knows its start never loses the events made while it
+// reconnects, even before it has seen one.
+func (c *Client) watchStart(ctx context.Context, o *WatchOptions) (int64, error) {
+	if o.Since > 0 && !o.FromStart {
+		return o.Since, nil
+	}
+	if o.FromStart {
+		page, err := c.eventPage(ctx, 0)
+		if err != nil || len(page.Events) > 0 {
+			return page.first() - 1, err
+		}
+		// Nothing retained that this key may see: start at the end.
+	}
+	// Past the end of the log, history answers where the log ends.
+	page, err := c.eventPage(ctx, math.MaxInt64)
+	if err == nil && page.NextSince == math.MaxInt64 {
+		// A server that does not say where its log ends: start at its
+		// present, as it does without since.
+		return -1, nil
+	}
+	return page.NextSince, err
+}
+
+// eventPage is one answer of GET /v1/events.
+type eventPage struct {
+	Events    []wire.Event `json:"events"`
+	NextSince int64        `json:"next_since"`
+}
+
+func (p *eventPage) first() int64 {
+	if len(p.Events) == 0 {
+		return 0
+	}
+	return p.Events[0].ID
+}
+
+// eventPage reads the first event after since, of any lock the key sees.
+func (c *Client) eventPage(ctx context.Context, since int64) (*eventPage, error) {
+	q := url.Values{"limit": {"1"}, "since": {strconv.FormatInt(since, 10)}}
+	var p eventPage
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/events", query: q}, &p)
+	return &p, err
+}
+
+// dialWatch opens the watch WebSocket for events after since (since < 0:
+// after the server's present).
 func (c *Client) dialWatch(ctx context.Context, o *WatchOptions, since int64) (*websocket.Conn, error) {
 	q := url.Values{}
 	if o.Name != "" {
@@ -102,7 +160,7 @@ func (c *Client) dialWatch(ctx context.Context, o *WatchOptions, since int64) (*
 		}
 		q.Set("scope", s)
 	}
-	if since > 0 {
+	if since >= 0 {
 		q.Set("since", strconv.FormatInt(since, 10))
 	}
 	u := c.base.String() + "/v1/watch"

@@ -32,6 +32,10 @@ func (s *watchServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fakeError(w, 401, "unauthenticated", "", "bad key")
 		return
 	}
+	if r.URL.Path == "/v1/events" {
+		s.history(w, r)
+		return
+	}
 	s.mu.Lock()
 	s.sinces = append(s.sinces, r.URL.Query().Get("since"))
 	s.mu.Unlock()
@@ -57,6 +61,21 @@ func (s *watchServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// history answers GET /v1/events?limit=1: the first retained event after
+// since, or none and the end of the log.
+func (s *watchServer) history(w http.ResponseWriter, r *http.Request) {
+	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	page := struct {
+		Events    []wire.Event `json:"events"`
+		NextSince int64        `json:"next_since"`
+	}{Events: []wire.Event{}, NextSince: min(since, s.n)}
+	if id := max(since+1, s.oldest, 1); id <= s.n {
+		page.Events, page.NextSince = append(page.Events, wire.Event{ID: id, Type: "acquired", Name: "a", Scope: "tenant", HolderID: "w", Mode: "exclusive", FencingToken: id}), id
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(page)
+}
+
 func watchClient(t *testing.T, h http.Handler, key string) *Client {
 	t.Helper()
 	srv := httptest.NewServer(h)
@@ -74,7 +93,7 @@ func TestWatchResumesAfterDroppedConnection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var ids []int64
-	for e, err := range c.Watch(ctx, &WatchOptions{Name: "a", Since: 0}) {
+	for e, err := range c.Watch(ctx, &WatchOptions{Name: "a", FromStart: true}) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +112,7 @@ func TestWatchResumesAfterDroppedConnection(t *testing.T) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if want := []string{"", "3", "6", "9"}; !slices.Equal(s.sinces, want) {
+	if want := []string{"0", "3", "6", "9"}; !slices.Equal(s.sinces, want) {
 		t.Errorf("connections asked since %q, want %q", s.sinces, want)
 	}
 }
@@ -130,7 +149,7 @@ func TestWatchStopsWhenCtxEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var last error
-	for e, err := range c.Watch(ctx, nil) {
+	for e, err := range c.Watch(ctx, &WatchOptions{FromStart: true}) {
 		if err != nil {
 			last = err
 			break

@@ -76,6 +76,7 @@ type wireError struct {
 			Holders []wire.Lease `json:"holders"`
 			Reason  string       `json:"reason"`
 			Field   string       `json:"field"`
+			Max     int64        `json:"max"`
 		} `json:"details"`
 	} `json:"error"`
 }

@@ -41,7 +41,7 @@ func (e *Engine) request(r AcquireRequest) (dlm.Request, error) {
 		return dlm.Request{}, err
 	}
 	if r.Wait < 0 || r.Wait > e.opts.MaxWait {
-		return dlm.Request{}, dlm.Invalid("wait_ms", "must be between 0 and %d", e.opts.MaxWait.Milliseconds())
+		return dlm.Request{}, outOfRange("wait_ms", 0, e.opts.MaxWait)
 	}
 	if r.IdempotencyKey != "" {
 		if err := dlm.ValidateIdempotencyKey(r.IdempotencyKey); err != nil {
@@ -56,9 +56,17 @@ func (e *Engine) request(r AcquireRequest) (dlm.Request, error) {
 
 func (e *Engine) checkTTL(ttl time.Duration) error {
 	if ttl < dlm.MinTTLMillis*time.Millisecond || ttl > e.opts.MaxTTL {
-		return dlm.Invalid("ttl_ms", "must be between %d and %d", dlm.MinTTLMillis, e.opts.MaxTTL.Milliseconds())
+		return outOfRange("ttl_ms", dlm.MinTTLMillis*time.Millisecond, e.opts.MaxTTL)
 	}
 	return nil
+}
+
+// outOfRange refuses a duration field outside [lo, hi], telling the caller
+// hi (as the error's Max) so that a client can keep to the server's limit.
+func outOfRange(field string, lo, hi time.Duration) error {
+	err := dlm.Invalid(field, "must be between %d and %d", lo.Milliseconds(), hi.Milliseconds())
+	err.Max = hi.Milliseconds()
+	return err
 }
 
 // Acquire grants a lease on r.Key, or queues r for up to r.Wait and returns

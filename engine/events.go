@@ -62,7 +62,8 @@ func (q EventQuery) filter() (dlm.EventFilter, error) {
 }
 
 // Events returns the history after q.Since, oldest first, and the since to
-// pass for the next page.
+// pass for the next page: the last event's ID, or with no event q.Since,
+// lowered to the log's last ID if it is beyond it.
 func (e *Engine) Events(ctx context.Context, q EventQuery) (events []dlm.Event, next int64, err error) {
 	f, err := q.filter()
 	if err != nil {
@@ -75,11 +76,18 @@ func (e *Engine) Events(ctx context.Context, q EventQuery) (events []dlm.Event, 
 	if f.Limit < 0 || f.Limit > MaxEventLimit {
 		return nil, 0, dlm.Invalid("limit", "must be between 1 and %d", MaxEventLimit)
 	}
+	next = q.Since
 	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
-		events, err = tx.Events(ctx, f)
+		if events, err = tx.Events(ctx, f); err != nil || len(events) > 0 {
+			return err
+		}
+		// A since beyond the end of the log learns where the log ends,
+		// so that a client can start from there (a watch that must not
+		// miss what happens while it connects).
+		last, err := tx.LastEventID(ctx)
+		next = min(next, last)
 		return err
 	})
-	next = q.Since
 	if len(events) > 0 {
 		next = events[len(events)-1].ID
 	}

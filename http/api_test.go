@@ -140,7 +140,7 @@ func TestBlockingAcquire(t *testing.T) {
 		defer wg.Done()
 		got = (&api{t, a.base, a.key}).do("POST", "/v1/locks/job/acquire", map[string]any{"holder_id": "b", "wait_ms": 20000})
 	}()
-	eventually(t, "the waiter to queue", func() bool {
+	dlmtest.Eventually(t, "the waiter to queue", func() bool {
 		w := a.must(200, "GET", "/v1/locks/job", nil)["waiters"].([]any)
 		if len(w) != 1 {
 			return false
@@ -526,14 +526,14 @@ func TestBlockingAcquireClientGone(t *testing.T) {
 		}
 		gone <- err
 	}()
-	eventually(t, "the waiter to queue", func() bool {
+	dlmtest.Eventually(t, "the waiter to queue", func() bool {
 		return len(a.must(200, "GET", "/v1/locks/q", nil)["waiters"].([]any)) == 1
 	})
 	cancel()
 	if err := <-gone; err == nil {
 		t.Fatal("the cancelled request succeeded")
 	}
-	eventually(t, "the waiter to leave the queue", func() bool {
+	dlmtest.Eventually(t, "the waiter to leave the queue", func() bool {
 		return len(a.must(200, "GET", "/v1/locks/q", nil)["waiters"].([]any)) == 0
 	})
 	a.must(200, "DELETE", "/v1/leases/"+held["lease_id"].(string), nil)

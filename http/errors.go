@@ -126,8 +126,8 @@ func closeReason(de *dlm.Error) string {
 
 // details returns the details object of de, or nil if it has none:
 // holders for lock_conflict and wait_timeout (an empty list when only
-// waiters stand in the way), reason for lease_ended, field for
-// invalid_argument.
+// waiters stand in the way), reason for lease_ended, field (and max, the
+// field's upper bound, where it has one) for invalid_argument.
 func details(de *dlm.Error) map[string]any {
 	switch de.Code {
 	case dlm.CodeLockConflict, dlm.CodeWaitTimeout:
@@ -137,6 +137,9 @@ func details(de *dlm.Error) map[string]any {
 			return map[string]any{"reason": de.Reason.String()}
 		}
 	case dlm.CodeInvalidArgument:
+		if de.Field != "" && de.Max > 0 {
+			return map[string]any{"field": de.Field, "max": de.Max}
+		}
 		if de.Field != "" {
 			return map[string]any{"field": de.Field}
 		}

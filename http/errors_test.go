@@ -29,7 +29,7 @@ func TestBadInput(t *testing.T) {
 	admin.must(200, "POST", "/v1/locks/forced/force-release?tenant=default", nil)
 	expired := a.acquire("exp", "h", map[string]any{"ttl_ms": 100})
 	expiredPath := "/v1/leases/" + expired["lease_id"].(string)
-	eventually(t, "the short lease to expire", func() bool { return a.do("GET", expiredPath, nil).status == 410 })
+	dlmtest.Eventually(t, "the short lease to expire", func() bool { return a.do("GET", expiredPath, nil).status == 410 })
 
 	big := `{"holder_id":"h","pad":"` + strings.Repeat("x", 70<<10) + `"}`
 	acq := "/v1/locks/free/acquire"
@@ -212,7 +212,7 @@ func TestShutdownAnswersWaiters(t *testing.T) {
 		defer wg.Done()
 		got = (&api{t, s.URL, s.TenantKey}).do("POST", "/v1/locks/busy/acquire", map[string]any{"holder_id": "waiter", "wait_ms": 60000})
 	}()
-	eventually(t, "the waiter to queue", func() bool {
+	dlmtest.Eventually(t, "the waiter to queue", func() bool {
 		return len(a.must(200, "GET", "/v1/locks/busy", nil)["waiters"].([]any)) == 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

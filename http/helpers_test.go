@@ -155,18 +155,6 @@ func (a *api) acquire(name, holder string, extra map[string]any) map[string]any 
 	return a.must(200, "POST", "/v1/locks/"+name+"/acquire", body)
 }
 
-// eventually polls cond until it holds or a deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // keys returns the sorted keys of m, to compare JSON shapes.
 func keys(m map[string]any) []string {
 	var ks []string

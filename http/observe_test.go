@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	dlmhttp "github.com/dlmhq/dlm/http"
 	"github.com/google/go-cmp/cmp"
@@ -53,7 +54,7 @@ func TestObserver(t *testing.T) {
 	a.must(200, "DELETE", "/v1/leases/"+l["lease_id"].(string), nil)
 	a.acquire("held", "h", nil)
 	leaveQueue(t, s, "held")
-	eventually(t, "the abandoned acquire is reported", func() bool { return len(o.list()) == 8 })
+	dlmtest.Eventually(t, "the abandoned acquire is reported", func() bool { return len(o.list()) == 8 })
 	a.wantError(404, "not_found", "GET", "/nope/orders", nil)
 	if r := a.do("BREW", "/healthz", nil); r.status != 405 {
 		t.Fatalf("BREW /healthz = %d, want 405", r.status)
@@ -74,7 +75,7 @@ func TestObserver(t *testing.T) {
 		"other unmatched 405",
 		"GET /v1/watch 101", // reported when the watch ends
 	}
-	eventually(t, "the watch is reported", func() bool { return len(o.list()) >= len(want) })
+	dlmtest.Eventually(t, "the watch is reported", func() bool { return len(o.list()) >= len(want) })
 	if diff := cmp.Diff(o.list(), want); diff != "" {
 		t.Errorf("observations (-got +want):\n%s", diff)
 	}
@@ -97,7 +98,7 @@ func leaveQueue(t *testing.T, s *testserver.Server, name string) {
 		gone <- err
 	}()
 	// Poll the engine, not the API, so that only the acquire is observed.
-	eventually(t, "the waiter to queue", func() bool {
+	dlmtest.Eventually(t, "the waiter to queue", func() bool {
 		v, err := s.Engine.Inspect(t.Context(), dlm.Key{Namespace: "default", Name: name})
 		return err == nil && len(v.Waiters) == 1
 	})

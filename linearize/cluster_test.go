@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/linearize"
 )
 
@@ -114,7 +115,7 @@ func (ct *clusterTarget) Do(ctx context.Context, in linearize.Input) linearize.O
 // through the killed instance must be held after it died.
 func TestClusterKillInstance(t *testing.T) {
 	t.Parallel()
-	dbURL := freshDatabase(t, postgresURL(t))
+	dbURL := freshDatabase(t, dlmtest.PostgresURL(t))
 	c := newCluster(t, dbURL, 3)
 	tgt := c.target()
 	ctx := t.Context()
@@ -164,7 +165,7 @@ func TestClusterKillInstance(t *testing.T) {
 // acknowledged leases must survive both.
 func TestClusterPostgresRestart(t *testing.T) {
 	t.Parallel()
-	postgresURL(t) // the cluster tests run where PostgreSQL is meant to be
+	dlmtest.PostgresURL(t) // the cluster tests run where PostgreSQL is meant to be
 	if testing.Short() {
 		t.Skip("starts a PostgreSQL server of its own")
 	}
@@ -224,7 +225,7 @@ func waitDone(t *testing.T, done chan *linearize.Stats) *linearize.Stats {
 // expiry (SPEC §4); the waiter must be woken across instances.
 func TestClusterExpiryEdges(t *testing.T) {
 	t.Parallel()
-	dbURL := freshDatabase(t, postgresURL(t))
+	dbURL := freshDatabase(t, dlmtest.PostgresURL(t))
 	c := newCluster(t, dbURL, 3)
 	x := linearize.ExpiryEdges{Locks: 3, Rounds: 6, Seed: 81, GrantTarget: 500 * time.Millisecond}
 	st, viol := x.Run(t.Context(), c.target())

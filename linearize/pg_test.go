@@ -1,7 +1,6 @@
 package linearize_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,58 +9,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
-
-// defaultPostgresURL is the local server scripts/postgres.sh sets up.
-const defaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-
-var (
-	pgReachOnce sync.Once
-	pgReachErr  error
-)
-
-// postgresURL is the shared PostgreSQL of the test environment:
-// DLM_TEST_POSTGRES, or the local server at defaultPostgresURL (as the
-// postgres package's tests do). When it does not answer the test is
-// skipped, except in CI, where a skip would hide that the cluster went
-// untested.
-func postgresURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("DLM_TEST_POSTGRES")
-	if u == "" {
-		u = defaultPostgresURL
-	}
-	pgReachOnce.Do(func() {
-		// Another package's test may be restarting the server right now
-		// (go test runs packages in parallel): give it a minute.
-		for deadline := time.Now().Add(time.Minute); ; {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			conn, err := pgx.Connect(ctx, u)
-			if err == nil {
-				conn.Close(ctx)
-			}
-			cancel()
-			pgReachErr = err
-			if err == nil || time.Now().After(deadline) || os.Getenv("CI") != "true" && os.Getenv("DLM_TEST_POSTGRES") == "" {
-				return
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-	})
-	if pgReachErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL at %s does not answer in CI: the cluster tests must run: %v", u, pgReachErr)
-		}
-		t.Skipf("PostgreSQL at %s does not answer (set DLM_TEST_POSTGRES, or run scripts/postgres.sh): %v", u, pgReachErr)
-	}
-	return u
-}
 
 // privatePostgres is a PostgreSQL server of this test's own, in a temporary
 // directory on a free port, so that it can be restarted and crashed without

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
@@ -99,7 +100,7 @@ func (s *server) queue(ctx context.Context, name, mode string) <-chan int {
 			map[string]any{"holder_id": "zq-waiter", "mode": mode, "wait_ms": 60000})
 		ch <- status
 	}()
-	eventually(s.t, name+" has a waiter", func() bool {
+	dlmtest.Eventually(s.t, name+" has a waiter", func() bool {
 		v, err := s.Engine.Inspect(s.t.Context(), dlm.Key{Namespace: "default", Name: strings.ReplaceAll(name, "%2F", "/")})
 		return err == nil && len(v.Waiters) == 1
 	})
@@ -170,17 +171,6 @@ func (ss samples) only(names ...string) samples {
 	return out
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 const (
 	acquireRoute = "/v1/locks/{name...}/acquire"
 	leaseRoute   = "/v1/leases/{lease_id}"
@@ -237,7 +227,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.CloseNow()
-	eventually(t, "the watch is connected", func() bool { return s.Engine.Watchers() == 1 })
+	dlmtest.Eventually(t, "the watch is connected", func() bool { return s.Engine.Watchers() == 1 })
 
 	got, _ := s.scrape()
 	live := samples{

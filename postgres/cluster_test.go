@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/postgres"
 )
@@ -167,7 +168,7 @@ func TestClusterFIFO(t *testing.T) {
 			l, _, err := c.engines[inst(i)].Acquire(ctx, creq("fifo", fmt.Sprint("w", i), dlm.Exclusive, 30*time.Second))
 			chans[i] <- result{l, time.Now(), err}
 		}()
-		eventually(t, fmt.Sprintf("waiter %d queues", i), func() bool {
+		dlmtest.Eventually(t, fmt.Sprintf("waiter %d queues", i), func() bool {
 			v, err := c.engines[0].Inspect(ctx, ckey("fifo"))
 			return err == nil && len(v.Waiters) == i+1
 		})
@@ -285,7 +286,7 @@ func TestClusterSweep(t *testing.T) {
 	if err := <-granted; err != nil {
 		t.Fatalf("waiter: %v", err)
 	}
-	eventually(t, "every lease has expired", func() bool {
+	dlmtest.Eventually(t, "every lease has expired", func() bool {
 		events, _, err := c.engines[2].Events(ctx, engine.EventQuery{Tenant: ctenant, Prefix: "s/", Limit: 1000})
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/postgres"
 	"github.com/jackc/pgx/v5"
@@ -44,9 +45,9 @@ func TestWaitersOfDeadInstancesAreDropped(t *testing.T) {
 		parked <- err
 	}()
 	admin := adminConn(t, url)
-	eventually(t, "the ghost waiter queues", func() bool { return waiterRows(t, admin, schema) == 1 })
+	dlmtest.Eventually(t, "the ghost waiter queues", func() bool { return waiterRows(t, admin, schema) == 1 })
 	// The live instance's sweeper drops the ghost's waiter on its own.
-	eventually(t, "the ghost waiter is dropped", func() bool {
+	dlmtest.Eventually(t, "the ghost waiter is dropped", func() bool {
 		v, err := el.Inspect(ctx, key)
 		return err == nil && len(v.Waiters) == 0 && waiterRows(t, admin, schema) == 0
 	})
@@ -59,7 +60,7 @@ func TestWaitersOfDeadInstancesAreDropped(t *testing.T) {
 		}
 		got <- l
 	}()
-	eventually(t, "the live waiter queues", func() bool {
+	dlmtest.Eventually(t, "the live waiter queues", func() bool {
 		v, err := el.Inspect(ctx, key)
 		return err == nil && len(v.Waiters) == 1
 	})
@@ -113,7 +114,7 @@ func TestConnectionLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	failures := 0
-	eventually(t, "the store works again", func() bool {
+	dlmtest.Eventually(t, "the store works again", func() bool {
 		start := time.Now()
 		_, err := e.Renew(ctx, "t", l.ID, 0)
 		if took := time.Since(start); took > 5*time.Second {
@@ -135,7 +136,7 @@ func TestConnectionLoss(t *testing.T) {
 
 // TestOpenUnreachable: Open fails fast when nothing listens.
 func TestOpenUnreachable(t *testing.T) {
-	testURL(t)
+	dlmtest.PostgresURL(t)
 	start := time.Now()
 	_, err := postgres.Open(t.Context(), "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable", postgres.Options{})
 	if err == nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/postgres"
 )
@@ -65,7 +66,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	// Instances count as gone 2s after their last heartbeat, and the
 	// outage lasts longer than that.
 	const deadAfter = 2 * time.Second
-	version := localCluster(t, testURL(t))
+	version := localCluster(t, dlmtest.PostgresURL(t))
 	c := newClusterWith(t, 2, engine.Options{}, postgres.Options{MaxConns: 8, Heartbeat: 200 * time.Millisecond, DeadAfter: deadAfter})
 	t.Cleanup(func() {
 		// Whatever happened, leave the server running.
@@ -174,14 +175,14 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		_, _, err := c.engines[1].Acquire(ctx, creq("parked", "waiter", dlm.Exclusive, time.Minute))
 		parked <- err
 	}()
-	eventually(t, "the waiter queues", func() bool {
+	dlmtest.Eventually(t, "the waiter queues", func() bool {
 		v, err := c.engines[0].Inspect(ctx, ckey("parked"))
 		return err == nil && len(v.Waiters) == 1
 	})
-	eventually(t, "the load runs", func() bool { return count() > 20 })
+	dlmtest.Eventually(t, "the load runs", func() bool { return count() > 20 })
 	pgctl(t, version, "stop")
 	t.Log("PostgreSQL stopped")
-	eventually(t, "calls fail with unavailable", func() bool {
+	dlmtest.Eventually(t, "calls fail with unavailable", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return unavailable > 10

@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,13 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,49 +21,16 @@ import (
 // The tests in this file run real `dlm serve --postgres` processes, three
 // instances of a cluster on one fresh schema, and talk to them over HTTP.
 
-var (
-	buildOnce sync.Once
-	dlmBin    string
-	buildErr  error
-)
-
-// buildDLM builds cmd/dlm once per test binary.
-func buildDLM(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dlm-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		dlmBin = filepath.Join(dir, "dlm")
-		out, err := exec.Command("go", "build", "-o", dlmBin, "../cmd/dlm").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building dlm: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return dlmBin
-}
-
-// instance is a running dlm serve process.
+// instance is one running dlm serve process of a cluster.
 type instance struct {
-	t    testing.TB
-	name string
-	cmd  *exec.Cmd
-	url  string
-	dir  string
-	out  dlmtest.Buffer // stdout and stderr
-	done chan struct{}
+	*dlmtest.Server
+	name string // a, b, c: for failure messages
 }
 
 // serveCluster starts n instances on a fresh schema and returns them with the
 // default tenant's API key, read from the first instance's data directory.
 func serveCluster(t testing.TB, n int) (insts []*instance, key, pgURL string) {
 	t.Helper()
-	bin := buildDLM(t)
 	base, schema := freshSchema(t)
 	u, err := url.Parse(base)
 	if err != nil {
@@ -79,71 +40,10 @@ func serveCluster(t testing.TB, n int) (insts []*instance, key, pgURL string) {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	for i := range n {
-		insts = append(insts, startInstance(t, bin, fmt.Sprint("abc"[i:i+1]), u.String()))
-		if i == 0 {
-			b, err := os.ReadFile(filepath.Join(insts[0].dir, "credentials.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var creds struct {
-				TenantKey string `json:"tenant_key"`
-			}
-			if err := json.Unmarshal(b, &creds); err != nil || creds.TenantKey == "" {
-				t.Fatalf("credentials %s: %v", b, err)
-			}
-			key = creds.TenantKey
-		}
+		s := dlmtest.MustServe(t, dlmtest.ServeOptions{Args: []string{"--postgres", u.String()}, Env: []string{"DLM_POSTGRES_URL="}})
+		insts = append(insts, &instance{Server: s, name: "abc"[i : i+1]})
 	}
-	return insts, key, u.String()
-}
-
-func startInstance(t testing.TB, bin, name, pgURL string) *instance {
-	t.Helper()
-	in := &instance{t: t, name: name, dir: t.TempDir(), done: make(chan struct{})}
-	in.cmd = exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", in.dir, "--postgres", pgURL)
-	in.cmd.Env = append(os.Environ(), "DLM_POSTGRES_URL=")
-	pr, pw := io.Pipe()
-	in.cmd.Stdout = io.MultiWriter(&in.out, pw)
-	in.cmd.Stderr = &in.out
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		in.cmd.Wait()
-		pw.Close()
-		close(in.done)
-	}()
-	t.Cleanup(func() {
-		in.cmd.Process.Kill()
-		<-in.done
-		if t.Failed() {
-			t.Logf("instance %s output:\n%s", in.name, in.out.String())
-		}
-	})
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "dlm: listening on "); ok {
-				found <- u
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case in.url = <-found:
-	case <-in.done:
-		t.Fatalf("instance %s exited before listening:\n%s", name, in.out.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("instance %s did not print its address:\n%s", name, in.out.String())
-	}
-	return in
-}
-
-// kill ends the process with SIGKILL, as a crash would.
-func (in *instance) kill() {
-	in.cmd.Process.Signal(syscall.SIGKILL)
-	<-in.done
+	return insts, dlmtest.Credentials(t, insts[0].Dir).TenantKey, u.String()
 }
 
 var httpClient = &http.Client{Timeout: 60 * time.Second}
@@ -200,13 +100,13 @@ func do(key, method, url string, body any, out any) (int, string) {
 
 func (in *instance) acquire(key, name, holder string, ttl, wait time.Duration) (apiLease, int, string) {
 	var l apiLease
-	status, code := do(key, "POST", in.url+"/v1/locks/"+url.PathEscape(name)+"/acquire",
+	status, code := do(key, "POST", in.URL+"/v1/locks/"+url.PathEscape(name)+"/acquire",
 		map[string]any{"holder_id": holder, "ttl_ms": ttl.Milliseconds(), "wait_ms": wait.Milliseconds()}, &l)
 	return l, status, code
 }
 
 func (in *instance) release(key, id string) (int, string) {
-	return do(key, "DELETE", in.url+"/v1/leases/"+id, nil, nil)
+	return do(key, "DELETE", in.URL+"/v1/leases/"+id, nil, nil)
 }
 
 func (in *instance) waiters(t testing.TB, key, name string) int {
@@ -214,7 +114,7 @@ func (in *instance) waiters(t testing.TB, key, name string) int {
 	var v struct {
 		Waiters []any `json:"waiters"`
 	}
-	if status, code := do(key, "GET", in.url+"/v1/locks/"+url.PathEscape(name), nil, &v); status != 200 {
+	if status, code := do(key, "GET", in.URL+"/v1/locks/"+url.PathEscape(name), nil, &v); status != 200 {
 		t.Fatalf("inspect %s: %d %s", name, status, code)
 	}
 	return len(v.Waiters)
@@ -332,8 +232,8 @@ func (ld *load) finish(t testing.TB, key string, via *instance) []hold {
 	}
 	holds := slices.Clone(ld.holds)
 	for _, u := range ld.unreleased {
-		eventually(t, "the dead instance's lease ends", func() bool { return time.Now().After(u.lease.ExpiresAt) })
-		status, code := do(key, "GET", via.url+"/v1/leases/"+u.lease.ID, nil, nil)
+		dlmtest.Eventually(t, "the dead instance's lease ends", func() bool { return time.Now().After(u.lease.ExpiresAt) })
+		status, code := do(key, "GET", via.URL+"/v1/leases/"+u.lease.ID, nil, nil)
 		switch code {
 		case dlm.CodeLeaseEnded + ":released":
 		case dlm.CodeLeaseEnded + ":expired":
@@ -352,7 +252,7 @@ func (ld *load) finish(t testing.TB, key string, via *instance) []hold {
 func TestServeCluster(t *testing.T) {
 	insts, key, _ := serveCluster(t, 3)
 	ld := runLoad(t, key, insts, 12, []string{"p/0", "p/1", "p/2"}, time.Minute)
-	eventually(t, "the load runs", func() bool { return ld.holdCount() > 60 })
+	dlmtest.Eventually(t, "the load runs", func() bool { return ld.holdCount() > 60 })
 	holds := ld.finish(t, key, insts[0])
 	checkHolds(t, holds)
 	t.Logf("%d holds over HTTP on 3 instances; statuses %v", len(holds), ld.statuses)
@@ -376,7 +276,7 @@ func TestServeCluster(t *testing.T) {
 			l, status, code := via(i).acquire(key, "fifo", fmt.Sprint("w", i), time.Minute, 30*time.Second)
 			chans[i] <- result{l, time.Now(), status, code}
 		}()
-		eventually(t, fmt.Sprintf("waiter %d queues", i), func() bool { return insts[0].waiters(t, key, "fifo") == i+1 })
+		dlmtest.Eventually(t, fmt.Sprintf("waiter %d queues", i), func() bool { return insts[0].waiters(t, key, "fifo") == i+1 })
 	}
 	held, heldVia := first, insts[0]
 	var latencies []time.Duration
@@ -417,19 +317,19 @@ func TestServeClusterSIGKILL(t *testing.T) {
 		t.Fatalf("acquire: %d %s", status, code)
 	}
 	go victim.acquire(key, "ghost", "ghost", time.Minute, 60*time.Second)
-	eventually(t, "the victim's waiter queues", func() bool { return insts[0].waiters(t, key, "ghost") == 1 })
+	dlmtest.Eventually(t, "the victim's waiter queues", func() bool { return insts[0].waiters(t, key, "ghost") == 1 })
 
 	names := []string{"k/0", "k/1", "k/2", "k/3"}
 	ld := runLoad(t, key, insts, 9, names, 3*time.Second)
-	eventually(t, "the load runs", func() bool { return ld.holdCount() > 50 })
-	victim.kill()
+	dlmtest.Eventually(t, "the load runs", func() bool { return ld.holdCount() > 50 })
+	victim.Kill()
 	killed := time.Now()
 	t.Log("instance c killed")
 	before := ld.holdCount()
-	eventually(t, "the others keep serving", func() bool { return ld.holdCount() > before+60 })
+	dlmtest.Eventually(t, "the others keep serving", func() bool { return ld.holdCount() > before+60 })
 	// The waiter of the dead instance is dropped (after DeadAfter), so it is
 	// neither granted nor left blocking the queue.
-	eventually(t, "the dead instance's waiter is dropped", func() bool { return insts[0].waiters(t, key, "ghost") == 0 })
+	dlmtest.Eventually(t, "the dead instance's waiter is dropped", func() bool { return insts[0].waiters(t, key, "ghost") == 0 })
 	t.Logf("dead waiter dropped %v after the kill", time.Since(killed))
 	if status, code := insts[0].release(key, ghostHeld.ID); status != 200 {
 		t.Fatalf("release: %d %s", status, code)
@@ -449,7 +349,7 @@ func TestServeClusterSIGKILL(t *testing.T) {
 // three instances: requests fail with 503 meanwhile, then everything recovers
 // by itself; no grant is lost and no token repeats.
 func TestServeClusterPostgresRestart(t *testing.T) {
-	version := localCluster(t, testURL(t))
+	version := localCluster(t, dlmtest.PostgresURL(t))
 	insts, key, _ := serveCluster(t, 3)
 	t.Cleanup(func() {
 		if !pgRunning(version) {
@@ -457,10 +357,10 @@ func TestServeClusterPostgresRestart(t *testing.T) {
 		}
 	})
 	ld := runLoad(t, key, insts, 9, []string{"r/0", "r/1", "r/2", "r/3", "r/4", "r/5"}, 10*time.Second)
-	eventually(t, "the load runs", func() bool { return ld.holdCount() > 50 })
+	dlmtest.Eventually(t, "the load runs", func() bool { return ld.holdCount() > 50 })
 	pgctl(t, version, "stop")
 	t.Log("PostgreSQL stopped")
-	eventually(t, "requests fail with 503", func() bool {
+	dlmtest.Eventually(t, "requests fail with 503", func() bool {
 		ld.mu.Lock()
 		defer ld.mu.Unlock()
 		return ld.statuses[503] > 10
@@ -480,7 +380,7 @@ func TestServeClusterPostgresRestart(t *testing.T) {
 	checkHolds(t, holds)
 	t.Logf("%d holds; statuses %v", len(holds), ld.statuses)
 	for _, in := range insts {
-		status, _ := do(key, "GET", in.url+"/readyz", nil, nil)
+		status, _ := do(key, "GET", in.URL+"/readyz", nil, nil)
 		if status != 200 {
 			t.Errorf("instance %s /readyz = %d after recovery", in.name, status)
 		}
@@ -494,7 +394,7 @@ func TestServeClusterWatch(t *testing.T) {
 	insts, key, _ := serveCluster(t, 3)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, insts[2].url+"/v1/watch?prefix=w/", &websocket.DialOptions{
+	ws, _, err := websocket.Dial(ctx, insts[2].URL+"/v1/watch?prefix=w/", &websocket.DialOptions{
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + key}},
 	})
 	if err != nil {
@@ -529,7 +429,7 @@ func TestServeClusterWatch(t *testing.T) {
 	var history struct {
 		Events []event `json:"events"`
 	}
-	if status, code := do(key, "GET", insts[0].url+"/v1/events?prefix=w/&limit=1000", nil, &history); status != 200 {
+	if status, code := do(key, "GET", insts[0].URL+"/v1/events?prefix=w/&limit=1000", nil, &history); status != 200 {
 		t.Fatalf("history: %d %s", status, code)
 	}
 	if len(history.Events) != 60 {

@@ -3,59 +3,22 @@ package postgres_test
 import (
 	"context"
 	"crypto/rand"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/postgres"
 	"github.com/dlmhq/dlm/storetest"
 	"github.com/jackc/pgx/v5"
 )
 
-// defaultTestURL is the local server that scripts/postgres.sh sets up.
-const defaultTestURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-
-var (
-	reachOnce sync.Once
-	reachErr  error
-)
-
-// testURL returns the database the tests may use: DLM_TEST_POSTGRES, or the
-// local server at defaultTestURL. The tests skip when it does not answer,
-// except in CI, where a skip would hide that the PostgreSQL backend went
-// untested.
-func testURL(t testing.TB) string {
-	t.Helper()
-	url := os.Getenv("DLM_TEST_POSTGRES")
-	if url == "" {
-		url = defaultTestURL
-	}
-	reachOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err == nil {
-			conn.Close(ctx)
-		}
-		reachErr = err
-	})
-	if reachErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL at %s does not answer in CI: the PostgreSQL tests must run (scripts/postgres.sh starts it): %v", url, reachErr)
-		}
-		t.Skipf("PostgreSQL at %s does not answer (set DLM_TEST_POSTGRES, or run scripts/postgres.sh): %v", url, reachErr)
-	}
-	return url
-}
-
 // freshSchema creates an empty schema for one test and drops it, with
 // everything in it, when the test ends.
 func freshSchema(t testing.TB) (url, schema string) {
 	t.Helper()
-	url = testURL(t)
+	url = dlmtest.PostgresURL(t)
 	schema = "dlmtest_" + strings.ToLower(rand.Text()[:10])
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
@@ -117,3 +80,5 @@ func adminConn(t testing.TB, url string) *pgx.Conn {
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
+
+func TestMain(m *testing.M) { dlmtest.Main(m) }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/google/go-cmp/cmp"
 )
@@ -58,7 +59,7 @@ func testCountRetentionWithinSeconds(t *testing.T, open Opener) {
 		e.release(e.acquire(areq("retained", "h", dlm.Exclusive)))
 	}
 	var kept []dlm.Event
-	eventually(t, "the log is trimmed to the last 10 events", func() bool {
+	dlmtest.Eventually(t, "the log is trimmed to the last 10 events", func() bool {
 		kept = e.history(engine.EventQuery{Tenant: tenant})
 		return len(kept) <= 10
 	})
@@ -94,7 +95,7 @@ func testEventLog(t *testing.T, open Opener) {
 	short.TTL = 100 * time.Millisecond
 	s := e.acquire(short)
 	// Nobody touches the lock: the sweeper records the expiry on its own.
-	eventually(t, "the expiry is recorded", func() bool {
+	dlmtest.Eventually(t, "the expiry is recorded", func() bool {
 		evs := e.history(engine.EventQuery{Tenant: tenant, Name: "ev"})
 		return len(evs) > 0 && evs[len(evs)-1].Type == dlm.EventExpired
 	})

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 )
 
@@ -101,7 +102,7 @@ func testLeaseEndedReasons(t *testing.T, open Opener) {
 	short := areq("x", "h", dlm.Exclusive)
 	short.TTL = 100 * time.Millisecond
 	expired := e.acquire(short)
-	eventually(t, "the short lease expires", func() bool {
+	dlmtest.Eventually(t, "the short lease expires", func() bool {
 		_, err := e.engine.Lease(e.ctx, tenant, expired.ID)
 		return err != nil
 	})
@@ -155,7 +156,7 @@ func testExpiredLeaseIsNotHeld(t *testing.T, open Opener) {
 	// Acquire again until granted: the expired lease must never block
 	// past its expiry, and the new token is above the old one.
 	var second dlm.Lease
-	eventually(t, "the lock is free again", func() bool {
+	dlmtest.Eventually(t, "the lock is free again", func() bool {
 		l, _, err := e.engine.Acquire(e.ctx, areq("e", "h2", dlm.Exclusive))
 		second = l
 		return err == nil
@@ -185,7 +186,7 @@ func testForceRelease(t *testing.T, open Opener) {
 		}
 		done <- l
 	}()
-	eventually(t, "the waiter queues", func() bool { return len(e.inspect("f").Waiters) == 1 })
+	dlmtest.Eventually(t, "the waiter queues", func() bool { return len(e.inspect("f").Waiters) == 1 })
 	ended, err := e.engine.ForceRelease(e.ctx, k("f"))
 	if err != nil || len(ended) != 2 {
 		t.Fatalf("force release = %+v, %v", ended, err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/google/go-cmp/cmp"
 )
@@ -60,7 +61,7 @@ func testStats(t *testing.T, open Opener) {
 		Waiters: dlm.ModeCounts{Exclusive: 1, Shared: 1},
 	}
 	// The short lease stops counting at its expiry, swept or not.
-	eventually(t, "the short lease expired", func() bool {
+	dlmtest.Eventually(t, "the short lease expired", func() bool {
 		_, err := e.engine.Lease(e.ctx, tenant, sl.ID)
 		return err != nil
 	})

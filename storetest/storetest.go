@@ -136,20 +136,6 @@ func (e *env) inspect(name string) dlm.LockState {
 	return v
 }
 
-// eventually polls cond until it holds or a generous deadline passes. It is
-// for conditions with no signal to wait on, such as another goroutine
-// having queued.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // wantCode fails t unless err is a *dlm.Error with code.
 func wantCode(t *testing.T, err error, code string) *dlm.Error {
 	t.Helper()

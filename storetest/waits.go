@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 )
 
@@ -32,7 +33,7 @@ type result struct {
 
 func (e *env) waitQueued(name string, n int) {
 	e.t.Helper()
-	eventually(e.t, fmt.Sprintf("%d waiters queue on %s", n, name), func() bool { return len(e.inspect(name).Waiters) == n })
+	dlmtest.Eventually(e.t, fmt.Sprintf("%d waiters queue on %s", n, name), func() bool { return len(e.inspect(name).Waiters) == n })
 }
 
 func testSweeperGrantsWaiter(t *testing.T, open Opener) {
@@ -449,7 +450,7 @@ func testIdempotentRetryWhileQueued(t *testing.T, open Opener) {
 	first := e.waitFor(ctx1, r)
 	e.waitQueued("retry", 1)
 	second := e.waitFor(e.ctx, r)
-	eventually(t, "the retry takes over", func() bool {
+	dlmtest.Eventually(t, "the retry takes over", func() bool {
 		// The queue keeps one entry; wait until the retry has parked.
 		v := e.inspect("retry")
 		return len(v.Waiters) == 1 && v.Waiters[0].Ticket != v.Waiters[0].ID

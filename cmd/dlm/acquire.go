@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/dlmhq/dlm/client"
 	"github.com/dlmhq/dlm/wire"
@@ -16,12 +17,19 @@ func (m *Main) runAcquire(ctx context.Context, g *globals, args []string) error 
 		`Acquire takes the lock NAME and prints its lease. The lease is not kept
 alive: renew it with 'dlm renew LEASE_ID' before it expires, and end it with
 'dlm release LEASE_ID'. To hold a lock while a command runs, use 'dlm run'.
-Exits 75 if the lock is held (--wait 0) or the wait times out.
+
+By default it waits for the lock as long as it takes (--wait forever), in
+its turn behind earlier waiters; --wait 0 tries once, --wait 30s gives up
+after 30s. Exits 75 if the lock is held (--wait 0) or the wait times out.
+
+With --idempotency-key, running the same command again returns the same
+lease while it lives ("replayed" in --json). The holder then defaults to
+the host name alone, so that a rerun from this machine is the same request.
 `)
 	lf.register(fs)
 	fs.StringVar(&idem, "idempotency-key", "", "repeat a request: the same key returns the same lease while it lives")
 	fs.BoolVar(&dryRun, "dry-run", false, "only report whether the lock would be granted now")
-	pos, err := parseFlags(fs, args, 1)
+	name, err := parseLockName(fs, args)
 	if err != nil {
 		return err
 	}
@@ -29,8 +37,13 @@ Exits 75 if the lock is held (--wait 0) or the wait times out.
 	if err != nil {
 		return err
 	}
-	name, o := pos[0], lf.options()
+	o := lf.options()
 	o.IdempotencyKey, o.NoKeepAlive = idem, true
+	if h, err := os.Hostname(); err == nil && idem != "" && o.HolderID == "" {
+		// hostname:pid would differ on every run, and a retry with
+		// another holder is refused (idempotency_key_reused).
+		o.HolderID = h
+	}
 	if dryRun {
 		return m.dryRun(ctx, g, c, name, o)
 	}
@@ -40,9 +53,15 @@ Exits 75 if the lock is held (--wait 0) or the wait times out.
 	}
 	lease := l.Lease()
 	if g.json {
-		return printJSON(m.Stdout, wire.OwnLease(&lease))
+		out := wire.OwnLease(&lease)
+		out.Replayed = l.Replayed()
+		return printJSON(m.Stdout, out)
 	}
-	fmt.Fprintf(m.Stdout, "acquired %s%s (%s) for %s\n", lease.Key.Name, scopeNote(lease.Key.Scope()), lease.Mode, lease.HolderID)
+	verb := "acquired"
+	if l.Replayed() {
+		verb = "already held (same idempotency key):"
+	}
+	fmt.Fprintf(m.Stdout, "%s %s%s (%s) for %s\n", verb, lease.Key.Name, scopeNote(lease.Key.Scope()), lease.Mode, lease.HolderID)
 	fmt.Fprintf(m.Stdout, "lease_id:      %s\n", lease.ID)
 	fmt.Fprintf(m.Stdout, "fencing_token: %d\n", lease.Token)
 	fmt.Fprintf(m.Stdout, "expires_at:    %s (%s)\n", clock(lease.ExpiresAt), until(lease.ExpiresAt))

@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dlmhq/dlm/dlmtest/testserver"
+	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/wire"
 )
 
@@ -51,5 +54,68 @@ func TestAcquire(t *testing.T) {
 	again := mustAcquire(t, s, "--idempotency-key", "k1", "cli/c")
 	if replay := mustAcquire(t, s, "--idempotency-key", "k1", "cli/c"); replay.LeaseID != again.LeaseID {
 		t.Errorf("same idempotency key gave lease %s, then %s", again.LeaseID, replay.LeaseID)
+	}
+}
+
+// TestAcquireIdempotentRerun: a second process running the same dlm acquire
+// --idempotency-key, without --holder, gets the same lease back, marked
+// replayed, instead of idempotency_key_reused.
+func TestAcquireIdempotentRerun(t *testing.T) {
+	s := testserver.New(t, nil)
+	var leases []wire.Lease
+	for range 2 {
+		p := startDLM(t, s, "acquire", "--json", "--idempotency-key", "deploy-42", "cli/idem")
+		line := p.stdout.waitLine(t, "lease_id", 30*time.Second)
+		if code := p.wait(t, 30*time.Second); code != 0 {
+			t.Fatalf("exit %d; stderr:\n%s", code, p.stderrString())
+		}
+		var l wire.Lease
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		leases = append(leases, l)
+	}
+	if leases[0].LeaseID != leases[1].LeaseID || leases[0].Replayed || !leases[1].Replayed {
+		t.Errorf("leases = %+v, then %+v; want the same lease, the second marked replayed", leases[0], leases[1])
+	}
+	if h, _ := os.Hostname(); leases[0].HolderID != h {
+		t.Errorf("holder = %q, want the host name %q", leases[0].HolderID, h)
+	}
+}
+
+// TestJSONErrors: with --json an error is the API's error object on stderr,
+// with its code and details, and stdout stays empty; the exit code is as
+// without --json.
+func TestJSONErrors(t *testing.T) {
+	s := testserver.New(t, nil)
+	mustAcquire(t, s, "--holder", "owner", "cli/taken")
+	r := runMain(t, tenantEnv(s), "acquire", "--json", "--wait", "0", "cli/taken")
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Details struct {
+				Holders []wire.Lease `json:"holders"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(r.stderr), &e); err != nil || r.code != exitNoLock || r.stdout != "" ||
+		e.Error.Code != "lock_conflict" || len(e.Error.Details.Holders) != 1 || e.Error.Details.Holders[0].HolderID != "owner" {
+		t.Errorf("acquire --json of a held lock: exit %d, stdout %q, stderr %q (%v)", r.code, r.stdout, r.stderr, err)
+	}
+	r = runMain(t, tenantEnv(s), "--json", "status", "bad name")
+	if err := json.Unmarshal([]byte(r.stderr), &e); err != nil || r.code != exitUsage || e.Error.Code != "invalid_argument" {
+		t.Errorf("status --json of a bad name: exit %d, stderr %q (%v)", r.code, r.stderr, err)
+	}
+}
+
+// TestAcquireWaitsLongerThanTheServersMaxWait: a wait longer than the
+// server's --max-wait is not refused; it runs to its end (wait_timeout).
+func TestAcquireWaitsLongerThanTheServersMaxWait(t *testing.T) {
+	s := testserver.New(t, &testserver.Options{Engine: engine.Options{MaxWait: time.Second}})
+	mustAcquire(t, s, "cli/slow")
+	r := runMain(t, tenantEnv(s), "acquire", "--wait", "2500ms", "cli/slow")
+	if r.code != exitNoLock || !strings.Contains(r.stderr, "wait_timeout") {
+		t.Errorf("acquire --wait 2500ms against --max-wait 1s: exit %d, stderr %q; want %d wait_timeout", r.code, r.stderr, exitNoLock)
 	}
 }

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/client"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // globals are the flags every command accepts.
@@ -30,22 +29,13 @@ func (g *globals) register(fs *flag.FlagSet, getenv func(string) string) {
 			g.url = client.DefaultURL
 		}
 		if g.dataDir == "" {
-			g.dataDir = "dlm-data"
+			g.dataDir = client.DefaultDataDir
 		}
 	}
 	fs.StringVar(&g.url, "url", g.url, "server `URL` (env DLM_URL)")
 	fs.StringVar(&g.key, "key", g.key, "API `key` (env DLM_KEY; default from the data directory's credentials.json)")
 	fs.StringVar(&g.dataDir, "data-dir", g.dataDir, "data `directory` holding credentials.json (env DLM_DATA_DIR)")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON, one object per line")
-}
-
-// credentials is the file `dlm serve` writes, 0600, into its data directory
-// on first start.
-type credentials struct {
-	AdminKey    string `json:"admin_key"`
-	Tenant      string `json:"tenant"`
-	TenantKey   string `json:"tenant_key"`
-	TenantKeyID string `json:"tenant_key_id"`
 }
 
 // client returns a client for the server at --url. Without --key or
@@ -64,26 +54,20 @@ func (g *globals) client(admin bool) (*client.Client, error) {
 // apiKey returns --key or DLM_KEY, or else the key in the data directory's
 // credentials.json: the admin key if admin, the default tenant's otherwise.
 func (g *globals) apiKey(admin bool) (string, error) {
-	key := g.key
-	if key == "" {
-		path := filepath.Join(g.dataDir, "credentials.json")
-		b, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("no API key: set DLM_KEY or --key, or point --data-dir (DLM_DATA_DIR) at the data directory of a local dlm serve (%s does not exist)", path)
-		}
-		if err != nil {
-			return "", fmt.Errorf("read credentials: %w", err)
-		}
-		var cr credentials
-		if err := json.Unmarshal(b, &cr); err != nil {
-			return "", fmt.Errorf("read credentials %s: %w", path, err)
-		}
-		key = cr.TenantKey
-		if admin {
-			key = cr.AdminKey
-		}
+	if g.key != "" {
+		return g.key, nil
 	}
-	return key, nil
+	creds, err := client.ReadCredentials(g.dataDir)
+	if err != nil {
+		return "", err
+	}
+	if !admin {
+		return creds.TenantKey, nil
+	}
+	if creds.AdminKey == "" {
+		return "", fmt.Errorf("no admin key in %s: the server was given its admin key (DLM_ADMIN_KEY) and keeps only keys it made; pass it with --key or DLM_KEY", filepath.Join(g.dataDir, wire.CredentialsFile))
+	}
+	return creds.AdminKey, nil
 }
 
 // newFlagSet returns the flag set of one command, with the global flags.
@@ -121,6 +105,20 @@ func parseFlags(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 		return nil, errUsage
 	}
 	return pos, nil
+}
+
+// parseLockName parses args into fs like parseFlags and returns the one
+// positional argument, a lock name. A malformed name is a usage error (exit
+// 64), found before anything is sent.
+func parseLockName(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parseFlags(fs, args, 1)
+	if err != nil {
+		return "", err
+	}
+	if err := dlm.ValidateName(pos[0]); err != nil {
+		return "", usagef("lock %q: %v", pos[0], err)
+	}
+	return pos[0], nil
 }
 
 // errHelp ends a command that printed its --help: exit 0.

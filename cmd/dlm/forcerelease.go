@@ -15,7 +15,7 @@ find out at their next renewal; the lock's waiters are served at once.
 	var scope scopeFlag
 	fs.Var(&scope, "scope", "lock scope: tenant or global")
 	tenant := fs.String("tenant", "default", "the `tenant` whose lock it is (tenant scope)")
-	pos, err := parseFlags(fs, args, 1)
+	name, err := parseLockName(fs, args)
 	if err != nil {
 		return err
 	}
@@ -23,14 +23,14 @@ find out at their next renewal; the lock's waiters are served at once.
 	if err != nil {
 		return err
 	}
-	ended, err := c.ForceRelease(ctx, *tenant, pos[0], client.Scope(scope))
+	ended, err := c.ForceRelease(ctx, *tenant, name, client.Scope(scope))
 	if err != nil {
 		return err
 	}
 	if g.json {
 		return printJSON(m.Stdout, map[string]any{"ended": leasesOut(ended)})
 	}
-	fmt.Fprintf(m.Stdout, "force-released %s: %d leases ended\n", pos[0], len(ended))
+	fmt.Fprintf(m.Stdout, "force-released %s: %d leases ended\n", name, len(ended))
 	for _, l := range ended {
 		fmt.Fprintf(m.Stdout, "  %s (%s) token %d\n", l.HolderID, l.Mode, l.Token)
 	}

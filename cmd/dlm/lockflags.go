@@ -22,9 +22,9 @@ type lockFlags struct {
 func (f *lockFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.shared, "shared", false, "take a shared lock (compatible with other shared holders) instead of an exclusive one")
 	fs.DurationVar(&f.ttl, "ttl", 0, "lease length (default the server's, 30s)")
-	fs.Var(&f.wait, "wait", "how long to wait for the lock: a duration, 0 to try once, or forever")
+	fs.Var(&f.wait, "wait", "how long to wait for the lock: a duration, 0 to try once, or forever (the default)")
 	fs.Var(&f.scope, "scope", "lock scope: tenant or global")
-	fs.StringVar(&f.holder, "holder", "", "holder id shown to others (default hostname:pid)")
+	fs.StringVar(&f.holder, "holder", "", "holder id shown to others (default hostname:pid; with --idempotency-key, hostname)")
 }
 
 func (f *lockFlags) options() *client.AcquireOptions {

@@ -24,14 +24,21 @@ func (m *Main) runLs(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(m.Stdout, 0, 0, 2, ' ', 0)
-	if !g.json {
-		fmt.Fprintln(tw, "NAME\tMODE\tHOLDERS\tWAITERS\tTOKEN")
+	// The header comes with the first page, so that a refused listing
+	// prints nothing but its error.
+	header := !g.json
+	printHeader := func() {
+		if header {
+			fmt.Fprintln(tw, "NAME\tMODE\tHOLDERS\tWAITERS\tTOKEN")
+			header = false
+		}
 	}
 	for l, err := range c.ListAll(ctx, &client.ListOptions{Prefix: *prefix, Scope: client.Scope(scope)}) {
 		if err != nil {
 			tw.Flush()
 			return err
 		}
+		printHeader()
 		if g.json {
 			if err := printJSON(m.Stdout, lockOut(&l)); err != nil {
 				return err
@@ -47,5 +54,6 @@ func (m *Main) runLs(ctx context.Context, g *globals, args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", l.Name, mode, strings.Join(holders, ","), len(l.Waiters), l.Token)
 	}
+	printHeader()
 	return tw.Flush()
 }

@@ -22,3 +22,13 @@ func TestLs(t *testing.T) {
 		t.Errorf("ls --json: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestLsRefusedPrintsNoHeader: a listing the server refuses prints its error
+// and nothing on stdout.
+func TestLsRefusedPrintsNoHeader(t *testing.T) {
+	s := testserver.New(t, nil)
+	r := runMain(t, map[string]string{"DLM_URL": s.URL, "DLM_KEY": "dlm_wrong_key"}, "ls")
+	if r.code != exitError || r.stdout != "" || !strings.Contains(r.stderr, "unauthenticated") {
+		t.Errorf("ls with a wrong key: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}

@@ -43,6 +43,8 @@ type Main struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+
+	jsonErrors bool // --json was given: report errors in the API's JSON shape
 }
 
 func main() {
@@ -71,7 +73,8 @@ func usagef(format string, args ...any) error {
 	return &exitCodeError{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
-// exit reports err on Stderr and returns the process exit code for it.
+// exit reports err on Stderr (as text, or with --json as the API's error
+// object) and returns the process exit code for it.
 func (m *Main) exit(err error) int {
 	if err == nil {
 		return 0
@@ -89,12 +92,20 @@ func (m *Main) exit(err error) int {
 	case errors.Is(err, dlm.ErrLockConflict), errors.Is(err, dlm.ErrWaitTimeout):
 		code = exitNoLock
 	}
-	fmt.Fprintf(m.Stderr, "dlm: %v%s\n", err, heldBy(err))
+	if m.jsonErrors {
+		printJSON(m.Stderr, errorOut(err, code))
+		return code
+	}
+	fmt.Fprintf(m.Stderr, "dlm: %s%s\n", errText(err), heldBy(err))
 	if code == exitUsage {
 		fmt.Fprintln(m.Stderr, "Run 'dlm --help' for usage.")
 	}
 	return code
 }
+
+// errText is err's message for a line that starts "dlm: ", without the
+// client's own "dlm: " prefix (client.ErrLockLost's), which would double it.
+func errText(err error) string { return strings.TrimPrefix(err.Error(), "dlm: ") }
 
 // heldBy names the holders of a lock that an error says is held, for people:
 // "; held by worker-7 (exclusive, token 3, expires in 29s)".
@@ -140,6 +151,9 @@ command:
                    default ./dlm-data)
   --json           print JSON (one object per line) instead of text
 
+With --json, an error is printed on stderr as the API's error object,
+{"error":{"code","message","details"}}, and stdout keeps only results.
+
 Exit codes: 0 success (run: the command's status), 1 error, 64 usage,
 70 lock lost, 75 lock not obtained, 126/127 command not executable/found,
 128+n signal n.
@@ -158,11 +172,13 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		}
 		return errUsage
 	}
+	m.jsonErrors = g.json
 	if fs.NArg() == 0 {
 		fmt.Fprint(m.Stderr, usage)
 		return errUsage
 	}
 	err := m.dispatch(ctx, g, fs.Arg(0), fs.Args()[1:])
+	m.jsonErrors = g.json // --json may come after the command
 	if err == errHelp || errors.Is(err, flag.ErrHelp) {
 		return nil
 	}

@@ -49,6 +49,10 @@ func TestUsageErrors(t *testing.T) {
 		{"help", []string{"--help"}, 0, "Usage: dlm"},
 		{"command help", []string{"run", "--help"}, 0, "DLM_FENCING_TOKEN"},
 		{"help after name", []string{"status", "a", "-h"}, 0, "Usage: dlm status"},
+		{"acquire help says it waits forever", []string{"acquire", "--help"}, 0, "forever (the default)"},
+		{"bad lock name", []string{"acquire", "no spaces"}, exitUsage, `lock "no spaces"`},
+		{"bad lock name for run", []string{"run", "a*", "--", "true"}, exitUsage, `lock "a*"`},
+		{"bad lock name for status", []string{"status", ""}, exitUsage, `lock ""`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := runMain(t, env, tt.args...)

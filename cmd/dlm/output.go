@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -29,6 +31,49 @@ func lockOut(l *client.LockInfo) wire.Lock {
 		out.Waiters = append(out.Waiters, wire.Waiter{HolderID: w.HolderID, Mode: w.Mode.String(), QueuedAt: w.QueuedAt, WaitDeadline: w.Deadline})
 	}
 	return out
+}
+
+// errorOut is the --json form of an error: the API's error object (SPEC §3),
+// so that a script reads one shape whether the server or the CLI refused.
+// Errors that carry no API code get the nearest one: invalid_argument for
+// usage, lease_ended for a lost lock, unavailable for a server out of
+// reach, internal otherwise.
+func errorOut(err error, exit int) any {
+	type details struct {
+		Holders []wire.Lease `json:"holders,omitempty"`
+		Reason  string       `json:"reason,omitempty"`
+		Field   string       `json:"field,omitempty"`
+		Max     int64        `json:"max,omitempty"`
+	}
+	type body struct {
+		Code    string   `json:"code"`
+		Message string   `json:"message"`
+		Details *details `json:"details,omitempty"`
+	}
+	b := body{Code: dlm.CodeInternal, Message: errText(err)}
+	var (
+		de *dlm.Error
+		ne net.Error
+	)
+	switch {
+	case errors.As(err, &de):
+		b.Code = de.Code
+		if len(de.Holders) > 0 || de.Reason != 0 || de.Field != "" {
+			b.Details = &details{Holders: wire.Holders(de.Holders), Field: de.Field, Max: de.Max}
+			if de.Reason != 0 {
+				b.Details.Reason = de.Reason.String()
+			}
+		}
+	case exit == exitUsage:
+		b.Code = dlm.CodeInvalidArgument
+	case errors.Is(err, client.ErrLockLost):
+		b.Code = dlm.CodeLeaseEnded
+	case errors.As(err, &ne):
+		b.Code = dlm.CodeUnavailable
+	}
+	return struct {
+		Error body `json:"error"`
+	}{b}
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -29,7 +29,7 @@ type dlmProc struct {
 // tenant key.
 func startDLM(t testing.TB, s *testserver.Server, args ...string) *dlmProc {
 	t.Helper()
-	p := &dlmProc{cmd: exec.Command(dlmBin, args...), done: make(chan struct{})}
+	p := &dlmProc{cmd: exec.Command(dlmtest.Binary(t), args...), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), "DLM_URL="+s.URL, "DLM_KEY="+s.TenantKey)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -45,7 +45,7 @@ executed or found, 64 for usage errors.
 	if i >= 0 {
 		args, command = args[:i], args[i+1:]
 	}
-	pos, err := parseFlags(fs, args, 1)
+	name, err := parseLockName(fs, args)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ executed or found, 64 for usage errors.
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	l, err := m.acquireForRun(ctx, c, &lf, pos[0], sigs)
+	l, err := m.acquireForRun(ctx, c, &lf, name, sigs)
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (r *runner) run(ctx context.Context, command []string) error {
 			return r.finish(ctx, err, abort)
 		case <-lost:
 			lost = nil
-			fmt.Fprintf(r.m.Stderr, "dlm: %v; stopping the command\n", l.Err())
+			fmt.Fprintf(r.m.Stderr, "dlm: %s; stopping the command\n", errText(l.Err()))
 			r.signal(syscall.SIGTERM)
 			timer := time.NewTimer(r.grace)
 			defer timer.Stop()
@@ -177,7 +177,7 @@ func (r *runner) finish(ctx context.Context, err error, abort os.Signal) error {
 	}
 	switch {
 	case lostErr != nil:
-		return fmt.Errorf("run: %w", lostErr)
+		return lostErr
 	case abort != nil:
 		return &exitCodeError{code: exitSignalled + signum(abort), err: fmt.Errorf("run: aborted by a second %v; killed the command", abort)}
 	case ctx.Err() != nil:

@@ -94,6 +94,9 @@ func TestRunStopsCommandWhenLockForceReleased(t *testing.T) {
 	if !strings.Contains(p.stderrString(), "force_released") {
 		t.Errorf("stderr does not say why: %s", p.stderrString())
 	}
+	if strings.Contains(p.stderrString(), "dlm: dlm:") || strings.Contains(p.stderrString(), "run: dlm:") {
+		t.Errorf("stderr repeats the dlm: prefix:\n%s", p.stderrString())
+	}
 }
 
 func TestRunKillsCommandIgnoringTERMAfterGrace(t *testing.T) {

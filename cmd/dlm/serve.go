@@ -25,6 +25,7 @@ import (
 	"github.com/dlmhq/dlm/metrics"
 	"github.com/dlmhq/dlm/postgres"
 	"github.com/dlmhq/dlm/sqlite"
+	"github.com/dlmhq/dlm/wire"
 )
 
 // commitObserver is a store that reports its commit batches, as
@@ -37,10 +38,6 @@ type commitObserver interface {
 // it (they can only be slow storage, since queued acquires are answered at
 // once) have their connections closed.
 const shutdownTimeout = 10 * time.Second
-
-// credentialsFile is where the first start stores the keys it made, for the
-// CLI to read. Its fields are those of engine.Credentials.
-const credentialsFile = "credentials.json"
 
 // serveConfig is the configuration of dlm serve.
 type serveConfig struct {
@@ -120,6 +117,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 		return nil, errors.New("listen address is empty")
 	case c.dataDir == "" && c.postgres == "":
 		return nil, errors.New("data directory is empty")
+	case m.Getenv("DLM_ADMIN_KEY") != "" && len(m.Getenv("DLM_ADMIN_KEY")) < engine.MinAdminKeyLen:
+		return nil, fmt.Errorf("DLM_ADMIN_KEY: must be at least %d characters", engine.MinAdminKeyLen)
 	}
 	return c, nil
 }
@@ -196,6 +195,20 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	// Take the addresses before anything else: a start that cannot listen
+	// must fail before it creates a data directory or prints keys.
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close() // after Serve, Shutdown has closed it already
+	var pprofLn net.Listener
+	if c.pprofListen != "" {
+		if pprofLn, err = net.Listen("tcp", c.pprofListen); err != nil {
+			return fmt.Errorf("pprof listen: %w", err)
+		}
+		defer pprofLn.Close()
+	}
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -249,16 +262,10 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		e.Close()
 		return err
 	}
-	if c.pprofListen != "" {
-		if err := servePprof(ctx, c.pprofListen, log); err != nil {
-			e.Close()
-			return fmt.Errorf("pprof listen: %w", err)
-		}
+	if pprofLn != nil {
+		servePprof(ctx, pprofLn, log)
 	}
-	if err := srv.Listen(c.listen); err != nil {
-		e.Close()
-		return fmt.Errorf("listen: %w", err)
-	}
+	srv.Serve(ln)
 	log.Info("serving", "addr", srv.Addr().String(), "store", dbPath)
 	fmt.Fprintf(m.Stdout, "dlm: listening on %s\n", srv.URL())
 
@@ -293,7 +300,7 @@ func checkCredentialsAlone(dbPath, dataDir string) error {
 	if _, err := os.Stat(dbPath + "-wal"); err == nil {
 		return nil
 	}
-	creds := filepath.Join(dataDir, credentialsFile)
+	creds := filepath.Join(dataDir, wire.CredentialsFile)
 	if _, err := os.Stat(creds); err != nil {
 		return nil
 	}
@@ -316,15 +323,18 @@ func (m *Main) bootstrap(ctx context.Context, e *engine.Engine, dataDir string, 
 		}
 		return nil
 	}
-	path, err := filepath.Abs(filepath.Join(dataDir, credentialsFile))
+	path, err := filepath.Abs(filepath.Join(dataDir, wire.CredentialsFile))
 	if err != nil {
-		path = filepath.Join(dataDir, credentialsFile)
+		path = filepath.Join(dataDir, wire.CredentialsFile)
 	}
-	werr := writeCredentials(path, creds)
+	saved := wire.Credentials{AdminKey: creds.AdminKey, Tenant: creds.Tenant, TenantKey: creds.TenantKey, TenantKeyID: creds.TenantKeyID}
 	shown := creds.AdminKey
 	if adminKey != "" {
-		shown = "(the value of DLM_ADMIN_KEY)"
+		// The operator has it already; a copy on disk would only be
+		// one more place to steal it from.
+		saved.AdminKey, shown = "", "(the value of DLM_ADMIN_KEY, not saved)"
 	}
+	werr := writeCredentials(path, &saved)
 	fmt.Fprintf(m.Stdout, "dlm: first start: created these keys; they are shown only now.\n")
 	fmt.Fprintf(m.Stdout, "  %-22s %s\n", "admin key:", shown)
 	fmt.Fprintf(m.Stdout, "  %-22s %s  (key id %s)\n", fmt.Sprintf("tenant %q key:", creds.Tenant), creds.TenantKey, creds.TenantKeyID)
@@ -337,7 +347,7 @@ func (m *Main) bootstrap(ctx context.Context, e *engine.Engine, dataDir string, 
 
 // writeCredentials writes creds to path with mode 0600, atomically: the file
 // is either complete or absent.
-func writeCredentials(path string, creds *engine.Credentials) error {
+func writeCredentials(path string, creds *wire.Credentials) error {
 	b, err := json.MarshalIndent(creds, "", "  ")
 	if err != nil {
 		return err
@@ -365,14 +375,10 @@ func writeCredentials(path string, creds *engine.Credentials) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// servePprof serves net/http/pprof's handlers on addr until ctx ends. They
+// servePprof serves net/http/pprof's handlers on ln until ctx ends. They
 // sit on their own listener, away from the API, so that exposing the API
 // never exposes them.
-func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
+func servePprof(ctx context.Context, ln net.Listener, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -390,5 +396,4 @@ func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
 		}
 	}()
 	log.Info("serving profiles", "addr", ln.Addr().String())
-	return nil
 }

@@ -4,11 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
+	"io/fs"
+	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,102 +18,16 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm/dlmtest"
-	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/wire"
 )
 
-// dlmBin is the dlm binary TestMain builds, so that tests can run it as a
-// real process and kill it.
-var dlmBin string
+func TestMain(m *testing.M) { dlmtest.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dlm-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	dlmBin = filepath.Join(dir, "dlm")
-	args := []string{"build", "-o", dlmBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building dlm:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// proc is a running dlm serve process.
-type proc struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	url  string
-	out  *dlmtest.Buffer // stdout
-	err  *dlmtest.Buffer // stderr
-	done chan struct{}   // closed when the process has exited
-	exit error
-}
-
-// startServe runs dlm serve on a free port with dataDir and waits until it
-// prints its address. env adds variables (NAME=value).
-func startServe(t *testing.T, dataDir string, env ...string) *proc {
+// startServe runs dlm serve on a free port with dataDir, logging at debug
+// level. env adds variables (NAME=value).
+func startServe(t *testing.T, dataDir string, env ...string) *dlmtest.Server {
 	t.Helper()
-	cmd := exec.Command(dlmBin, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "debug")
-	cmd.Env = append(os.Environ(), env...)
-	pr, pw := io.Pipe()
-	p := &proc{t: t, cmd: cmd, out: &dlmtest.Buffer{}, err: &dlmtest.Buffer{}, done: make(chan struct{})}
-	cmd.Stdout = io.MultiWriter(p.out, pw)
-	cmd.Stderr = p.err
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.exit = cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("dlm serve stdout:\n%s\nstderr:\n%s", p.out, p.err)
-		}
-	})
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "dlm: listening on "); ok {
-				found <- u
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case p.url = <-found:
-	case <-p.done:
-		t.Fatalf("dlm serve exited before listening: %v\nstdout:\n%s\nstderr:\n%s", p.exit, p.out, p.err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("dlm serve did not print its address\nstdout:\n%s\nstderr:\n%s", p.out, p.err)
-	}
-	return p
-}
-
-// stop sends sig and waits for the process to exit.
-func (p *proc) stop(sig syscall.Signal) error {
-	p.t.Helper()
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		p.t.Fatalf("dlm serve did not exit on %v", sig)
-	}
-	return p.exit
+	return dlmtest.MustServe(t, dlmtest.ServeOptions{Dir: dataDir, Args: []string{"--log-level", "debug"}, Env: env})
 }
 
 // call sends a request with key and returns the status and decoded body.
@@ -151,69 +66,55 @@ func mustCall(t *testing.T, want int, method, url, key, body string) map[string]
 	return m
 }
 
-func readCredentials(t *testing.T, dir string) engine.Credentials {
+// readCredentials reads the credentials.json of a first start in dir and
+// checks that only its owner may read it.
+func readCredentials(t *testing.T, dir string) wire.Credentials {
 	t.Helper()
-	path := filepath.Join(dir, "credentials.json")
-	fi, err := os.Stat(path)
+	fi, err := os.Stat(filepath.Join(dir, wire.CredentialsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if mode := fi.Mode().Perm(); mode != 0o600 {
 		t.Errorf("credentials.json mode %v, want 0600", mode)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var raw map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"admin_key", "tenant", "tenant_key", "tenant_key_id"} {
-		if s, _ := raw[k].(string); s == "" {
-			t.Errorf("credentials.json lacks %s: %s", k, b)
-		}
-	}
-	var c engine.Credentials
-	json.Unmarshal(b, &c)
-	return c
+	return dlmtest.Credentials(t, dir)
 }
 
 func TestServeFirstStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	p := startServe(t, dir)
 	creds := readCredentials(t, dir)
-	if creds.Tenant != "default" {
-		t.Errorf("tenant = %q", creds.Tenant)
+	if creds.Tenant != "default" || creds.AdminKey == "" || creds.TenantKeyID == "" {
+		t.Errorf("credentials = %+v, want the default tenant's key and the admin key made", creds)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("data dir: %v, %v; want mode 0700", fi.Mode(), err)
 	}
-	out := p.out.String()
+	out := p.Stdout.String()
 	for _, want := range []string{creds.AdminKey, creds.TenantKey, "admin key:", `tenant "default" key:`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("first start output lacks %q:\n%s", want, out)
 		}
 	}
-	mustCall(t, 200, "GET", p.url+"/healthz", "", "")
-	mustCall(t, 200, "GET", p.url+"/readyz", "", "")
-	mustCall(t, 200, "GET", p.url+"/v1/tenants", creds.AdminKey, "")
-	mustCall(t, 200, "POST", p.url+"/v1/locks/a/acquire", creds.TenantKey, `{"holder_id":"h"}`)
-	checkMetrics(t, p.url)
-	if err := p.stop(syscall.SIGTERM); err != nil {
+	mustCall(t, 200, "GET", p.URL+"/healthz", "", "")
+	mustCall(t, 200, "GET", p.URL+"/readyz", "", "")
+	mustCall(t, 200, "GET", p.URL+"/v1/tenants", creds.AdminKey, "")
+	mustCall(t, 200, "POST", p.URL+"/v1/locks/a/acquire", creds.TenantKey, `{"holder_id":"h"}`)
+	checkMetrics(t, p.URL)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 
 	// The second start shows no keys, and the keys still work.
 	p = startServe(t, dir)
-	if out := p.out.String(); strings.Contains(out, "key") {
+	if out := p.Stdout.String(); strings.Contains(out, "key") {
 		t.Errorf("second start printed keys:\n%s", out)
 	}
 	if got := readCredentials(t, dir); got != creds {
 		t.Errorf("credentials changed: %+v, want %+v", got, creds)
 	}
-	mustCall(t, 200, "GET", p.url+"/v1/locks/a", creds.TenantKey, "")
-	if err := p.stop(syscall.SIGINT); err != nil {
+	mustCall(t, 200, "GET", p.URL+"/v1/locks/a", creds.TenantKey, "")
+	if err := p.Signal(syscall.SIGINT); err != nil {
 		t.Fatalf("exit after SIGINT: %v", err)
 	}
 }
@@ -222,14 +123,65 @@ func TestServeAdminKeyFromEnv(t *testing.T) {
 	dir := t.TempDir()
 	const admin = "my-own-admin-key-0123456789"
 	p := startServe(t, dir, "DLM_ADMIN_KEY="+admin)
-	if strings.Contains(p.out.String(), admin) {
+	if strings.Contains(p.Stdout.String(), admin) {
 		t.Errorf("the admin key from the environment was printed")
 	}
-	if c := readCredentials(t, dir); c.AdminKey != admin {
-		t.Errorf("credentials admin_key = %q, want DLM_ADMIN_KEY", c.AdminKey)
+	b, err := os.ReadFile(filepath.Join(dir, wire.CredentialsFile))
+	if err != nil {
+		t.Fatal(err)
 	}
-	mustCall(t, 200, "GET", p.url+"/v1/tenants", admin, "")
-	mustCall(t, 401, "GET", p.url+"/v1/tenants", "some-other-key-0123456789", "")
+	if strings.Contains(string(b), admin) || strings.Contains(string(b), "admin_key") {
+		t.Errorf("credentials.json keeps the admin key the operator gave:\n%s", b)
+	}
+	if c := readCredentials(t, dir); c.TenantKey == "" {
+		t.Errorf("credentials = %+v, want the tenant key the server made", c)
+	}
+	mustCall(t, 200, "GET", p.URL+"/v1/tenants", admin, "")
+	mustCall(t, 401, "GET", p.URL+"/v1/tenants", "some-other-key-0123456789", "")
+	r := runMain(t, map[string]string{"DLM_URL": p.URL, "DLM_DATA_DIR": dir}, "tenants", "list")
+	if r.code != exitError || !strings.Contains(r.stderr, "no admin key") || !strings.Contains(r.stderr, "DLM_KEY") {
+		t.Errorf("dlm tenants list without the admin key: exit %d, stderr %q; want an error that says to pass it", r.code, r.stderr)
+	}
+}
+
+// TestServeFirstStartFailsCleanly: a first start that cannot listen, or
+// is given an admin key too short, exits non-zero before it has created
+// the data directory or printed a key.
+func TestServeFirstStartFailsCleanly(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tt := range []struct {
+		name   string
+		listen string
+		env    []string
+		want   string // in stderr
+	}{
+		{"port taken", taken.Addr().String(), nil, "address already in use"},
+		{"admin key too short", "", []string{"DLM_ADMIN_KEY=short"}, "DLM_ADMIN_KEY: must be at least"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			p, err := dlmtest.StartServe(t, dlmtest.ServeOptions{Dir: dir, Listen: tt.listen, Env: tt.env})
+			if !errors.Is(err, dlmtest.ErrExited) {
+				t.Fatalf("dlm serve = %v, want it to exit", err)
+			}
+			if p.Wait() == nil {
+				t.Error("dlm serve exited 0")
+			}
+			if !strings.Contains(p.Stderr.String(), tt.want) {
+				t.Errorf("stderr lacks %q:\n%s", tt.want, p.Stderr.String())
+			}
+			if out := p.Stdout.String(); strings.Contains(out, "key") {
+				t.Errorf("a failed start printed keys:\n%s", out)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a failed start left the data directory %s (%v)", dir, err)
+			}
+		})
+	}
 }
 
 // TestServeCrashSafety kills the server with SIGKILL while it holds leases
@@ -239,12 +191,12 @@ func TestServeCrashSafety(t *testing.T) {
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	key := readCredentials(t, dir).TenantKey
-	acq := func(p *proc, name, body string) map[string]any {
-		return mustCall(t, 200, "POST", p.url+"/v1/locks/"+name+"/acquire", key, body)
+	acq := func(p *dlmtest.Server, name, body string) map[string]any {
+		return mustCall(t, 200, "POST", p.URL+"/v1/locks/"+name+"/acquire", key, body)
 	}
 	for range 2 {
 		l := acq(p, "crash%2Flong", `{"holder_id":"warmup"}`)
-		mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+l["lease_id"].(string), key, "")
+		mustCall(t, 200, "DELETE", p.URL+"/v1/leases/"+l["lease_id"].(string), key, "")
 	}
 	long := acq(p, "crash%2Flong", `{"holder_id":"survivor","ttl_ms":600000}`)
 	short := acq(p, "crash%2Fshort", `{"holder_id":"brief","ttl_ms":2000}`)
@@ -253,20 +205,20 @@ func TestServeCrashSafety(t *testing.T) {
 		t.Fatalf("token before the crash = %v, want 3", longTok)
 	}
 
-	if err := p.stop(syscall.SIGKILL); err == nil {
+	if err := p.Signal(syscall.SIGKILL); err == nil {
 		t.Fatal("SIGKILL: process exited cleanly")
 	}
 	p = startServe(t, dir)
 
-	got := mustCall(t, 200, "GET", p.url+"/v1/leases/"+longID, key, "")
+	got := mustCall(t, 200, "GET", p.URL+"/v1/leases/"+longID, key, "")
 	if got["fencing_token"] != longTok || got["holder_id"] != "survivor" || got["expires_at"] != long["expires_at"] {
 		t.Errorf("lease after restart = %v, want %v", got, long)
 	}
-	in := mustCall(t, 200, "GET", p.url+"/v1/locks/crash%2Flong", key, "")
+	in := mustCall(t, 200, "GET", p.URL+"/v1/locks/crash%2Flong", key, "")
 	if hs := in["holders"].([]any); len(hs) != 1 || in["fencing_token"] != longTok {
 		t.Errorf("inspect after restart = %v", in)
 	}
-	if status, m := call(t, "POST", p.url+"/v1/locks/crash%2Flong/acquire", key, `{"holder_id":"intruder"}`); status != 409 {
+	if status, m := call(t, "POST", p.URL+"/v1/locks/crash%2Flong/acquire", key, `{"holder_id":"intruder"}`); status != 409 {
 		t.Errorf("conflicting acquire after restart = %d %v, want 409", status, m)
 	}
 	// The short lease is held until it expires, then the next grant gets a
@@ -275,7 +227,7 @@ func TestServeCrashSafety(t *testing.T) {
 	if next["fencing_token"].(float64) <= short["fencing_token"].(float64) {
 		t.Errorf("token after expiry = %v, want above %v", next["fencing_token"], short["fencing_token"])
 	}
-	mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+longID, key, "")
+	mustCall(t, 200, "DELETE", p.URL+"/v1/leases/"+longID, key, "")
 	if l := acq(p, "crash%2Flong", `{"holder_id":"after"}`); l["fencing_token"].(float64) != longTok+1 {
 		t.Errorf("token after restart and release = %v, want %v", l["fencing_token"], longTok+1)
 	}
@@ -287,7 +239,7 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	key := readCredentials(t, dir).TenantKey
-	held := mustCall(t, 200, "POST", p.url+"/v1/locks/busy/acquire", key, `{"holder_id":"holder","ttl_ms":600000}`)
+	held := mustCall(t, 200, "POST", p.URL+"/v1/locks/busy/acquire", key, `{"holder_id":"holder","ttl_ms":600000}`)
 
 	type answer struct {
 		status int
@@ -295,7 +247,7 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 	}
 	waiter := make(chan answer, 1)
 	go func() {
-		req, _ := http.NewRequest("POST", p.url+"/v1/locks/busy/acquire", strings.NewReader(`{"holder_id":"waiter","wait_ms":120000}`))
+		req, _ := http.NewRequest("POST", p.URL+"/v1/locks/busy/acquire", strings.NewReader(`{"holder_id":"waiter","wait_ms":120000}`))
 		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -307,18 +259,11 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 		json.NewDecoder(resp.Body).Decode(&m)
 		waiter <- answer{resp.StatusCode, m}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		in := mustCall(t, 200, "GET", p.url+"/v1/locks/busy", key, "")
-		if len(in["waiters"].([]any)) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the waiter never queued")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := p.stop(syscall.SIGTERM); err != nil {
+	dlmtest.Eventually(t, "the waiter is queued", func() bool {
+		in := mustCall(t, 200, "GET", p.URL+"/v1/locks/busy", key, "")
+		return len(in["waiters"].([]any)) == 1
+	})
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 	a := <-waiter
@@ -327,7 +272,7 @@ func TestServeSIGTERMWithWaiter(t *testing.T) {
 	}
 
 	p = startServe(t, dir)
-	if l := mustCall(t, 200, "GET", p.url+"/v1/leases/"+held["lease_id"].(string), key, ""); l["holder_id"] != "holder" {
+	if l := mustCall(t, 200, "GET", p.URL+"/v1/leases/"+held["lease_id"].(string), key, ""); l["holder_id"] != "holder" {
 		t.Errorf("lease after restart = %v", l)
 	}
 }
@@ -420,7 +365,7 @@ func TestServeConfig(t *testing.T) {
 
 	// Nothing listens on port 1: the PostgreSQL store is opened, and fails.
 	m := &Main{Stdout: io.Discard, Stderr: io.Discard, Getenv: env("DLM_POSTGRES_URL", "postgres://postgres@127.0.0.1:1/x?sslmode=disable")}
-	if err := m.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open PostgreSQL store") {
+	if err := m.Run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open PostgreSQL store") {
 		t.Errorf("serve with DLM_POSTGRES_URL = %v", err)
 	}
 }
@@ -461,12 +406,12 @@ func TestServeRefusesDamagedData(t *testing.T) {
 	p := startServe(t, dir)
 	key := readCredentials(t, dir).TenantKey
 	for i := range 20 {
-		l := mustCall(t, 200, "POST", p.url+"/v1/locks/damage%2F"+strconv.Itoa(i)+"/acquire", key, `{"holder_id":"h"}`)
+		l := mustCall(t, 200, "POST", p.URL+"/v1/locks/damage%2F"+strconv.Itoa(i)+"/acquire", key, `{"holder_id":"h"}`)
 		if i%2 == 0 {
-			mustCall(t, 200, "DELETE", p.url+"/v1/leases/"+l["lease_id"].(string), key, "")
+			mustCall(t, 200, "DELETE", p.URL+"/v1/leases/"+l["lease_id"].(string), key, "")
 		}
 	}
-	if err := p.stop(syscall.SIGKILL); err == nil {
+	if err := p.Signal(syscall.SIGKILL); err == nil {
 		t.Fatal("SIGKILL: process exited cleanly")
 	}
 	db := filepath.Join(dir, "dlm.db")
@@ -491,5 +436,5 @@ func TestServeRefusesDamagedData(t *testing.T) {
 	for _, suffix := range []string{"", "-wal", "-shm", ".commitlog", ".commitlog2"} {
 		os.Remove(db + suffix)
 	}
-	refused(t, filepath.Join(dir, credentialsFile))
+	refused(t, filepath.Join(dir, wire.CredentialsFile))
 }

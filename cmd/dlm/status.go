@@ -16,7 +16,7 @@ last fencing token issued.
 `)
 	var scope scopeFlag
 	fs.Var(&scope, "scope", "lock scope: tenant or global")
-	pos, err := parseFlags(fs, args, 1)
+	name, err := parseLockName(fs, args)
 	if err != nil {
 		return err
 	}
@@ -24,7 +24,7 @@ last fencing token issued.
 	if err != nil {
 		return err
 	}
-	info, err := c.Inspect(ctx, pos[0], client.Scope(scope))
+	info, err := c.Inspect(ctx, name, client.Scope(scope))
 	if err != nil {
 		return err
 	}

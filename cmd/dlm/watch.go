@@ -21,6 +21,7 @@ connection without missing or repeating events.
 	fs.StringVar(&o.Prefix, "prefix", "", "only events of names starting with `prefix`")
 	fs.Var(&scope, "scope", "only this scope: tenant or global (default both)")
 	fs.Int64Var(&o.Since, "since", 0, "first replay the retained events after this event `id`")
+	fs.BoolVar(&o.FromStart, "from-start", false, "first replay every retained event, from the oldest")
 	if _, err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}

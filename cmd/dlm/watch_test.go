@@ -59,3 +59,16 @@ func TestWatchPrintsEventsAsTheyHappen(t *testing.T) {
 		p.cmd.Process.Kill()
 	}
 }
+
+// TestWatchFromStart: --from-start replays the events made before the watch.
+func TestWatchFromStart(t *testing.T) {
+	s := testserver.New(t, nil)
+	c := apiClient(t, s, s.TenantKey)
+	if _, err := c.TryAcquire(context.Background(), "w", &client.AcquireOptions{HolderID: "early", NoKeepAlive: true}); err != nil {
+		t.Fatal(err)
+	}
+	p := startDLM(t, s, "watch", "--from-start")
+	if line := p.stdout.waitLine(t, "early", 30*time.Second); !strings.Contains(line, "#1 ") {
+		t.Errorf("first line %q, want event 1", line)
+	}
+}
