@@ -69,17 +69,27 @@ type instance struct {
 // default tenant's API key, read from the first instance's data directory.
 func serveCluster(t testing.TB, n int) (insts []*instance, key, pgURL string) {
 	t.Helper()
+	return serveClusterVia(t, n, "")
+}
+
+// serveClusterVia is serveCluster with the instances reaching PostgreSQL at
+// addr (host:port), a proxy in front of it, unless addr is "".
+func serveClusterVia(t testing.TB, n int, addr string) (insts []*instance, key, pgURL string) {
+	t.Helper()
 	bin := buildDLM(t)
 	base, schema := freshSchema(t)
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if addr != "" {
+		u.Host = addr
+	}
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	for i := range n {
-		insts = append(insts, startInstance(t, bin, fmt.Sprint("abc"[i:i+1]), u.String()))
+		insts = append(insts, startInstance(t, bin, string(rune('a'+i)), u.String()))
 		if i == 0 {
 			b, err := os.ReadFile(filepath.Join(insts[0].dir, "credentials.json"))
 			if err != nil {
