@@ -33,6 +33,7 @@ func TestConnectionCutWhileLoading(t *testing.T) {
 	var (
 		gated, gateOnce = make(chan struct{}), sync.Once{}
 		gateOpen        = make(chan struct{})
+		openGate        = sync.OnceFunc(func() { close(gateOpen) })
 		mu              sync.Mutex // guards killer and the two below
 		cutting         = true
 		cuts            []error // one per cut: nil if the backend was terminated
@@ -63,6 +64,7 @@ func TestConnectionCutWhileLoading(t *testing.T) {
 	s := open(t, url, schema, opts)
 	e := engine.New(s, engine.Options{})
 	t.Cleanup(e.Close)
+	t.Cleanup(openGate) // first, if the test ends early: the committer waits on it
 
 	type result struct {
 		lease dlm.Lease
@@ -84,7 +86,7 @@ func TestConnectionCutWhileLoading(t *testing.T) {
 	eventually(t, "the operations queue behind the gate", func() bool {
 		return postgres.QueuedUpdates(s) >= len(names)
 	})
-	close(gateOpen)
+	openGate()
 
 	g := <-gate
 	if g.err != nil {
