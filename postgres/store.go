@@ -67,7 +67,9 @@ type Options struct {
 
 	// beforeLoad, if set, is called just before a round that loads locks
 	// is sent, with the backend PID of its connection and the locks it
-	// names: tests cut the connection there (export_test.go).
+	// names: tests cut the connection there (export_test.go). A store
+	// written on another design calls it where it sends a group's reads,
+	// and TestConnectionCutWhileLoading carries over as it is.
 	beforeLoad func(pid uint32, keys []dlm.Key)
 }
 
