@@ -226,6 +226,9 @@ func (b *batch) round(asks []*ask) error {
 		b.now = now.UTC()
 		return err
 	})
+	if f := b.s.opts.beforeLoad; f != nil && b.fresh != nil {
+		f(b.conn.PgConn().PID(), keys)
+	}
 	if err := b.conn.SendBatch(b.ctx, pb).Close(); err != nil {
 		b.err = err
 		return err

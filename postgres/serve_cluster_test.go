@@ -30,18 +30,27 @@ type instance struct {
 // serveCluster starts n instances on a fresh schema and returns them with the
 // default tenant's API key, read from the first instance's data directory.
 func serveCluster(t testing.TB, n int) (insts []*instance, key, pgURL string) {
+	return serveClusterVia(t, n, "")
+}
+
+// serveClusterVia is serveCluster with the instances reaching PostgreSQL at
+// addr (host:port), a proxy in front of it, unless addr is "".
+func serveClusterVia(t testing.TB, n int, addr string) (insts []*instance, key, pgURL string) {
 	t.Helper()
 	base, schema := freshSchema(t)
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if addr != "" {
+		u.Host = addr
+	}
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	for i := range n {
 		s := dlmtest.MustServe(t, dlmtest.ServeOptions{Args: []string{"--postgres", u.String()}, Env: []string{"DLM_POSTGRES_URL="}})
-		insts = append(insts, &instance{Server: s, name: "abc"[i : i+1]})
+		insts = append(insts, &instance{Server: s, name: string(rune('a' + i))})
 	}
 	return insts, dlmtest.Credentials(t, insts[0].Dir).TenantKey, u.String()
 }

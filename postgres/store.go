@@ -64,6 +64,13 @@ type Options struct {
 	DeadAfter time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// beforeLoad, if set, is called just before a round that loads locks
+	// is sent, with the backend PID of its connection and the locks it
+	// names: tests cut the connection there (export_test.go). A store
+	// written on another design calls it where it sends a group's reads,
+	// and TestConnectionCutWhileLoading carries over as it is.
+	beforeLoad func(pid uint32, keys []dlm.Key)
 }
 
 func (o *Options) setDefaults() {

@@ -295,10 +295,17 @@ func (t *tx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) 
 }
 
 // loadLock loads key for t, or says that t must move out of its group.
+//
+// Once a round has failed the transaction is over, and nothing it holds is
+// handed out: a lock whose loading round failed has no state, and the fns
+// that waited in the group to use it next fail with the round's error.
 func (b *batch) loadLock(t *tx, key dlm.Key) (s *dlm.LockState, move bool, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
+		if b.err != nil {
+			return nil, false, b.err
+		}
 		h := b.locks[key]
 		switch {
 		case h == nil:
