@@ -32,6 +32,12 @@ operation and errors by code. Workloads:
   mixed        shared and exclusive acquires on --names names, each followed
                by --renews renewals and a release
 
+dlm bench null --listen ADDR runs no workload: it serves the null server, the
+ceiling to read dlm's figures against. It answers acquire and release from a
+map (same JSON, no durability, no authentication), and /metrics with its CPU
+and memory; run the uncontended workload against it (any DLM_KEY) and then
+against dlm serve, on the same machine, and compare.
+
 Lock names start with bench/RUN-ID/, fresh for every run. The server's memory
 and CPU come from its /metrics (process_resident_memory_bytes,
 process_cpu_seconds_total) or, failing that, from /proc with --server-pid.
@@ -71,6 +77,7 @@ type benchConfig struct {
 	serverPID   int
 	progress    bool
 	json        bool
+	listen      string
 }
 
 func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
@@ -87,16 +94,22 @@ func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
 	fs.BoolVar(&c.release, "release", false, "hold: release the leases at the end (default: keep them until they expire)")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "read the server's memory and CPU from /proc/`PID` when it has no /metrics")
 	fs.BoolVar(&c.progress, "progress", false, "print a progress line every second even if stderr is not a terminal")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:7071", "null: the address to serve the null server on")
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err
 	}
 	fs.Visit(func(f *flag.Flag) { c.durationSet = c.durationSet || f.Name == "duration" })
 	c.workload, c.url, c.json = pos[0], g.url, g.json
+	if c.workload == "null" {
+		return runBenchNull(ctx, c.listen, func(addr string) {
+			fmt.Fprintf(m.Stdout, "dlm bench: the null server listens on http://%s\n", addr)
+		})
+	}
 	def, ok := benchDefaults[c.workload]
 	switch {
 	case !ok:
-		return usagef("bench: unknown workload %q: want uncontended, contended, hold or mixed", c.workload)
+		return usagef("bench: unknown workload %q: want uncontended, contended, hold, mixed or null", c.workload)
 	case c.clients < 0 || c.leases <= 0 || c.names <= 0 || c.renews < 0:
 		return usagef("bench: --clients, --leases, --names and --renews must be positive")
 	case c.duration <= 0 || c.wait < 0 || c.ttl < 0:
@@ -257,7 +270,7 @@ func (r *benchRun) run(ctx context.Context, stderr io.Writer, stopSignals func()
 	rep.Interrupted = interrupted
 	rep.BenchCPUSeconds = processCPU() - cpuBefore
 	after := readServerStats(r.target, r.cfg.serverPID)
-	rep.Server = serverReportOf(before, after, elapsed)
+	rep.Server = serverReportOf(before, after, elapsed, rep.Count)
 	if r.hold != nil && r.cfg.release && !interrupted {
 		rep.Hold.Release = r.releaseHeld()
 	}

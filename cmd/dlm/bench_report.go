@@ -99,9 +99,13 @@ type serverReport struct {
 	RSSAfterBytes  float64 `json:"rss_after_bytes"`
 	CPUSeconds     float64 `json:"cpu_seconds,omitempty"`
 	CPUCores       float64 `json:"cpu_cores,omitempty"` // CPU seconds per second of the run
+	// CPUPerUnitMicros is the server's CPU time per unit of the workload
+	// (a cycle, a grant, a lease), in microseconds: the cost that a ratio
+	// to the null server compares (dlm bench null).
+	CPUPerUnitMicros float64 `json:"cpu_us_per_unit,omitempty"`
 }
 
-func serverReportOf(before, after serverStats, elapsed time.Duration) *serverReport {
+func serverReportOf(before, after serverStats, elapsed time.Duration, units int64) *serverReport {
 	if before.source == "" || after.source == "" {
 		return nil
 	}
@@ -109,6 +113,9 @@ func serverReportOf(before, after serverStats, elapsed time.Duration) *serverRep
 	if before.cpu >= 0 && after.cpu >= 0 {
 		s.CPUSeconds = after.cpu - before.cpu
 		s.CPUCores = s.CPUSeconds / elapsed.Seconds()
+		if units > 0 {
+			s.CPUPerUnitMicros = math.Round(s.CPUSeconds/float64(units)*1e7) / 10
+		}
 	}
 	return s
 }
@@ -272,7 +279,7 @@ func (rep *benchReport) print(w io.Writer) {
 		fmt.Fprintf(w, "server memory (RSS, from %s): %.1f MB before, %.1f MB after (%+.1f MB)\n", s.Source,
 			s.RSSBeforeBytes/1e6, s.RSSAfterBytes/1e6, (s.RSSAfterBytes-s.RSSBeforeBytes)/1e6)
 		if s.CPUSeconds > 0 {
-			fmt.Fprintf(w, "server CPU: %.1fs (%.2f cores)\n", s.CPUSeconds, s.CPUCores)
+			fmt.Fprintf(w, "server CPU: %.1fs (%.2f cores), %.1f µs per %s\n", s.CPUSeconds, s.CPUCores, s.CPUPerUnitMicros, rep.Unit)
 		}
 	} else {
 		fmt.Fprintln(w, "server memory: unknown (the server has no /metrics; give --server-pid for a local one)")

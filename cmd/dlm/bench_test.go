@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -206,5 +207,29 @@ func TestBenchInterrupt(t *testing.T) {
 	var rep benchReport
 	if err := json.Unmarshal([]byte(line), &rep); err != nil || !rep.Interrupted || rep.Count == 0 || rep.Seconds > 50 {
 		t.Errorf("report after SIGINT (%v): %s", err, line)
+	}
+}
+
+// TestBenchNullServer runs the uncontended workload against the null
+// server, as PERFORMANCE.md's ceiling is measured: the same load generator
+// reads the same JSON and the server's CPU from its /metrics.
+func TestBenchNullServer(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- runBenchNull(ctx, "127.0.0.1:0", func(a string) { addr <- a }) }()
+	url := "http://" + <-addr
+	r := runMain(t, map[string]string{"DLM_URL": url, "DLM_KEY": "any"}, "bench", "--json", "--duration", "1s", "--clients", "4", "uncontended")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("null server: %v", err)
+	}
+	var rep benchReport
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil {
+		t.Fatalf("dlm bench against the null server: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	checkReport(t, &rep, "uncontended", "acquire", "release")
+	if rep.Server == nil || rep.Server.CPUPerUnitMicros <= 0 {
+		t.Errorf("server report %+v: want the CPU per cycle read from the null server's /metrics", rep.Server)
 	}
 }
