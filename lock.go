@@ -14,7 +14,7 @@ import (
 type LockState struct {
 	Key Key
 	// Token is the last fencing token issued on this lock, 0 if none. It
-	// only grows.
+	// only grows, and each grant's token is at least TokenFloor of its now.
 	Token   int64
 	Holders []Lease
 	Waiters []Waiter // ordered by Seq
@@ -297,6 +297,22 @@ func (s *LockState) grantWaiters(now time.Time, c *Change) {
 	}
 }
 
+// TokenFloor is the least fencing token a grant at now may carry: the
+// clock in milliseconds times 1,024. A store that lost the record of its
+// last tokens (a restore from an old backup, a damaged journal accepted
+// with data loss) still issues tokens above every token issued before, as
+// long as the clock has not gone back. The floor stays below 2^53, which
+// JavaScript reads exactly, until the year 2248.
+func TokenFloor(now time.Time) int64 {
+	return now.UnixMilli() << 10
+}
+
+// NextToken is the token of a grant at now on a lock whose last token is
+// last: one above it, or the floor if that is higher.
+func NextToken(last int64, now time.Time) int64 {
+	return max(last+1, TokenFloor(now))
+}
+
 func (s *LockState) compatible(m Mode) bool {
 	for i := range s.Holders {
 		if !Compatible(m, s.Holders[i].Mode) {
@@ -307,7 +323,7 @@ func (s *LockState) compatible(m Mode) bool {
 }
 
 func (s *LockState) grant(now time.Time, id, tenant string, m Mode, holder string, ttl time.Duration, idem string, c *Change) Lease {
-	s.Token++
+	s.Token = NextToken(s.Token, now)
 	l := Lease{
 		ID: id, Tenant: tenant, Key: s.Key, Mode: m, HolderID: holder,
 		Token: s.Token, TTL: ttl, AcquiredAt: now, ExpiresAt: now.Add(ttl),

@@ -123,8 +123,8 @@ func TestExpiryExactlyAtExpiresAt(t *testing.T) {
 	if err != nil || out != dlm.Granted {
 		t.Fatalf("at expires_at: %v, %v; want granted", out, err)
 	}
-	if got.Token != l.Token+1 {
-		t.Errorf("token after expiry = %d, want %d", got.Token, l.Token+1)
+	if want := max(l.Token+1, dlm.TokenFloor(l.ExpiresAt)); got.Token != want {
+		t.Errorf("token after expiry = %d, want %d", got.Token, want)
 	}
 	want := []dlm.EventType{dlm.EventExpired, dlm.EventAcquired}
 	if diff := cmp.Diff(eventTypes(c.Events), want); diff != "" {
@@ -190,10 +190,10 @@ func TestLateExpiryHandsOnInTimeOrder(t *testing.T) {
 		return dlm.Event{Type: typ, Key: key, HolderID: r.HolderID, Mode: r.Mode, Token: token, At: at}
 	}
 	want := []dlm.Event{
-		ev(dlm.EventExpired, x, 1, at1),
-		ev(dlm.EventAcquired, w, 2, at1),
-		ev(dlm.EventExpired, w, 2, at2),
-		ev(dlm.EventAcquired, v, 3, at2),
+		ev(dlm.EventExpired, x, dlm.TokenFloor(t0), at1),
+		ev(dlm.EventAcquired, w, dlm.TokenFloor(at1), at1),
+		ev(dlm.EventExpired, w, dlm.TokenFloor(at1), at2),
+		ev(dlm.EventAcquired, v, dlm.TokenFloor(at2), at2),
 	}
 	if diff := cmp.Diff(c.Events, want); diff != "" {
 		t.Errorf("events (-got +want):\n%s", diff)
@@ -242,6 +242,24 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 	}
 	if s.Token != last {
 		t.Errorf("state token %d, last granted %d", s.Token, last)
+	}
+}
+
+func TestTokenFloor(t *testing.T) {
+	// A lock whose last tokens were lost (restored from an old backup)
+	// starts from the clock's floor, not from what the store remembers;
+	// one whose token ran ahead of the clock keeps counting.
+	var c dlm.Change
+	lost := &dlm.LockState{Key: key, Token: 7}
+	if l := mustAcquire(t, lost, req("A", dlm.Exclusive, 0), &c); l.Token != dlm.TokenFloor(t0) {
+		t.Errorf("token %d after a loss, want the floor %d", l.Token, dlm.TokenFloor(t0))
+	}
+	ahead := &dlm.LockState{Key: key, Token: dlm.TokenFloor(t0.Add(time.Hour))}
+	if l := mustAcquire(t, ahead, req("A", dlm.Exclusive, 0), &c); l.Token != ahead.Token {
+		t.Errorf("token %d, want one above the last, %d", l.Token, ahead.Token)
+	}
+	if f := dlm.TokenFloor(time.Date(2248, 1, 1, 0, 0, 0, 0, time.UTC)); f >= 1<<53 {
+		t.Errorf("the floor in 2248 is %d, beyond what JavaScript reads exactly", f)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 )
@@ -46,6 +47,15 @@ func wireTime(t *testing.T, v any) time.Time {
 	return tm
 }
 
+// grantToken reports whether lease l carries the token a grant after prev
+// (0 on a fresh lock) must carry: one above prev, or the time floor of its
+// acquired_at if that is higher.
+func grantToken(t *testing.T, l map[string]any, prev any) bool {
+	t.Helper()
+	p, _ := prev.(float64) // 0 for a fresh lock
+	return l["fencing_token"] == float64(max(int64(p)+1, dlm.TokenFloor(wireTime(t, l["acquired_at"]))))
+}
+
 func TestAcquireRenewRelease(t *testing.T) {
 	s := testserver.New(t, nil)
 	a := tenantAPI(t, s)
@@ -53,7 +63,7 @@ func TestAcquireRenewRelease(t *testing.T) {
 	l := a.must(200, "POST", "/v1/locks/orders%2F42/acquire", map[string]any{"holder_id": "worker-7"})
 	wantKeys(t, "acquire", l, ownerLeaseKeys)
 	if l["name"] != "orders/42" || l["scope"] != "tenant" || l["mode"] != "exclusive" || l["holder_id"] != "worker-7" ||
-		l["fencing_token"] != 1.0 || l["ttl_ms"] != 30000.0 {
+		!grantToken(t, l, 0) || l["ttl_ms"] != 30000.0 {
 		t.Errorf("acquire = %v", l)
 	}
 	acq, exp := wireTime(t, l["acquired_at"]), wireTime(t, l["expires_at"])
@@ -64,13 +74,13 @@ func TestAcquireRenewRelease(t *testing.T) {
 
 	got := a.must(200, "GET", "/v1/leases/"+id, nil)
 	wantKeys(t, "get lease", got, ownerLeaseKeys)
-	if got["lease_id"] != id || got["fencing_token"] != 1.0 || got["expires_at"] != l["expires_at"] {
+	if got["lease_id"] != id || got["fencing_token"] != l["fencing_token"] || got["expires_at"] != l["expires_at"] {
 		t.Errorf("get lease = %v, want %v", got, l)
 	}
 
 	r := a.must(200, "POST", "/v1/leases/"+id+"/renew", map[string]any{"ttl_ms": 60000})
 	wantKeys(t, "renew", r, ownerLeaseKeys)
-	if r["ttl_ms"] != 60000.0 || r["fencing_token"] != 1.0 || r["acquired_at"] != l["acquired_at"] {
+	if r["ttl_ms"] != 60000.0 || r["fencing_token"] != l["fencing_token"] || r["acquired_at"] != l["acquired_at"] {
 		t.Errorf("renew = %v", r)
 	}
 	if rexp := wireTime(t, r["expires_at"]); !rexp.After(exp) {
@@ -83,7 +93,7 @@ func TestAcquireRenewRelease(t *testing.T) {
 
 	rel := a.must(200, "DELETE", "/v1/leases/"+id, nil)
 	wantKeys(t, "release", rel, ownerLeaseKeys)
-	if rel["lease_id"] != id || rel["fencing_token"] != 1.0 {
+	if rel["lease_id"] != id || rel["fencing_token"] != l["fencing_token"] {
 		t.Errorf("release = %v", rel)
 	}
 	for _, c := range []struct{ method, path string }{
@@ -98,8 +108,8 @@ func TestAcquireRenewRelease(t *testing.T) {
 	}
 
 	// The next grant has a higher token.
-	if l := a.acquire("orders%2F42", "worker-8", nil); l["fencing_token"] != 2.0 {
-		t.Errorf("second acquire token = %v, want 2", l["fencing_token"])
+	if next := a.acquire("orders%2F42", "worker-8", nil); !grantToken(t, next, l["fencing_token"]) {
+		t.Errorf("second acquire token = %v, want one above %v", next["fencing_token"], l["fencing_token"])
 	}
 }
 
@@ -108,7 +118,7 @@ func TestModesAndOptions(t *testing.T) {
 	a := tenantAPI(t, s)
 	s1 := a.acquire("db", "r1", map[string]any{"mode": "shared", "ttl_ms": 5000, "wait_ms": 0})
 	s2 := a.acquire("db", "r2", map[string]any{"mode": "shared"})
-	if s1["mode"] != "shared" || s1["ttl_ms"] != 5000.0 || s2["fencing_token"] != 2.0 {
+	if s1["mode"] != "shared" || s1["ttl_ms"] != 5000.0 || !grantToken(t, s1, 0) || !grantToken(t, s2, s1["fencing_token"]) {
 		t.Errorf("shared acquires = %v, %v", s1, s2)
 	}
 	e := a.wantError(409, "lock_conflict", "POST", "/v1/locks/db/acquire", map[string]any{"holder_id": "w"})
@@ -123,7 +133,7 @@ func TestModesAndOptions(t *testing.T) {
 	a.wantError(409, "lock_conflict", "POST", "/v1/locks/db/acquire", map[string]any{"holder_id": "r1"})
 
 	g := a.acquire("db", "r1", map[string]any{"scope": "global"})
-	if g["scope"] != "global" || g["fencing_token"] != 1.0 {
+	if g["scope"] != "global" || !grantToken(t, g, 0) {
 		t.Errorf("global acquire = %v", g)
 	}
 }
@@ -153,7 +163,7 @@ func TestBlockingAcquire(t *testing.T) {
 	if got.status != 200 {
 		t.Fatalf("queued acquire = %d %s", got.status, got.body)
 	}
-	if l := got.json(t); l["holder_id"] != "b" || l["fencing_token"] != 2.0 || l["lease_id"] == "" {
+	if l := got.json(t); l["holder_id"] != "b" || !grantToken(t, l, first["fencing_token"]) || l["lease_id"] == "" {
 		t.Errorf("queued acquire = %v", l)
 	}
 
@@ -278,10 +288,10 @@ func TestInspect(t *testing.T) {
 	}
 	wantKeys(t, "inspect", r.json(t), []string{"fencing_token", "holders", "name", "scope", "waiters"})
 
-	a.acquire("used", "h", nil)
+	used := a.acquire("used", "h", nil)
 	m := a.must(200, "GET", "/v1/locks/used?scope=tenant", nil)
 	hs := m["holders"].([]any)
-	if m["fencing_token"] != 1.0 || len(hs) != 1 {
+	if m["fencing_token"] != used["fencing_token"] || len(hs) != 1 {
 		t.Fatalf("inspect held = %v", m)
 	}
 	wantKeys(t, "inspect holder", hs[0].(map[string]any), holderLeaseKeys)
@@ -420,7 +430,7 @@ func TestTenantIsolation(t *testing.T) {
 
 	la := a.acquire("same", "a", nil)
 	lb := b.acquire("same", "b", nil) // another namespace: no conflict
-	if lb["fencing_token"] != 1.0 {
+	if !grantToken(t, lb, 0) {
 		t.Errorf("tenant b's token = %v, want its own counter", lb["fencing_token"])
 	}
 	id := la["lease_id"].(string)
@@ -461,7 +471,7 @@ func TestLockNamesInPaths(t *testing.T) {
 		t.Errorf("name = %v", l["name"])
 	}
 	a.wantError(409, "lock_conflict", "POST", "/v1/locks/orders%2F7/acquire", map[string]any{"holder_id": "x"})
-	if m := a.must(200, "GET", "/v1/locks/orders/7", nil); m["fencing_token"] != 1.0 {
+	if m := a.must(200, "GET", "/v1/locks/orders/7", nil); m["fencing_token"] != l["fencing_token"] {
 		t.Errorf("inspect orders/7 = %v", m)
 	}
 	// GET never acquires: this inspects the lock "x/acquire".

@@ -47,7 +47,12 @@ func TestEventHistory(t *testing.T) {
 			t.Errorf("event %+v: bad id or time", e)
 		}
 	}
-	want := []string{"acquired jobs/1 tenant w1 shared 1", "renewed jobs/1 tenant w1 shared 1", "released jobs/1 tenant w1 shared 1"}
+	tok := l["fencing_token"].(float64)
+	want := []string{
+		fmt.Sprintf("acquired jobs/1 tenant w1 shared %.0f", tok),
+		fmt.Sprintf("renewed jobs/1 tenant w1 shared %.0f", tok),
+		fmt.Sprintf("released jobs/1 tenant w1 shared %.0f", tok),
+	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("events (-got +want):\n%s", diff)
 	}

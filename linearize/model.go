@@ -12,7 +12,8 @@ import (
 )
 
 // lease is a holder in the model. id is "" for a grant whose answer was lost
-// (an unknown outcome) until a replay of its idempotency key reveals it.
+// (an unknown outcome) until a replay of its idempotency key reveals it,
+// and token is 0 until an answer shows it.
 type lease struct {
 	id     string
 	token  int64
@@ -23,15 +24,24 @@ type lease struct {
 
 // state is the model of one lock: the last fencing token issued and the
 // holders, in token order. States are values: steps copy before changing.
+//
+// vague says that last is only a lower bound: a grant whose answer was lost
+// took a token the model cannot know (above last, and perhaps above the
+// time floor too), until an inspect shows it.
 type state struct {
 	last    int64
+	vague   bool
 	holders []lease
 }
 
+// with adds a holder; a token of 0 is one the model does not know.
 func (s state) with(l lease) state {
 	h := make([]lease, 0, len(s.holders)+1)
 	h = append(h, s.holders...)
 	h = append(h, l)
+	if l.token == 0 {
+		return state{last: s.last + 1, vague: true, holders: h}
+	}
 	return state{last: max(s.last, l.token), holders: h}
 }
 
@@ -39,13 +49,13 @@ func (s state) without(i int) state {
 	h := make([]lease, 0, len(s.holders))
 	h = append(h, s.holders[:i]...)
 	h = append(h, s.holders[i+1:]...)
-	return state{last: s.last, holders: h}
+	return state{last: s.last, vague: s.vague, holders: h}
 }
 
 func (s state) replace(i int, l lease) state {
 	h := slices.Clone(s.holders)
 	h[i] = l
-	return state{last: s.last, holders: h}
+	return state{last: s.last, vague: s.vague, holders: h}
 }
 
 func (s state) find(id string) int {
@@ -82,7 +92,11 @@ func (s state) compatible(m dlm.Mode) bool {
 
 func (s state) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "last=%d holders=[", s.last)
+	fmt.Fprintf(&b, "last=%d", s.last)
+	if s.vague {
+		b.WriteString("+")
+	}
+	b.WriteString(" holders=[")
 	for i, h := range s.holders {
 		if i > 0 {
 			b.WriteString(" ")
@@ -107,9 +121,11 @@ func (s state) String() string {
 // incompatible with it. Committed state never has waiters without holders,
 // since a grant to the queue head happens in the transaction that frees it.
 //
-// The model requires each grant's token to be exactly one above the last:
-// stricter than SPEC 2.2 (strictly greater), and true of the one core every
-// backend shares (LockState.grant).
+// The model requires each grant's token to be exactly the one the core
+// gives (dlm.NextToken: one above the last, or the time floor of the grant
+// if that is higher): stricter than "strictly greater", and true of the one
+// core every backend shares (LockState.grant). After a grant whose answer
+// was lost it knows only a lower bound, until an inspect shows the token.
 type model struct{ queue bool }
 
 // step returns the states s can move to by in answered with out, and why
@@ -128,7 +144,7 @@ func (m model) step(s state, in Input, out Output) ([]state, string) {
 			if i < 0 {
 				return nil, fmt.Sprintf("%s of %s succeeded but it holds nothing", in.Kind, short(in.LeaseID))
 			}
-			if s.holders[i].token != out.Token {
+			if t := s.holders[i].token; t != 0 && t != out.Token {
 				return nil, fmt.Sprintf("%s answered token %d, the lease has %d", in.Kind, out.Token, s.holders[i].token)
 			}
 			if in.Kind == Release {
@@ -146,13 +162,13 @@ func (m model) step(s state, in Input, out Output) ([]state, string) {
 		if out.Code != "" {
 			return nil, "inspect answered " + out.Code
 		}
-		if out.LastToken != s.last {
-			return nil, fmt.Sprintf("inspect shows last token %d, the model %d", out.LastToken, s.last)
+		if out.LastToken != s.last && (!s.vague || out.LastToken < s.last) {
+			return nil, fmt.Sprintf("inspect shows last token %d, the model %v", out.LastToken, s)
 		}
 		if !sameHolders(s.holders, out.Holders) {
 			return nil, fmt.Sprintf("inspect shows holders %s, the model %v", fmtHolders(out.Holders), s)
 		}
-		return []state{s}, ""
+		return []state{s.shown(out)}, ""
 	case ForceRelease:
 		if out.Code != "" {
 			return nil, "force-release answered " + out.Code
@@ -160,9 +176,21 @@ func (m model) step(s state, in Input, out Output) ([]state, string) {
 		if !sameHolders(s.holders, out.Holders) {
 			return nil, fmt.Sprintf("force-release ended %s, the model holds %v", fmtHolders(out.Holders), s)
 		}
-		return []state{{last: s.last}}, ""
+		return []state{{last: s.last, vague: s.vague}}, ""
 	}
 	return nil, "unknown operation"
+}
+
+// shown returns s with what an inspect's answer reveals: the last token and
+// the tokens of holders whose grant answer was lost.
+func (s state) shown(out Output) state {
+	hs := slices.Clone(out.Holders)
+	slices.SortFunc(hs, func(a, b Holder) int { return int(a.Token - b.Token) })
+	h := slices.Clone(s.holders)
+	for i := range h {
+		h[i].token = hs[i].Token
+	}
+	return state{last: out.LastToken, holders: h}
 }
 
 func fmtHolders(hs []Holder) string {
@@ -180,7 +208,7 @@ func sameHolders(ls []lease, hs []Holder) bool {
 	hs = slices.Clone(hs)
 	slices.SortFunc(hs, func(a, b Holder) int { return int(a.Token - b.Token) })
 	for i := range ls {
-		if ls[i].token != hs[i].Token || ls[i].mode != hs[i].Mode || ls[i].holder != hs[i].Holder {
+		if (ls[i].token != 0 && ls[i].token != hs[i].Token) || ls[i].mode != hs[i].Mode || ls[i].holder != hs[i].Holder {
 			return false
 		}
 	}
@@ -194,14 +222,14 @@ func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
 		if out.Code != "" {
 			return nil, fmt.Sprintf("acquire with key %s answered %s while its lease t%d is held", in.IdemKey, out.Code, h.token)
 		}
-		if out.Token != h.token || (h.id != "" && h.id != out.Lease) {
+		if (h.token != 0 && out.Token != h.token) || (h.id != "" && h.id != out.Lease) {
 			return nil, fmt.Sprintf("replay of key %s answered %s t%d, the lease is %s t%d", in.IdemKey, short(out.Lease), out.Token, short(h.id), h.token)
 		}
 		if !out.Replayed {
 			return nil, fmt.Sprintf("replay of key %s not marked replayed", in.IdemKey)
 		}
-		if h.id == "" {
-			h.id = out.Lease
+		if h.id == "" || h.token == 0 {
+			h.id, h.token = out.Lease, out.Token
 			return []state{s.replace(i, h)}, ""
 		}
 		return []state{s}, ""
@@ -212,8 +240,9 @@ func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
 		if !s.compatible(in.Mode) {
 			return nil, fmt.Sprintf("granted %s while %v", in.Mode, s)
 		}
-		if out.Token != s.last+1 {
-			return nil, fmt.Sprintf("granted token %d, want %d", out.Token, s.last+1)
+		want := dlm.NextToken(s.last, out.AcquiredAt)
+		if out.Token != want && (!s.vague || out.Token < want) {
+			return nil, fmt.Sprintf("granted token %d, want %d", out.Token, want)
 		}
 		if out.Replayed && in.Kind == AcquireTry {
 			return nil, "a new grant marked replayed"
@@ -243,11 +272,10 @@ func (m model) stepUnknown(s state, in Input) []state {
 		if s.findIdem(in) >= 0 || !s.compatible(in.Mode) {
 			break
 		}
-		l := lease{"", s.last + 1, in.Mode, in.Holder, in.IdemKey}
-		next = append(next, s.with(l))
+		next = append(next, s.with(lease{"", 0, in.Mode, in.Holder, in.IdemKey}))
 		if in.Kind == AcquireWait && in.IdemKey == "" {
 			// Granted after its client left: the server gives it back.
-			next = append(next, state{last: l.token, holders: s.holders})
+			next = append(next, state{last: s.last + 1, vague: true, holders: s.holders})
 		}
 	case Release:
 		if i := s.find(in.LeaseID); i >= 0 {
@@ -255,19 +283,19 @@ func (m model) stepUnknown(s state, in Input) []state {
 		}
 	case ForceRelease:
 		if len(s.holders) > 0 {
-			next = append(next, state{last: s.last})
+			next = append(next, state{last: s.last, vague: s.vague})
 		}
 	}
 	return next
 }
 
 func (s state) equal(o state) bool {
-	return s.last == o.last && slices.Equal(s.holders, o.holders)
+	return s.last == o.last && s.vague == o.vague && slices.Equal(s.holders, o.holders)
 }
 
 func (s state) hash() uint64 {
 	h := fnv.New64a()
-	fmt.Fprint(h, s.last)
+	fmt.Fprint(h, s.last, s.vague)
 	for _, l := range s.holders {
 		fmt.Fprint(h, l.token, l.id)
 	}

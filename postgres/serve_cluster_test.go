@@ -59,10 +59,11 @@ var httpClient = &http.Client{Timeout: 60 * time.Second}
 
 // apiLease is the part of a lease object the tests use.
 type apiLease struct {
-	ID        string    `json:"lease_id"`
-	HolderID  string    `json:"holder_id"`
-	Token     int64     `json:"fencing_token"`
-	ExpiresAt time.Time `json:"expires_at"`
+	ID         string    `json:"lease_id"`
+	HolderID   string    `json:"holder_id"`
+	Token      int64     `json:"fencing_token"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
 }
 
 type apiError struct {
@@ -300,8 +301,8 @@ func TestServeCluster(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatalf("waiter %d was not granted", i)
 		}
-		if got.status != 200 || got.lease.HolderID != fmt.Sprint("w", i) || got.lease.Token != held.Token+1 {
-			t.Fatalf("grant %d: %d %s %+v, want w%d with token %d", i, got.status, got.code, got.lease, i, held.Token+1)
+		if want := dlm.NextToken(held.Token, got.lease.AcquiredAt); got.status != 200 || got.lease.HolderID != fmt.Sprint("w", i) || got.lease.Token != want {
+			t.Fatalf("grant %d: %d %s %+v, want w%d with token %d", i, got.status, got.code, got.lease, i, want)
 		}
 		latencies = append(latencies, got.at.Sub(released))
 		held, heldVia = got.lease, via(i)

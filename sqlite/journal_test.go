@@ -66,14 +66,14 @@ func TestJournalRecoversLostCommits(t *testing.T) {
 	if got, err := e.Lease(ctx, "t", second.ID); err != nil || got.Token != second.Token {
 		t.Errorf("lease b after recovery = %+v, %v", got, err)
 	}
-	if got, err := e.Lease(ctx, "t", third.ID); err != nil || got.Token != 2 {
+	if got, err := e.Lease(ctx, "t", third.ID); err != nil || got.Token != third.Token {
 		t.Errorf("lease a#2 after recovery = %+v, %v", got, err)
 	}
 	if _, err := e.Lease(ctx, "t", first.ID); dlm.ErrorCode(err) != dlm.CodeLeaseEnded {
 		t.Errorf("released lease after recovery: %v, want lease_ended", err)
 	}
 	next, _, err := e.Acquire(ctx, req("c"))
-	if err != nil || next.Token != 1 {
+	if err != nil || next.Token != dlm.TokenFloor(next.AcquiredAt) {
 		t.Errorf("acquire after recovery = %+v, %v", next, err)
 	}
 	events, _, err := e.Events(ctx, engine.EventQuery{Tenant: "t"})

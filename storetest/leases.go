@@ -17,7 +17,7 @@ func testAcquireRelease(t *testing.T, open Opener) {
 	if err != nil || replayed {
 		t.Fatalf("acquire: %v (replayed %v)", err, replayed)
 	}
-	if l.ID == "" || l.Token != 1 || l.Mode != dlm.Exclusive || l.HolderID != "worker-7" || l.Key != k("orders/42") || l.Tenant != tenant {
+	if l.ID == "" || l.Token != dlm.NextToken(0, l.AcquiredAt) || l.Mode != dlm.Exclusive || l.HolderID != "worker-7" || l.Key != k("orders/42") || l.Tenant != tenant {
 		t.Errorf("lease = %+v", l)
 	}
 	if got := l.ExpiresAt.Sub(l.AcquiredAt); got != 30*time.Second || l.TTL != 30*time.Second {
@@ -28,19 +28,19 @@ func testAcquireRelease(t *testing.T, open Opener) {
 		t.Errorf("get lease = %+v, %v; want %+v", got, err, l)
 	}
 	v := e.inspect("orders/42")
-	if v.Token != 1 || len(v.Holders) != 1 || v.Holders[0].ID != l.ID {
+	if v.Token != l.Token || len(v.Holders) != 1 || v.Holders[0].ID != l.ID {
 		t.Errorf("inspect = %+v", v)
 	}
 	ended, err := e.engine.Release(e.ctx, tenant, l.ID)
 	if err != nil || ended.ID != l.ID {
 		t.Fatalf("release = %+v, %v", ended, err)
 	}
-	if v := e.inspect("orders/42"); len(v.Holders) != 0 || v.Token != 1 {
-		t.Errorf("after release, inspect = %+v; want no holders, token 1", v)
+	if v := e.inspect("orders/42"); len(v.Holders) != 0 || v.Token != l.Token {
+		t.Errorf("after release, inspect = %+v; want no holders, token %d", v, l.Token)
 	}
 	l2 := e.acquire(areq("orders/42", "worker-8", dlm.Exclusive))
-	if l2.Token != 2 {
-		t.Errorf("second token = %d, want 2", l2.Token)
+	if want := dlm.NextToken(l.Token, l2.AcquiredAt); l2.Token != want {
+		t.Errorf("second token = %d, want %d", l2.Token, want)
 	}
 	// A never-used name answers with empty lists, not an error.
 	if v := e.inspect("never/used"); v.Token != 0 || len(v.Holders) != 0 || len(v.Waiters) != 0 {

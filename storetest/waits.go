@@ -62,8 +62,8 @@ func testSweeperGrantsWaiter(t *testing.T, open Opener) {
 	if late < 0 || late > 5*time.Second {
 		t.Errorf("waiter learned of its grant %v after the holder's expiry", late)
 	}
-	if got.lease.Token != held.Token+1 {
-		t.Errorf("waiter token %d, want %d", got.lease.Token, held.Token+1)
+	if want := dlm.NextToken(held.Token, got.lease.AcquiredAt); got.lease.Token != want {
+		t.Errorf("waiter token %d, want %d", got.lease.Token, want)
 	}
 	_, err := e.engine.Lease(e.ctx, tenant, held.ID)
 	if de := wantCode(t, err, dlm.CodeLeaseEnded); de.Reason != dlm.Expired {
@@ -184,16 +184,16 @@ func testLateHandOffChain(t *testing.T, open Opener) {
 	case !b.AcquiredAt.Equal(a.ExpiresAt) || !b.ExpiresAt.Equal(bExpires) || !b.EndedAt.Equal(bExpires):
 		t.Errorf("B held from %v to %v, ended at %v; want from A's expiry %v to %v, ended then",
 			b.AcquiredAt, b.ExpiresAt, b.EndedAt, a.ExpiresAt, bExpires)
-	case b.Token != a.Token+1:
+	case b.Token != dlm.NextToken(a.Token, b.AcquiredAt):
 		t.Errorf("tokens A %d, B %d; want B's the next", a.Token, b.Token)
 	}
 	cl, ce := find("late-c")
 	if cl == nil || ce != nil {
 		t.Fatalf("C after the sweep: holder %+v, ended %+v; want a holder", cl, ce)
 	}
-	if !cl.AcquiredAt.Equal(bExpires) || cl.Token != a.Token+2 {
-		t.Errorf("C acquired at %v with token %d; want at B's expiry %v with token %d (A's + 2)",
-			cl.AcquiredAt, cl.Token, bExpires, a.Token+2)
+	if want := dlm.NextToken(b.Token, cl.AcquiredAt); !cl.AcquiredAt.Equal(bExpires) || cl.Token != want {
+		t.Errorf("C acquired at %v with token %d; want at B's expiry %v with token %d (the next after B's)",
+			cl.AcquiredAt, cl.Token, bExpires, want)
 	}
 	var s *dlm.LockState
 	err = st.View(ctx, func(tx dlm.ReadTx) error {
@@ -228,8 +228,8 @@ func testLateHandOffChain(t *testing.T, open Opener) {
 		d = l
 		return nil
 	})
-	if d.Token != cl.Token+1 {
-		t.Errorf("D's token %d, want %d", d.Token, cl.Token+1)
+	if want := dlm.NextToken(cl.Token, d.AcquiredAt); d.Token != want {
+		t.Errorf("D's token %d, want %d", d.Token, want)
 	}
 	if _, e := find("late-c"); e == nil || e.Reason != dlm.Released {
 		t.Errorf("C after its release: ended %+v; want released", e)
@@ -254,8 +254,8 @@ func testFIFOOrder(t *testing.T, open Opener) {
 		if got.err != nil {
 			t.Fatalf("waiter %d: %v", i, got.err)
 		}
-		if got.lease.HolderID != fmt.Sprint("w", i) || got.lease.Token != last+1 {
-			t.Errorf("grant %d went to %s with token %d, want w%d with %d", i, got.lease.HolderID, got.lease.Token, i, last+1)
+		if want := dlm.NextToken(last, got.lease.AcquiredAt); got.lease.HolderID != fmt.Sprint("w", i) || got.lease.Token != want {
+			t.Errorf("grant %d went to %s with token %d, want w%d with %d", i, got.lease.HolderID, got.lease.Token, i, want)
 		}
 		last = got.lease.Token
 		// Later waiters are still queued: nobody overtook.
@@ -305,7 +305,7 @@ func testMixedModesFIFO(t *testing.T, open Opener) {
 	}
 	e.release(g2.lease)
 	g3 := <-s3
-	if g3.err != nil || g3.lease.Token != g2.lease.Token+1 || g2.lease.Token != g1.lease.Token+1 {
+	if g3.err != nil || g3.lease.Token != dlm.NextToken(g2.lease.Token, g3.lease.AcquiredAt) || g2.lease.Token != dlm.NextToken(g1.lease.Token, g2.lease.AcquiredAt) {
 		t.Errorf("tokens S1 %d, X2 %d, S3 %d (%v)", g1.lease.Token, g2.lease.Token, g3.lease.Token, g3.err)
 	}
 }
@@ -347,8 +347,8 @@ func testCancelledWaiterLeavesQueue(t *testing.T, open Opener) {
 	// The lock goes straight to the next acquirer, not to the departed one.
 	e.release(held)
 	next := e.acquire(areq("c", "next", dlm.Exclusive))
-	if next.Token != held.Token+1 {
-		t.Errorf("next token %d, want %d", next.Token, held.Token+1)
+	if want := dlm.NextToken(held.Token, next.AcquiredAt); next.Token != want {
+		t.Errorf("next token %d, want %d", next.Token, want)
 	}
 }
 
@@ -464,7 +464,7 @@ func testIdempotentRetryWhileQueued(t *testing.T, open Opener) {
 	}
 	e.release(held)
 	got := <-second
-	if got.err != nil || !got.replayed || got.lease.Token != held.Token+1 {
+	if got.err != nil || !got.replayed || got.lease.Token != dlm.NextToken(held.Token, got.lease.AcquiredAt) {
 		t.Fatalf("retry = %+v, %v", got.lease, got.err)
 	}
 	if v := e.inspect("retry"); len(v.Holders) != 1 {
