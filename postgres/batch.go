@@ -33,9 +33,8 @@ import (
 // writes directly; see tx.moveOut). Such a transaction waits while holding
 // at most the locks a fn holds before group commit, so waits never form a
 // cycle through a group. At commit a group does wait, for the usage
-// counters and then the numbering lock (sequencer.go): every transaction
-// takes these last, in that order, and holds nothing that is taken after
-// them.
+// counters: every transaction takes these last, and holds nothing that is
+// taken after them.
 type batch struct {
 	s     *Store
 	conn  *pgx.Conn
@@ -48,6 +47,10 @@ type batch struct {
 	// held, while every fn waits.
 	mu    sync.Mutex
 	begun bool
+	// A View that reads events settles the log first (events.go): it
+	// reads ids up to upto.
+	settled bool
+	upto    int64
 	err   error     // the first failure: the transaction is over
 	now   time.Time // clock_timestamp() after the latest round's locks
 
@@ -63,8 +66,6 @@ type batch struct {
 	idem  map[[2]string]*tx          // idempotency keys looked up, by (tenant, key)
 	w     writes                     // what the fns that finished saved
 	fresh map[dlm.Key]*dlm.LockState // the locks one round loaded
-
-	numberLater bool // committed events left for a numbering round
 
 	// behind, in a group, is the group before it while that one commits:
 	// a round that would load one of its locks waits for its commit (see
@@ -430,21 +431,16 @@ func (b *batch) queueUsage(pb *pgx.Batch, tenants []string) {
 		FROM unnest($1::text[]) t`, tenants)
 }
 
-// commit sends what the fns saved, the numbering of its events (a group
-// waits for the numbering lock, a transaction of one fn numbers only if
-// nobody else is: see sequencer.go), and COMMIT, in one round trip. Once
-// COMMIT has succeeded the transaction has, whatever failed after it; a
-// failure of the numbering is left to the next numbering pass.
+// commit sends what the fns saved, their events and COMMIT in one round
+// trip.
 func (b *batch) commit() error {
 	if b.err != nil || !b.begun {
 		return b.err
 	}
 	pb := &pgx.Batch{}
 	b.w.queue(pb, b.s.instance, b.shard)
-	var numbered, left int64
 	if len(b.w.events) > 0 {
-		b.s.queueNumber(pb, b.group, &numbered)
-		b.w.queueEvents(pb, &left)
+		b.w.queueEvents(pb)
 	}
 	committed := false
 	pb.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
@@ -460,7 +456,6 @@ func (b *batch) commit() error {
 		return err
 	}
 	b.begun = false
-	b.numberLater = left > 0
 	return nil
 }
 
@@ -701,10 +696,10 @@ func (w *writes) queueWaiters(pb *pgx.Batch, instance string) {
 	}
 }
 
-// queueEvents inserts the events in order, with the next IDs if the
-// numbering before it said so (see queueNumber), and stores into left how
-// many it left unnumbered: all or none.
-func (w *writes) queueEvents(pb *pgx.Batch, left *int64) {
+// queueEvents inserts the events in order, with ids from the sequence
+// event_ids. The transaction takes its xid before the ids, as readers
+// require (events.go).
+func (w *writes) queueEvents(pb *pgx.Batch) {
 	n := len(w.events)
 	types, modes := make([]int16, n), make([]int16, n)
 	ns, names, holders := make([]string, n), make([]string, n), make([]string, n)
@@ -714,15 +709,14 @@ func (w *writes) queueEvents(pb *pgx.Batch, left *int64) {
 		ns[i], names[i], holders[i] = e.Key.Namespace, e.Key.Name, e.HolderID
 		tokens[i], at[i] = e.Token, e.At
 	}
-	pb.Queue(`WITH c AS (SELECT last FROM event_counter WHERE current_setting('dlm.numbering') = 'true'),
-		e AS (INSERT INTO events (id, type, ns, name, holder, mode, token, at)
-			SELECT c.last + v.i, v.type, v.ns, v.name, v.holder, v.mode, v.token, v.at
-			FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::timestamptz[])
-				WITH ORDINALITY v (type, ns, name, holder, mode, token, at, i)
-			LEFT JOIN c ON true ORDER BY v.i RETURNING id),
-		u AS (UPDATE event_counter SET last = last + $8 WHERE EXISTS (SELECT FROM c))
-		SELECT count(*) FILTER (WHERE id IS NULL) FROM e`, types, ns, names, holders, modes, tokens, at, n).
-		QueryRow(func(r pgx.Row) error { return r.Scan(left) })
+	pb.Queue(`SELECT pg_current_xact_id()`)
+	// The outer query numbers the rows as the sorted subquery yields them,
+	// so that ids follow the order the events were saved in.
+	pb.Queue(`INSERT INTO events (id, type, ns, name, holder, mode, token, at)
+		SELECT nextval('event_ids'), v.type, v.ns, v.name, v.holder, v.mode, v.token, v.at FROM (
+			SELECT * FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::timestamptz[])
+				WITH ORDINALITY u (type, ns, name, holder, mode, token, at, i)
+			ORDER BY i) v`, types, ns, names, holders, modes, tokens, at)
 }
 
 // queueUsage adds delta to the counters of table, tenants in order.

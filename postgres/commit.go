@@ -35,15 +35,14 @@ type request struct {
 	start chan *tx        // the fn's tx, or nil if it is not to run
 	done  chan struct{}
 	// Set before done is closed:
-	err         error
-	numberLater bool // wait for the next numbering round
+	err error
 }
 
 // commitLoop runs groups until Close. While a group commits, the next one
 // runs on another connection: its reads overlap the commit, and it commits
 // as soon as the commit before it has returned. Commits thus follow one
-// another, and so never contend for the numbering lock within an instance;
-// a round of the next group that would load a lock of the committing one
+// another within an instance (those of other instances run alongside); a
+// round of the next group that would load a lock of the committing one
 // waits for that commit (committing.overlaps), so that it sees its writes.
 func (s *Store) commitLoop() {
 	var (
@@ -180,7 +179,6 @@ func (s *Store) runGroup(conn *pgxpool.Conn, reqs []*request) *batch {
 			if t := txs[i]; t != nil && err != nil {
 				r.err = unavailable(err)
 			} else if t != nil {
-				r.numberLater = b.numberLater
 			}
 			close(r.done)
 		}
@@ -237,17 +235,8 @@ func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
 	}
 	t.finish(err)
 	<-r.done
-	switch {
-	case err != nil:
+	if err != nil {
 		return unavailable(err)
-	case r.err != nil:
-		return r.err
-	case r.numberLater && t.events():
-		// The Update has committed: a failure here only delays its
-		// events, which the next round numbers.
-		if err := s.awaitNumbering(octx); err != nil {
-			s.log.Debug("dlm: waiting for events to be numbered", "err", err)
-		}
 	}
-	return nil
+	return r.err
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -10,14 +11,93 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Events implements dlm.ReadTx. It reads only events the sequencer has
-// numbered; numbering transactions commit one after the other, each with
-// larger IDs than the last, so any snapshot sees a prefix of the IDs and no
-// event ever appears below an ID already read.
+// Event ids.
+//
+// A writer takes its events' ids from the sequence event_ids as it inserts
+// them, in the round trip that carries its COMMIT, and holds no lock for
+// them: instances commit side by side. But transactions commit in another
+// order than they took ids, so at any instant a committed event may have an
+// id above one still in flight. A reader that read it and moved on would
+// miss the late one.
+//
+// So a reader first settles the log (settle): it reads the last id given
+// out, M, then takes an xid of its own, X, and waits until no transaction
+// with an xid below X is running. Every writer takes its xid before its
+// ids (queueEvents), so the writer of any id up to M had its xid before M
+// was read, hence before X: once those have all ended, every id up to M is
+// committed or never will be. The reader then reads, in a snapshot taken
+// after that, only ids up to M. Readers thus see a prefix of the log that
+// only grows, and a read that starts after an Update returned sees its
+// events. The wait lasts as long as the commits in flight when the read
+// began (one round trip and a WAL flush, usually).
+//
+// What it costs: an xid per settle, and a long-running transaction with an
+// xid anywhere on the PostgreSQL server (even in another database) holds
+// event reads, watches and "watch from now" back until it ends. Lock
+// operations never wait for it.
+
+// settlePoll bounds the pause between two checks of whether the
+// transactions a reader waits for have ended.
+const settlePoll = 2 * time.Millisecond
+
+// settle returns the last event id below which the log is complete: see
+// above. It runs on conn outside any transaction.
+func settle(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	var last, xid, xmin int64
+	b := &pgx.Batch{}
+	b.Queue(`SELECT last_value - (NOT is_called)::int FROM event_ids`).QueryRow(func(r pgx.Row) error { return r.Scan(&last) })
+	b.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(r pgx.Row) error { return r.Scan(&xid) })
+	b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).QueryRow(func(r pgx.Row) error { return r.Scan(&xmin) })
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return 0, err
+	}
+	for pause := 100 * time.Microsecond; xmin < xid; pause = min(2*pause, settlePoll) {
+		select {
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		case <-time.After(pause):
+		}
+		if err := conn.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin); err != nil {
+			return 0, err
+		}
+	}
+	return last, nil
+}
+
+var errSettleLate = errors.New("postgres: an event read must come first in its View")
+
+// eventsUpTo returns the id up to which this View may read the log: the
+// log is settled before the View's snapshot is taken, so event reads come
+// first in a View (the engine's do). A write transaction reads what it
+// sees, which only pruning does.
+func (t *tx) eventsUpTo() (int64, error) {
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.write || b.settled:
+		return b.upto, nil
+	case b.begun:
+		return 0, errSettleLate
+	}
+	upto, err := settle(t.ctx, b.conn)
+	if err != nil {
+		b.err = err
+		return 0, err
+	}
+	b.upto, b.settled = upto, true
+	return upto, nil
+}
+
+// Events implements dlm.ReadTx: the settled log after f.Since.
 func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error) {
+	upto, err := t.eventsUpTo()
+	if err != nil {
+		return nil, err
+	}
 	var where strings.Builder
-	args := []any{f.Since}
-	where.WriteString(`id > $1`)
+	args := []any{f.Since, upto}
+	where.WriteString(`id > $1 AND id <= $2`)
 	if f.Namespaces != nil {
 		if len(f.Namespaces) == 0 {
 			return []dlm.Event{}, nil
@@ -39,7 +119,7 @@ func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error)
 	}
 	args = append(args, limit)
 	events := []dlm.Event{}
-	err := t.query(func(r pgx.Rows) error {
+	err = t.query(func(r pgx.Rows) error {
 		var e dlm.Event
 		var typ, mode int16
 		err := r.Scan(&e.ID, &typ, &e.Key.Namespace, &e.Key.Name, &e.HolderID, &mode, &e.Token, &e.At)
@@ -51,26 +131,36 @@ func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error)
 	return events, err
 }
 
-// LastEventID implements dlm.ReadTx.
+// LastEventID implements dlm.ReadTx: the last id of the settled log.
 func (t *tx) LastEventID(ctx context.Context) (n int64, err error) {
-	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(max(id), 0) FROM events`)
+	upto, err := t.eventsUpTo()
+	if err != nil {
+		return 0, err
+	}
+	if t.b.write {
+		upto = 1<<63 - 1
+	}
+	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(max(id), 0) FROM events WHERE id <= $1`, upto)
 	return n, err
 }
 
 // FirstEventID implements dlm.ReadTx.
 func (t *tx) FirstEventID(ctx context.Context) (n int64, err error) {
+	if _, err := t.eventsUpTo(); err != nil {
+		return 0, err
+	}
 	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(min(id), 0) FROM events`)
 	return n, err
 }
 
-// PruneEvents implements dlm.Tx. Events not numbered yet are never pruned.
+// PruneEvents implements dlm.Tx.
 func (t *tx) PruneEvents(ctx context.Context, before time.Time, keep int64, limit int) (int, error) {
 	last, err := t.LastEventID(ctx)
 	if err != nil {
 		return 0, err
 	}
 	tag, err := t.exec(`DELETE FROM events WHERE seq IN (
-		SELECT seq FROM events WHERE id IS NOT NULL AND (at < $1 OR id <= $2) ORDER BY id LIMIT $3)`,
+		SELECT seq FROM events WHERE at < $1 OR id <= $2 ORDER BY id LIMIT $3)`,
 		before, last-keep, limit)
 	return int(tag.RowsAffected()), err
 }

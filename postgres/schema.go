@@ -138,6 +138,17 @@ var migrations = []string{
 	// stands in then); adding a nullable column without a default rewrites
 	// no rows and holds the table lock only briefly.
 	`ALTER TABLE leases ADD COLUMN requested_ttl bigint;`,
+	// Event ids come from a sequence at insert (see events.go), instead of
+	// a counter under the numbering lock. Events a crashed writer left
+	// unnumbered are numbered first, after every id given out.
+	`UPDATE events e SET id = c.last + p.rn
+		FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM events WHERE id IS NULL) p, event_counter c
+		WHERE e.seq = p.seq;
+	CREATE SEQUENCE event_ids;
+	SELECT setval('event_ids', greatest((SELECT last FROM event_counter), (SELECT coalesce(max(id), 0) FROM events)) + 1, false);
+	ALTER TABLE events ALTER COLUMN id SET NOT NULL;
+	DROP INDEX events_pending;
+	DROP TABLE event_counter;`,
 }
 
 // migrate brings the schema up to date. It holds a transaction-scoped

@@ -16,9 +16,10 @@
 // clock_timestamp() after the locks it takes, and each fn uses the value it
 // first sees for every decision and stored time.
 //
-// Events are numbered in commit order under an advisory lock
-// (sequencer.go), so that a reader tailing the log by ID never misses an
-// event that commits late. Changes are announced with LISTEN/NOTIFY
+// Event ids come from a sequence, and readers read only up to an id below
+// which every transaction has ended (events.go), so that a reader tailing
+// the log by id never misses an event that commits late, while no lock is
+// held across a commit cluster-wide. Changes are announced with LISTEN/NOTIFY
 // (notify.go); instances record a heartbeat so that the waiters of an
 // instance that died are dropped (janitor in notify.go).
 //
@@ -108,7 +109,6 @@ type Store struct {
 	reqs    chan *request // Updates for the committer (commit.go)
 	changes chan struct{} // Notifier.Changes, buffered 1: coalesced
 	kickPub chan struct{} // asks the publisher to NOTIFY other instances
-	num     numberer
 
 	quit    chan struct{}
 	bg      sync.WaitGroup
@@ -123,8 +123,8 @@ var (
 
 // Open connects to the database at url (a PostgreSQL URL or DSN, as pgx
 // accepts it), migrates the schema and starts the background work of an
-// instance: the LISTEN connection, the publisher of notifications, the
-// heartbeat and the event numbering pass. It fails if the database
+// instance: the LISTEN connection, the publisher of notifications and the
+// heartbeat. It fails if the database
 // cannot be reached within opts.OpTimeout.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	opts.setDefaults()
@@ -152,7 +152,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	// while a table was small (or before autovacuum came round to the dead
 	// rows of a busy one) would scan the whole table for as long as the cache
 	// keeps it, however large the table has grown. Scans are ruled out
-	// instead; where one is the only way (the one-row event_counter), its
+	// instead; where one is the only way (reading the event_ids sequence), its
 	// cost estimate becomes huge, so JIT compilation, useless for these
 	// statements, is turned off too, lest it take that estimate at its word.
 	// With scans ruled out the generic plan of a statement is as good as a
@@ -176,7 +176,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		changes:  make(chan struct{}, 1),
 		kickPub:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
-		num:      numberer{next: make(chan struct{}), kick: make(chan struct{}, 1)},
 	}
 	octx, cancel := context.WithTimeout(ctx, opts.OpTimeout)
 	defer cancel()
@@ -212,7 +211,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s.start(&s.bg, s.listen)
 	s.start(&s.bg, s.publish)
-	s.start(&s.bg, s.numberLoop)
 	s.start(&s.bg, s.janitor)
 	s.start(&s.bg, s.commitLoop)
 	return s, nil
@@ -291,8 +289,7 @@ func (s *Store) run(ctx context.Context, write bool, fn func(*tx) error) error {
 }
 
 // end ends the transaction of t, a fn that ran alone on conn and returned
-// err: it commits unless err is set, gives conn back, and waits for the
-// numbering of its events if someone else was numbering.
+// err: it commits unless err is set and gives conn back.
 func (s *Store) end(ctx context.Context, t *tx, conn *pgxpool.Conn, err error) error {
 	defer conn.Release() // the pool drops it if a transaction is left open
 	b := t.b
@@ -304,14 +301,6 @@ func (s *Store) end(ctx context.Context, t *tx, conn *pgxpool.Conn, err error) e
 	if err := b.commit(); err != nil {
 		b.rollback()
 		return unavailable(err)
-	}
-	if b.numberLater {
-		// The Update has committed: a failure here only delays its
-		// events, which the next round numbers.
-		conn.Release()
-		if err := s.awaitNumbering(ctx); err != nil {
-			s.log.Debug("dlm: waiting for events to be numbered", "err", err)
-		}
 	}
 	if len(t.saves) > 0 {
 		s.changed()
@@ -337,4 +326,17 @@ func unavailable(err error) error {
 		return err
 	}
 	return dlm.Unavailable(err)
+}
+
+// quitContext returns a context cancelled by Close.
+func (s *Store) quitContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-s.quit:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }

@@ -695,18 +695,8 @@ func (t *tx) Usage(ctx context.Context, tenant string) (leases, waiters int64, e
 	return leases, waiters, nil
 }
 
-// events reports whether the fn saved events.
-func (t *tx) events() bool {
-	for _, sv := range t.saves {
-		if len(sv.c.Events) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // Save implements dlm.Tx. It only records c; the writes travel with COMMIT.
-// Event IDs are left 0: events are numbered at commit (see sequencer.go).
+// Event IDs are left 0: events take theirs at commit (see events.go).
 func (t *tx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
 	if t.err != nil {
 		return t.err
