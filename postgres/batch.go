@@ -51,8 +51,8 @@ type batch struct {
 	// reads ids up to upto.
 	settled bool
 	upto    int64
-	err   error     // the first failure: the transaction is over
-	now   time.Time // clock_timestamp() after the latest round's locks
+	err     error     // the first failure: the transaction is over
+	now     time.Time // clock_timestamp() after the latest round's locks
 
 	// A group's coordination: running counts the fns neither finished nor
 	// waiting; when it falls to 0 the committer is kicked to send asks.
