@@ -112,7 +112,9 @@ func (ct *clusterTarget) Do(ctx context.Context, in linearize.Input) linearize.O
 // PostgreSQL and SIGKILLs one of them twice mid-run (restarting it each
 // time). The history across all instances must be linearizable: one lock,
 // one token sequence, whichever instance answered; leases acknowledged
-// through the killed instance must be held after it died.
+// through the killed instance must be held after it died. A watcher per
+// instance follows the log throughout, failing over as the clients do, and
+// must read it whole, in order, with no repeat.
 func TestClusterKillInstance(t *testing.T) {
 	t.Parallel()
 	dbURL := freshDatabase(t, dlmtest.PostgresURL(t))
@@ -121,6 +123,12 @@ func TestClusterKillInstance(t *testing.T) {
 	ctx := t.Context()
 	rec := linearize.NewRecorder()
 	w := linearize.Workload{Clients: 6, Ops: 120, Wait: true, MaxWait: 500 * time.Millisecond, Seed: 51, Retries: 200, RetryDelay: 10 * time.Millisecond}
+	wctx, stopWatchers := context.WithCancel(ctx)
+	defer stopWatchers()
+	var watchers []*clusterWatcher
+	for i := range c.servers {
+		watchers = append(watchers, watchCluster(wctx, c.servers, i))
+	}
 	done := make(chan *linearize.Stats, 1)
 	go func() { done <- w.Run(ctx, tgt, rec) }()
 
@@ -154,7 +162,8 @@ func TestClusterKillInstance(t *testing.T) {
 		t.Errorf("only %d kills happened before the workload ended", kills)
 	}
 	mustCheck(t, "cluster-kill", rec.Ops())
-	checkEventLog(t, c.servers[0], rec.Ops())
+	log := checkEventLog(t, c.servers[0], rec.Ops())
+	checkWatchers(t, log, watchers)
 }
 
 // TestClusterPostgresRestart runs three instances on a PostgreSQL server of

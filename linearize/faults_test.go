@@ -282,21 +282,18 @@ func TestPowerLossEmbedded(t *testing.T) {
 	checkEventLog(t, s, rec.Ops())
 }
 
-// checkEventLog reads the whole audit log (GET /v1/events) and holds it to
-// what the clients were answered: ids strictly increase; every acknowledged
-// grant has exactly one acquired event with its token on its lock, and
-// every acknowledged release a released event; acquired tokens of a lock
-// increase in log order. Faults may have cut answers off (the log may hold
-// more than was acknowledged), never acknowledged work out of the log.
-func checkEventLog(t *testing.T, s *server, ops []linearize.Op) {
+// logEvent is the part of an event the checks read.
+type logEvent struct {
+	ID           int64  `json:"id"`
+	Type         string `json:"type"`
+	Name         string `json:"name"`
+	FencingToken int64  `json:"fencing_token"`
+}
+
+// readEventLog reads the whole audit log (GET /v1/events) from s.
+func readEventLog(t *testing.T, s *server) []logEvent {
 	t.Helper()
-	type ev struct {
-		ID           int64  `json:"id"`
-		Type         string `json:"type"`
-		Name         string `json:"name"`
-		FencingToken int64  `json:"fencing_token"`
-	}
-	var log []ev
+	var log []logEvent
 	for since := int64(0); ; {
 		req, _ := http.NewRequestWithContext(t.Context(), "GET", fmt.Sprintf("%s/v1/events?since=%d&limit=1000", s.URL(), since), nil)
 		req.Header.Set("Authorization", "Bearer "+s.tenantKey())
@@ -305,8 +302,8 @@ func checkEventLog(t *testing.T, s *server, ops []linearize.Op) {
 			t.Fatalf("reading the event log: %v", err)
 		}
 		var page struct {
-			Events    []ev  `json:"events"`
-			NextSince int64 `json:"next_since"`
+			Events    []logEvent `json:"events"`
+			NextSince int64      `json:"next_since"`
 		}
 		err = json.NewDecoder(resp.Body).Decode(&page)
 		resp.Body.Close()
@@ -315,10 +312,22 @@ func checkEventLog(t *testing.T, s *server, ops []linearize.Op) {
 		}
 		log = append(log, page.Events...)
 		if len(page.Events) == 0 {
-			break
+			return log
 		}
 		since = page.NextSince
 	}
+}
+
+// checkEventLog reads the whole audit log and holds it to what the clients
+// were answered: ids strictly increase; every acknowledged grant has
+// exactly one acquired event with its token on its lock, and every
+// acknowledged release a released event; acquired tokens of a lock increase
+// in log order. Faults may have cut answers off (the log may hold more than
+// was acknowledged), never acknowledged work out of the log. It returns the
+// log.
+func checkEventLog(t *testing.T, s *server, ops []linearize.Op) []logEvent {
+	t.Helper()
+	log := readEventLog(t, s)
 	type key struct {
 		name  string
 		token int64
@@ -361,4 +370,5 @@ func checkEventLog(t *testing.T, s *server, ops []linearize.Op) {
 		}
 	}
 	t.Logf("event log: %d events hold the %d acknowledged grants and %d releases", len(log), grants, releases)
+	return log
 }
