@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -41,7 +42,7 @@ type batch struct {
 	ctx   context.Context
 	write bool
 	group bool
-	shard int32 // this connection's usage counter shard (see usageShards)
+	shard int32 // this transaction's usage counter shard (see usageShards)
 
 	// mu guards everything below. In a group, a round is sent with mu
 	// held, while every fn waits.
@@ -110,7 +111,7 @@ type ask struct {
 func newBatch(ctx context.Context, s *Store, conn *pgx.Conn, write, group bool) *batch {
 	return &batch{
 		s: s, conn: conn, ctx: ctx, write: write, group: group,
-		shard: int32(conn.PgConn().PID() % usageShards),
+		shard: rand.Int32N(usageShards),
 		kick:  make(chan struct{}, 1),
 		locks: map[dlm.Key]*held{},
 		found: map[string]*foundLease{},

@@ -50,10 +50,12 @@ var (
 )
 
 // usageShards is how many rows each tenant's counts are spread over. A
-// transaction updates the shard of its connection's backend PID, and no two
-// live backends share a PID, so concurrent transactions of one tenant collide
-// on a counter row (and wait for each other's commit) only when their PIDs
-// are equal modulo usageShards. Reading the usage sums at most this many rows.
+// transaction updates a shard drawn at random, so two concurrent
+// transactions of one tenant collide on a counter row (and one waits for
+// the other's commit) once in usageShards, whichever instances and
+// connections they run on. (A shard fixed per connection made some pairs of
+// connections collide on every commit for as long as they lived.) Reading
+// the usage sums at most this many rows.
 const usageShards = 64
 
 func (b *batch) newTx(ctx context.Context) *tx {
