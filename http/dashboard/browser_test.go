@@ -194,21 +194,28 @@ func acquireURL(base, name string) string {
 	return base + "/v1/locks/" + url.PathEscape(name) + "/acquire"
 }
 
-// TestDashboard drives the dashboard in headless Chromium against a real
-// server: a tenant's tab and an admin's tab, which keep separate session
-// storage, watch the same locks change.
-func TestDashboard(t *testing.T) {
-	ctx := browser(t)
-	var logs dlmtest.Buffer
+// server starts a dlm server with /metrics, as dlm serve has it, that logs
+// every request to logs.
+func server(t *testing.T, logs io.Writer) *testserver.Server {
 	met := metrics.New(metrics.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	srv := testserver.New(t, &testserver.Options{
-		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Handler: []dlmhttp.Option{
 			dlmhttp.WithObserver(met.ObserveRequest),
 			dlmhttp.WithRoute("GET", "/metrics", met.Handler()),
 		},
 	})
 	met.SetEngine(srv.Engine)
+	return srv
+}
+
+// TestDashboard drives the dashboard in headless Chromium against a real
+// server: a tenant's tab and an admin's tab, which keep separate session
+// storage, watch the same locks change.
+func TestDashboard(t *testing.T) {
+	ctx := browser(t)
+	var logs dlmtest.Buffer
+	srv := server(t, &logs)
 
 	user := newTab(t, ctx)
 	user.signIn(srv.URL, srv.TenantKey)
@@ -273,6 +280,16 @@ func TestDashboard(t *testing.T) {
 	}
 	user.waitFor("the whole log in the feed", `[...document.querySelectorAll('#feed li')].map(li => li.dataset.id).join(',') === `+js(strings.Join(want, ",")))
 
+	// The policy forbids inline script: one the page adds does not run.
+	if got := user.eval(`(() => {
+		const s = document.createElement('script');
+		s.textContent = 'window.inlineRan = true';
+		document.head.append(s);
+		return String(window.inlineRan === true);
+	})()`); got != "false" {
+		t.Error("an inline script ran despite the Content-Security-Policy")
+	}
+
 	shot, err := chromedp.Run(user.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)
@@ -307,4 +324,42 @@ func TestDashboard(t *testing.T) {
 	if l := logs.String(); strings.Contains(l, srv.TenantKey) || strings.Contains(l, srv.AdminKey) {
 		t.Error("the server's log has a key")
 	}
+}
+
+// TestDashboardThousandLocks loads 1,000 locks, half before the page opens
+// and half while it watches, and checks that every one is shown, in order,
+// and that the prefix filter works on them.
+func TestDashboardThousandLocks(t *testing.T) {
+	ctx := browser(t)
+	srv := server(t, io.Discard)
+	const n = 1000
+	acquire := func(from, to int) {
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := from + w; i < to; i += 8 {
+					api(t, "POST", acquireURL(srv.URL, fmt.Sprintf("bulk/%04d", i)), srv.TenantKey,
+						map[string]any{"holder_id": fmt.Sprintf("w%d", w), "ttl_ms": 600000}, 200)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	acquire(0, n/2)
+	user := newTab(t, ctx)
+	user.signIn(srv.URL, srv.TenantKey)
+	acquire(n/2, n)
+	user.waitFor("every lock", `document.querySelectorAll('#locks tbody tr').length === `+fmt.Sprint(n)+
+		` && document.querySelector('#count').textContent === '`+fmt.Sprint(n)+` locks'`)
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("bulk/%04d", i))
+	}
+	if got := user.eval(`[...document.querySelectorAll('#locks tbody tr')].map(r => r.dataset.name).join(',')`); got != strings.Join(want, ",") {
+		t.Errorf("rows out of order or missing: %.200s…", got)
+	}
+	user.do("filter", chromedp.SendKeys(chromedp.CSS("#prefix"), "bulk/05"))
+	user.waitFor("the filter", `document.querySelectorAll('#locks tbody tr:not([hidden])').length === 100 &&
+		document.querySelector('#count').textContent === '100 of 1000 locks'`)
+	user.waitFor("the feed, capped", `document.querySelectorAll('#feed li').length === 300`)
 }
