@@ -19,8 +19,10 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
+	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
 	"github.com/dlmhq/dlm/metrics"
 )
@@ -190,6 +192,23 @@ func api(t *testing.T, method, url, key string, body any, want int) map[string]a
 	return out
 }
 
+// queue starts a blocking acquire that the end of the test withdraws.
+func queue(t *testing.T, url, key string, body map[string]any) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // before the server stops: cleanups run last first
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	go func() {
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+}
+
 func acquireURL(base, name string) string {
 	return base + "/v1/locks/" + url.PathEscape(name) + "/acquire"
 }
@@ -280,6 +299,23 @@ func TestDashboard(t *testing.T) {
 	}
 	user.waitFor("the whole log in the feed", `[...document.querySelectorAll('#feed li')].map(li => li.dataset.id).join(',') === `+js(strings.Join(want, ",")))
 
+	// Shared holders, the global scope (which a tenant key sees too) and a
+	// queue that stays: the picture the screenshot shows.
+	for _, h := range []string{"report-a", "report-b"} {
+		api(t, "POST", acquireURL(srv.URL, "reports/daily"), srv.TenantKey, map[string]any{"holder_id": h, "mode": "shared", "ttl_ms": 90000}, 200)
+	}
+	api(t, "POST", acquireURL(srv.URL, "leader"), srv.TenantKey, map[string]any{"holder_id": "node-1", "scope": "global", "ttl_ms": 15000}, 200)
+	queue(t, acquireURL(srv.URL, "jobs/nightly"), srv.TenantKey, map[string]any{"holder_id": "cron-backup", "wait_ms": 60000})
+	user.waitFor("the shared, global and queued locks", `(() => {
+		const shared = document.querySelector(`+row("reports/daily")+`);
+		const global = document.querySelector('#locks tr[data-name="leader"][data-scope="global"] li[data-holder="node-1"]');
+		const queued = document.querySelector(`+row("jobs/nightly")+` + ' ol li[data-holder="cron-backup"]');
+		return shared !== null && shared.children[1].textContent === 'shared ×2' && global !== null && queued !== null &&
+			document.querySelector('#rate').textContent !== '';
+	})()`)
+	user.do("show a lock's history", chromedp.Click(chromedp.CSS(`#locks tr[data-name="jobs/nightly"] td`)))
+	user.waitFor("the history", `document.querySelector('#history li[data-type="acquired"]') !== null`)
+
 	// The policy forbids inline script: one the page adds does not run.
 	if got := user.eval(`(() => {
 		const s = document.createElement('script');
@@ -333,13 +369,21 @@ func TestDashboardThousandLocks(t *testing.T) {
 	ctx := browser(t)
 	srv := server(t, io.Discard)
 	const n = 1000
+	// Straight to the engine, many at once so that they share commits: the
+	// HTTP path is not what this test is about, and 1,000 requests would be
+	// slow on a busy machine.
 	acquire := func(from, to int) {
 		var wg sync.WaitGroup
-		for w := range 8 {
+		for w := range 32 {
 			wg.Go(func() {
-				for i := from + w; i < to; i += 8 {
-					api(t, "POST", acquireURL(srv.URL, fmt.Sprintf("bulk/%04d", i)), srv.TenantKey,
-						map[string]any{"holder_id": fmt.Sprintf("w%d", w), "ttl_ms": 600000}, 200)
+				for i := from + w; i < to; i += 32 {
+					_, _, err := srv.Engine.Acquire(t.Context(), engine.AcquireRequest{
+						Tenant: "default", Key: dlm.Key{Namespace: "default", Name: fmt.Sprintf("bulk/%04d", i)},
+						HolderID: fmt.Sprintf("w%d", w), TTL: 10 * time.Minute,
+					})
+					if err != nil {
+						t.Error(err)
+					}
 				}
 			})
 		}

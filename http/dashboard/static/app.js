@@ -35,7 +35,10 @@ const S = {
   streams: [],
   dirty: new Set(),
   flushing: false,
-  resyncing: null,
+  resyncing: null,     // the promise of the list load running, if any
+  resyncWanted: false,
+  eventSeq: 0,         // events seen, and the count when each lock last had one
+  lastEvent: new Map(),
   selected: null,      // id of the lock in the detail pane
   feed: [],            // newest last
   feedSave: 0,
@@ -148,6 +151,9 @@ function stop() {
   S.locks.clear();
   S.order = [];
   S.dirty.clear();
+  S.lastEvent.clear();
+  S.resyncing = null;
+  S.resyncWanted = false;
   S.selected = null;
   $('detail').hidden = true;
   $('feed').replaceChildren();
@@ -158,40 +164,57 @@ function stop() {
 // ---- locks ----
 
 // resync reloads every lock of every namespace on view and updates the rows
-// that changed; one runs at a time.
+// that changed. One load runs at a time; a call during a load asks for one
+// more after it, since that load may have read the list before the change
+// the caller knows of. The promise ends when a load that started after the
+// call has ended.
 function resync() {
+  S.resyncWanted = true;
   if (S.resyncing) return S.resyncing;
   const gen = S.generation;
-  S.resyncing = (async () => {
-    const seen = new Set();
-    let truncated = false;
-    for (const src of sources()) {
-      let cursor = '';
-      for (let page = 0; ; page++) {
-        if (page === PAGES_MAX) {
-          truncated = true;
-          break;
-        }
-        const body = await api('/v1/locks', { ...nsParams(src.scope), limit: PAGE, cursor });
-        if (gen !== S.generation) return;
-        for (const v of body.locks) {
-          seen.add(idOf(v.scope, v.name));
-          upsert(v);
-        }
-        await yieldToPage(); // let the page paint and answer between pages
-        if (!body.next_cursor) break;
-        cursor = body.next_cursor;
-      }
+  const p = (async () => {
+    while (S.resyncWanted && gen === S.generation) {
+      S.resyncWanted = false;
+      await loadAll(gen).catch((e) => notice('could not load locks: ' + e.message));
     }
-    for (const id of [...S.locks.keys()]) if (!seen.has(id)) remove(id);
-    notice(truncated ? 'showing the first ' + PAGE * PAGES_MAX + ' locks per namespace' : '');
-  })()
-    .catch((e) => notice('could not load locks: ' + e.message))
-    .finally(() => {
-      if (gen === S.generation) S.resyncing = null;
-      updateCount();
-    });
-  return S.resyncing;
+  })().finally(() => {
+    if (S.resyncing === p) S.resyncing = null;
+    updateCount();
+  });
+  S.resyncing = p;
+  return p;
+}
+
+// loadAll lists the locks. A lock with an event since the load began is
+// left alone: its own read, which the event asked for, is newer than the
+// list page.
+async function loadAll(gen) {
+  const start = S.eventSeq;
+  const newer = (id) => (S.lastEvent.get(id) || 0) > start;
+  const seen = new Set();
+  let truncated = false;
+  for (const src of sources()) {
+    let cursor = '';
+    for (let page = 0; ; page++) {
+      if (page === PAGES_MAX) {
+        truncated = true;
+        break;
+      }
+      const body = await api('/v1/locks', { ...nsParams(src.scope), limit: PAGE, cursor });
+      if (gen !== S.generation) return;
+      for (const v of body.locks) {
+        const id = idOf(v.scope, v.name);
+        seen.add(id);
+        if (!newer(id)) upsert(v);
+      }
+      await yieldToPage(); // let the page paint and answer between pages
+      if (!body.next_cursor) break;
+      cursor = body.next_cursor;
+    }
+  }
+  for (const id of [...S.locks.keys()]) if (!seen.has(id) && !newer(id)) remove(id);
+  for (const [id, seq] of S.lastEvent) if (seq <= start) S.lastEvent.delete(id);
+  notice(truncated ? 'showing the first ' + PAGE * PAGES_MAX + ' locks per namespace' : '');
 }
 
 setInterval(() => {
@@ -516,6 +539,7 @@ function setWatchState(text, cls) {
 }
 
 function onEvent(ev) {
+  S.lastEvent.set(idOf(ev.scope, ev.name), ++S.eventSeq);
   markDirty(ev.scope, ev.name);
   addToFeed(ev);
   if (S.selected === idOf(ev.scope, ev.name)) {
@@ -662,12 +686,18 @@ function spark(canvas, values, color) {
   const max = Math.max(...values, 1e-9);
   g.strokeStyle = color;
   g.lineWidth = 1.5;
+  const y = (v) => h - 2 - (v / max) * (h - 4);
   g.beginPath();
+  if (values.length === 1) {
+    g.moveTo(1, y(values[0]));
+    g.lineTo(w - 1, y(values[0]));
+    g.stroke();
+    return;
+  }
   values.forEach((v, i) => {
-    const x = values.length === 1 ? w : (i / (values.length - 1)) * (w - 2) + 1;
-    const y = h - 2 - (v / max) * (h - 4);
-    if (i === 0) g.moveTo(x, y);
-    else g.lineTo(x, y);
+    const x = (i / (values.length - 1)) * (w - 2) + 1;
+    if (i === 0) g.moveTo(x, y(v));
+    else g.lineTo(x, y(v));
   });
   g.stroke();
 }
