@@ -237,7 +237,17 @@ func TestDashboard(t *testing.T) {
 	srv := server(t, &logs)
 
 	user := newTab(t, ctx)
+	user.do("sign in with a wrong key",
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.SendKeys(chromedp.CSS("#key"), "dlm_nope_WRONG"),
+		chromedp.Click(chromedp.CSS("#signin button[type=submit]")),
+	)
+	user.waitFor("the refusal", `document.querySelector('#signin-error').textContent === 'That key is not valid.' &&
+		document.querySelector('#app').hidden && sessionStorage.getItem('dlm.key') === null`)
 	user.signIn(srv.URL, srv.TenantKey)
+	if got := user.eval(`sessionStorage.getItem('dlm.key')`); got != srv.TenantKey {
+		t.Errorf("sessionStorage holds %q, want the key", got)
+	}
 	if who := user.eval(`document.querySelector('#who').textContent`); who != "tenant key" {
 		t.Errorf("signed in as %q, want the tenant key", who)
 	}
