@@ -277,6 +277,8 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("the admin's tenant is %q, want default", got)
 	}
 	admin.waitFor("the lock in the admin's tab", `document.querySelector(`+row("orders/42")+`) !== null`)
+	// A feed that starts shows the last events before it.
+	admin.waitFor("the recent events in the admin's feed", `document.querySelector('#feed li[data-type="waiting"][data-name="orders/42"]') !== null`)
 	admin.do("force-release",
 		chromedp.Click(chromedp.CSS(`#locks tr[data-name="orders/42"] td`)),
 		chromedp.WaitVisible(chromedp.CSS("#force")),

@@ -23,6 +23,8 @@ const HISTORY_MAX = 200;    // events shown in a lock's history
 const DIRTY_MAX = 200;      // more dirty locks than this: reload the list instead
 const RESYNC_MS = 30000;    // waiters that time out leave no event: reload now and then
 const PAGE = 1000;          // the API's largest list page
+const BACKFILL = 50;        // past events shown when a feed starts
+const LAST_ID = '9223372036854775807'; // the largest event id
 const PAGES_MAX = 20;       // locks shown at most: PAGE * PAGES_MAX per namespace
 
 const S = {
@@ -479,7 +481,15 @@ class Stream {
     this.closed = false;
   }
 
-  open() {
+  async open() {
+    if (this.since === null) {
+      try {
+        await this.catchUp();
+      } catch (e) {
+        notice('could not read the event log: ' + e.message); // the watch starts from now
+      }
+      if (this.closed || this.gen !== S.generation) return;
+    }
     const u = new URL('/v1/watch', location.href);
     u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
     for (const [k, v] of Object.entries(this.params)) u.searchParams.set(k, v);
@@ -515,6 +525,19 @@ class Stream {
       }, this.backoff);
       this.backoff = Math.min(this.backoff * 2, 10000);
     };
+  }
+
+  // catchUp starts a stream that has no position yet at the end of the
+  // log, which the history answers as next_since to a since= past it, and
+  // shows the last few events before it. From then on the position is
+  // saved, so even a reload before the first event misses nothing.
+  async catchUp() {
+    const end = (await api('/v1/events', { ...this.params, since: LAST_ID, limit: 1 })).next_since;
+    const body = await api('/v1/events', { ...this.params, since: Math.max(0, end - 1000), limit: 1000 });
+    if (this.closed || this.gen !== S.generation) return;
+    for (const ev of body.events.filter((e) => e.id <= end).slice(-BACKFILL)) addToFeed(ev);
+    this.since = end;
+    saveFeed();
   }
 
   close() {
