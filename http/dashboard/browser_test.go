@@ -24,6 +24,7 @@ import (
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/internal/latencyproxy"
 	"github.com/dlmhq/dlm/metrics"
 )
 
@@ -192,6 +193,18 @@ func api(t *testing.T, method, url, key string, body any, want int) map[string]a
 	return out
 }
 
+// startProxy forwards addr to the server at base until the test ends or
+// the proxy is closed.
+func startProxy(t *testing.T, addr, base string) *latencyproxy.Proxy {
+	t.Helper()
+	p, err := latencyproxy.Start(addr, strings.TrimPrefix(base, "http://"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 // queue starts a blocking acquire that the end of the test withdraws.
 func queue(t *testing.T, url, key string, body map[string]any) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -236,15 +249,17 @@ func TestDashboard(t *testing.T) {
 	var logs dlmtest.Buffer
 	srv := server(t, &logs)
 
+	proxy := startProxy(t, "127.0.0.1:0", srv.URL)
+	base := "http://" + proxy.Addr() // the tenant's tab's server
 	user := newTab(t, ctx)
 	user.do("sign in with a wrong key",
-		chromedp.Navigate(srv.URL+"/"),
+		chromedp.Navigate(base+"/"),
 		chromedp.SendKeys(chromedp.CSS("#key"), "dlm_nope_WRONG"),
 		chromedp.Click(chromedp.CSS("#signin button[type=submit]")),
 	)
 	user.waitFor("the refusal", `document.querySelector('#signin-error').textContent === 'That key is not valid.' &&
 		document.querySelector('#app').hidden && sessionStorage.getItem('dlm.key') === null`)
-	user.signIn(srv.URL, srv.TenantKey)
+	user.signIn(base, srv.TenantKey)
 	if got := user.eval(`sessionStorage.getItem('dlm.key')`); got != srv.TenantKey {
 		t.Errorf("sessionStorage holds %q, want the key", got)
 	}
@@ -300,9 +315,23 @@ func TestDashboard(t *testing.T) {
 	user.do("leave", chromedp.Navigate("about:blank"))
 	api(t, "DELETE", srv.URL+"/v1/leases/"+fmt.Sprint(second["lease_id"]), srv.TenantKey, nil, 200)
 	api(t, "POST", acquireURL(srv.URL, "jobs/nightly"), srv.TenantKey, map[string]any{"holder_id": "cron", "ttl_ms": 300000}, 200)
-	user.do("come back", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#app")))
+	user.do("come back", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("#app")))
 	user.waitFor("the events missed while away", `document.querySelector('#feed li[data-type="acquired"][data-name="jobs/nightly"]') !== null`)
 	user.waitFor("the released lock to go", `document.querySelector(`+row("orders/42")+`) === null`)
+	// A watch that drops while things happen reconnects with since= and
+	// shows what it missed. The tenant's tab reaches the server through a
+	// proxy: closing it cuts the watch, and while it is closed the page
+	// cannot reconnect, whatever its timers do.
+	proxy.Close()
+	user.waitFor("the drop", `document.querySelector('#watch-state').textContent === 'reconnecting…'`)
+	api(t, "POST", acquireURL(srv.URL, "cache/warm"), srv.TenantKey, map[string]any{"holder_id": "warmer", "ttl_ms": 60000}, 200)
+	if got := user.eval(`String(document.querySelector('#feed li[data-name="cache/warm"]') === null)`); got != "true" {
+		t.Fatal("the page saw an event with its proxy closed")
+	}
+	proxy = startProxy(t, proxy.Addr(), srv.URL)
+	user.waitFor("the watch back", `document.querySelector('#watch-state').textContent === 'live'`)
+	user.waitFor("the event missed while down", `document.querySelector('#feed li[data-type="acquired"][data-name="cache/warm"]') !== null`)
+
 	// Every event of the log is in the feed exactly once, newest first.
 	log := api(t, "GET", srv.URL+"/v1/events?limit=1000", srv.TenantKey, nil, 200)
 	var want []string
