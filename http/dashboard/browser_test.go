@@ -433,9 +433,11 @@ func TestDashboardThousandLocks(t *testing.T) {
 	acquire(0, n/2)
 	user := newTab(t, ctx)
 	user.signIn(srv.URL, srv.TenantKey)
+	start := time.Now()
 	acquire(n/2, n)
 	user.waitFor("every lock", `document.querySelectorAll('#locks tbody tr').length === `+fmt.Sprint(n)+
 		` && document.querySelector('#count').textContent === '`+fmt.Sprint(n)+` locks'`)
+	t.Logf("%d locks shown %v after the second %d began", n, time.Since(start).Round(time.Millisecond), n/2)
 	var want []string
 	for i := range n {
 		want = append(want, fmt.Sprintf("bulk/%04d", i))
