@@ -176,7 +176,8 @@ func api(t *testing.T, method, url, key string, body any, want int) map[string]a
 	}
 	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err) // not Fatal: tests call it from goroutines too
+		return nil
 	}
 	req.Header.Set("Authorization", "Bearer "+key)
 	res, err := http.DefaultClient.Do(req)
@@ -380,6 +381,18 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", path)
+
+	// Values from the server are text, never markup.
+	evil := `<img id="injected" src="/nope">`
+	api(t, "POST", acquireURL(srv.URL, "markup"), srv.TenantKey, map[string]any{"holder_id": evil}, 200)
+	user.waitFor("the holder's id as text", `(() => {
+		const li = document.querySelector(`+row("markup")+` + ' li');
+		return li !== null && li.dataset.holder === `+js(evil)+` && li.querySelector('.holder').textContent === `+js(evil)+` &&
+			document.querySelector('#feed li[data-name="markup"]').textContent.includes(`+js(evil)+`);
+	})()`)
+	if got := user.eval(`String(document.getElementById('injected') === null)`); got != "true" {
+		t.Error("a holder id was written into the page as HTML")
+	}
 
 	// The key went out in headers only: no URL the tabs requested carries
 	// it, nor does the server's log.
