@@ -117,7 +117,7 @@ func TestBadInput(t *testing.T) {
 		{name: "another tenant's watch", method: "GET", path: "/v1/watch?tenant=other", status: 403, code: "permission_denied"},
 		{name: "headers too large", method: "GET", path: "/v1/locks", hdr: []string{"X-Pad", strings.Repeat("x", 1<<20+8<<10)}, status: 431, code: "payload_too_large"},
 		{name: "unknown route", method: "GET", path: "/v1/nope", status: 404, code: "not_found"},
-		{name: "unknown top route", key: "none", method: "GET", path: "/", status: 404, code: "not_found"},
+		{name: "unknown top route", key: "none", method: "GET", path: "/nope", status: 404, code: "not_found"},
 		{name: "trailing slash", method: "GET", path: "/v1/tenants/", status: 404, code: "not_found"},
 		{name: "unknown lease", method: "GET", path: "/v1/leases/NOSUCH", status: 404, code: "not_found"},
 		{name: "release unknown lease", method: "DELETE", path: "/v1/leases/NOSUCH", status: 404, code: "not_found"},

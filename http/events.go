@@ -105,6 +105,9 @@ const watchSubprotocol = "dlm.v1"
 // watch serves GET /v1/watch over WebSocket: the events after ?since= (or,
 // without it, from now on), then live events, one JSON text message each.
 func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkOrigin(r); err != nil {
+		return err
+	}
 	q, since, err := h.eventQuery(r, c)
 	if err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 type access uint8
 
 const (
-	// public routes need no key: health checks.
+	// public routes need no key: health checks and the dashboard's files.
 	public access = iota
 	// tenantKey routes act as one tenant; the admin key gets 403.
 	tenantKey
@@ -45,6 +45,8 @@ func routeTable() []route {
 	return []route{
 		{"GET", "/healthz", public, nil, (*Handler).healthz},
 		{"GET", "/readyz", public, nil, (*Handler).readyz},
+		{"GET", "/", public, nil, (*Handler).dashboardPage},
+		{"GET", "/dashboard/{file}", public, nil, (*Handler).dashboardFile},
 
 		{"POST", "/v1/locks/{name...}/acquire", tenantKey, nil, (*Handler).acquire},
 		{"POST", "/v1/locks/{name...}/force-release", adminKey, []string{"scope", "tenant"}, (*Handler).forceRelease},

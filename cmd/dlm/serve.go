@@ -268,6 +268,7 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	srv.Serve(ln)
 	log.Info("serving", "addr", srv.Addr().String(), "store", dbPath)
 	fmt.Fprintf(m.Stdout, "dlm: listening on %s\n", srv.URL())
+	fmt.Fprintf(m.Stdout, "dlm: dashboard at %s/\n", srv.URL())
 
 	select {
 	case <-ctx.Done():
