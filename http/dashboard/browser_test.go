@@ -272,7 +272,7 @@ func TestDashboard(t *testing.T) {
 	lease := api(t, "POST", acquireURL(srv.URL, "orders/42"), srv.TenantKey, map[string]any{"holder_id": "worker-7", "ttl_ms": 120000}, 200)
 	user.waitFor("the holder", `(() => {
 		const li = document.querySelector(`+row("orders/42")+` + ' li[data-holder="worker-7"]');
-		return li !== null && li.querySelector('.token').textContent === '#`+fmt.Sprint(lease["fencing_token"])+`' &&
+		return li !== null && li.querySelector('.token').textContent === '#`+fmt.Sprintf("%.0f", lease["fencing_token"])+`' &&
 			/^(1m 5\d|2m 00)s$/.test(li.querySelector('.left').textContent);
 	})()`)
 	user.waitFor("the acquired event", `document.querySelector('#feed li[data-type="acquired"][data-name="orders/42"]') !== null`)
