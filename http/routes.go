@@ -45,6 +45,7 @@ func routeTable() []route {
 	return []route{
 		{"GET", "/healthz", public, nil, (*Handler).healthz},
 		{"GET", "/readyz", public, nil, (*Handler).readyz},
+		{"GET", "/v1/openapi.json", public, nil, (*Handler).openapi},
 
 		{"POST", "/v1/locks/{name...}/acquire", tenantKey, nil, (*Handler).acquire},
 		{"POST", "/v1/locks/{name...}/force-release", adminKey, []string{"scope", "tenant"}, (*Handler).forceRelease},
