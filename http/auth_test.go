@@ -7,12 +7,15 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	dlmhttp "github.com/dlmhq/dlm/http"
-	"github.com/dlmhq/dlm/internal/addrlimit"
 )
+
+// burst is the failed authentications the tests allow an address.
+const burst = 20
 
 // TestFailedAuthLimit: past the limit of failed authentications, an
 // address gets 429 limit_exceeded instead of 401, while a valid key from
@@ -23,14 +26,19 @@ func TestFailedAuthLimit(t *testing.T) {
 		logs   dlmtest.Buffer
 		failed atomic.Int64
 	)
+	// The limit refills so slowly (one per 3 minutes) that a slow run of
+	// the test cannot earn an attempt back.
 	s := testserver.New(t, &testserver.Options{
-		Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		Handler: []dlmhttp.Option{dlmhttp.WithFailedAuth(func() { failed.Add(1) })},
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Handler: []dlmhttp.Option{
+			dlmhttp.WithFailedAuth(func() { failed.Add(1) }),
+			dlmhttp.WithFailedAuthLimit(burst, time.Hour),
+		},
 	})
 	bad := &api{t, s.URL, "dlm_nosuch_secret"}
 	good := tenantAPI(t, s)
 
-	for i := range addrlimit.DefaultBurst {
+	for i := range burst {
 		bad.wantError(401, "unauthenticated", "GET", "/v1/locks", nil)
 		if i%5 == 0 { // valid keys in between draw nothing from the allowance
 			good.must(200, "GET", "/v1/locks", nil)
@@ -45,13 +53,13 @@ func TestFailedAuthLimit(t *testing.T) {
 	bad.wantError(429, "limit_exceeded", "GET", "/v1/watch", nil)
 
 	// The address is over its limit; its valid keys are not.
-	for range 3 * addrlimit.DefaultBurst {
+	for range 3 * burst {
 		good.must(200, "GET", "/v1/locks", nil)
 	}
 	good.acquire("still-mine", "h", nil)
 	adminAPI(t, s).must(200, "GET", "/v1/tenants", nil)
 
-	if got, want := failed.Load(), int64(addrlimit.DefaultBurst+3); got != want {
+	if got, want := failed.Load(), int64(burst+3); got != want {
 		t.Errorf("WithFailedAuth called %d times, want %d: once per failed authentication", got, want)
 	}
 	out := logs.String()
@@ -67,9 +75,12 @@ func TestFailedAuthLimit(t *testing.T) {
 // authenticated fine, and draws nothing from the allowance.
 func TestForbiddenIsNotFailedAuth(t *testing.T) {
 	var failed atomic.Int64
-	s := testserver.New(t, &testserver.Options{Handler: []dlmhttp.Option{dlmhttp.WithFailedAuth(func() { failed.Add(1) })}})
+	s := testserver.New(t, &testserver.Options{Handler: []dlmhttp.Option{
+		dlmhttp.WithFailedAuth(func() { failed.Add(1) }),
+		dlmhttp.WithFailedAuthLimit(burst, time.Hour),
+	}})
 	a := tenantAPI(t, s)
-	for range 2 * addrlimit.DefaultBurst {
+	for range 2 * burst {
 		a.wantError(403, "permission_denied", "GET", "/v1/tenants", nil)
 	}
 	if n := failed.Load(); n != 0 {

@@ -79,6 +79,13 @@ func WithFailedAuth(f func()) Option {
 	return func(h *Handler) { h.authFailed = f }
 }
 
+// WithFailedAuthLimit sets how many failed authentications one address may
+// make: n at once, refilled at n per per. Default: addrlimit's, 20 per
+// 10 s.
+func WithFailedAuthLimit(n int, per time.Duration) Option {
+	return func(h *Handler) { h.failedAuth.Burst, h.failedAuth.Per = n, per }
+}
+
 // UnmatchedRoute is the route WithObserver reports for a request that no
 // route matched, whatever its path (404, 405).
 const UnmatchedRoute = "unmatched"
@@ -218,8 +225,8 @@ func (h *Handler) authorize(r *http.Request, a access) (engine.Principal, error)
 // refused handles a request that authorize refused with err and returns
 // the error to answer. A failed authentication (no key, a malformed or
 // unknown one) is counted and logged, rate-limited, at info level with the
-// client's address; past addrlimit's default of 20 per 10 s from one address
-// it is answered 429 limit_exceeded instead of 401. Only failures draw on
+// client's address; past the limit of one address (WithFailedAuthLimit) it
+// is answered 429 limit_exceeded instead of 401. Only failures draw on
 // an address's allowance, and a valid key never reaches it, so a valid key
 // is never slowed or refused by it, even from an address over the limit.
 //

@@ -48,7 +48,9 @@ func dial(t *testing.T, addr string, pool *x509.CertPool) *tls.Conn {
 	return c
 }
 
-func serialOf(c *tls.Conn) string { return c.ConnectionState().PeerCertificates[0].SerialNumber.String() }
+func serialOf(c *tls.Conn) string {
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
 
 // echo sends a line on c and checks it comes back.
 func echo(t *testing.T, c *tls.Conn, br *bufio.Reader) {
