@@ -1,6 +1,6 @@
-// Package dlmhttp serves the dlm HTTP API of SPEC §3 on an engine.Engine:
-// JSON routes for locks, leases, tenants and keys, health checks, and the
-// error format with its one table of statuses.
+// Package dlmhttp serves the dlm HTTP API on an engine.Engine: JSON routes
+// for locks, leases, tenants and keys, health checks, the error format with
+// its one table of statuses, and the API's OpenAPI document (openapi.json).
 //
 // It routes on the escaped path itself, with no http.ServeMux, so that lock
 // names may carry percent-encoded (or plain) slashes and no request is ever
