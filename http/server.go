@@ -79,7 +79,8 @@ func (s *Server) Serve(ln net.Listener) {
 // with a TLS handshake under cfg (typically tlscert.Pair.Config, whose
 // certificate can be replaced while connections stay open). HTTP/2 is
 // offered besides HTTP/1.1; WebSocket upgrades use HTTP/1.1, which clients
-// ask for on their own. A client speaking plain HTTP gets net/http's short
+// ask for on their own (Go leaves WebSockets over HTTP/2, RFC 8441, off
+// unless GODEBUG=http2xconnect=1, so clients never try them). A client speaking plain HTTP gets net/http's short
 // 400 refusal, never an answer of the API.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) {
 	s.ln, s.tls = ln, true
