@@ -31,7 +31,7 @@ type Handler struct {
 	// fails every request, and a line each would flood the disk.
 	failures lograte.Limiter
 	// failedAuth limits failed authentications per client address (see
-	// authFailed); authFailed is called for each, for metrics.
+	// refused); authFailed, if set, is called for each, for metrics.
 	failedAuth addrlimit.Limiter
 	authFailed func()
 }
@@ -230,9 +230,10 @@ func (h *Handler) authorize(r *http.Request, a access) (engine.Principal, error)
 // an address's allowance, and a valid key never reaches it, so a valid key
 // is never slowed or refused by it, even from an address over the limit.
 //
-// The limit does not keep a guesser from trying keys (they are 256-bit
-// random, so guessing is hopeless anyway); it tells a broken or hostile
-// client to back off, and keeps what it costs in logs and answers bounded.
+// The limit does not keep a guesser from trying keys (their secrets have
+// at least 128 random bits, so guessing is hopeless anyway); it tells a
+// broken or hostile client to back off, and makes a scan stand out as 429s
+// in the request metrics.
 // Behind a proxy every client has the proxy's address and shares one
 // allowance.
 func (h *Handler) refused(w http.ResponseWriter, r *http.Request, err error) error {
