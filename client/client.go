@@ -18,6 +18,8 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +72,12 @@ type Options struct {
 	// http.DefaultTransport with no overall timeout (the client bounds
 	// each request itself, see RequestTimeout).
 	HTTPClient *http.Client
+	// CACertFile names a PEM file of certificates to trust for an
+	// https:// server besides the system's roots: the CA of a server with
+	// a private or self-signed certificate. It applies to the default
+	// HTTPClient; with one of your own, New fails if this is set too.
+	// Default: the system's roots only. FromEnv takes it from DLM_CA_CERT.
+	CACertFile string
 	// HolderID names this process in lock views and events when an
 	// acquire does not name a holder. Default: DefaultHolderID().
 	HolderID string
@@ -102,8 +110,9 @@ type Client struct {
 }
 
 // New returns a client for the server at baseURL (e.g.
-// "http://127.0.0.1:7070") that authenticates with apiKey. It does no I/O;
-// it fails only if baseURL is not an http or https URL.
+// "http://127.0.0.1:7070", or https://… for a server with TLS) that
+// authenticates with apiKey. It does no network I/O; it fails if baseURL is
+// not an http or https URL, or if opts.CACertFile cannot be read.
 func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -120,8 +129,19 @@ func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 		requestTimeout: opts.RequestTimeout,
 		retryTimeout:   opts.RetryTimeout,
 	}
-	if c.hc == nil {
-		c.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	switch {
+	case c.hc != nil && opts.CACertFile != "":
+		return nil, errors.New("client: CACertFile applies to the default HTTPClient: set your client's TLS roots instead")
+	case c.hc == nil:
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if opts.CACertFile != "" {
+			pool, err := CertPool(opts.CACertFile)
+			if err != nil {
+				return nil, err
+			}
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+		}
+		c.hc = &http.Client{Transport: tr}
 	}
 	if c.holder == "" {
 		c.holder = DefaultHolderID()
@@ -140,6 +160,23 @@ func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 	return c, nil
 }
 
+// CertPool returns the system's trusted roots (none if the system has no
+// pool) plus the certificates of the PEM file caFile.
+func CertPool(caFile string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("client: CA certificates: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("client: CA certificates: no PEM certificate in %s", caFile)
+	}
+	return pool, nil
+}
+
 // Close closes the client's idle connections. It does not release locks;
 // the client remains usable.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
@@ -150,7 +187,8 @@ func (c *Client) Close() { c.hc.CloseIdleConnections() }
 const DefaultDataDir = "dlm-data"
 
 // FromEnv returns a client configured from the environment: DLM_URL (default
-// DefaultURL) and DLM_KEY. Without DLM_KEY it takes the default tenant's key
+// DefaultURL, or an https:// URL), DLM_KEY, and DLM_CA_CERT (see
+// Options.CACertFile) unless opts sets CACertFile or HTTPClient. Without DLM_KEY it takes the default tenant's key
 // from the credentials that a local `dlm serve` saved in its data directory,
 // DLM_DATA_DIR (default DefaultDataDir), as the dlm command line does. It
 // fails if it finds no key that way either. opts is as for New.
@@ -170,6 +208,13 @@ func FromEnv(opts *Options) (*Client, error) {
 			return nil, err
 		}
 		key = creds.TenantKey
+	}
+	if ca := os.Getenv("DLM_CA_CERT"); ca != "" && (opts == nil || opts.CACertFile == "" && opts.HTTPClient == nil) {
+		o := Options{}
+		if opts != nil {
+			o = *opts
+		}
+		o.CACertFile, opts = ca, &o
 	}
 	return New(u, key, opts)
 }

@@ -193,6 +193,10 @@ func (s *Server) Signal(sig syscall.Signal) error {
 	}
 }
 
+// Notify sends sig to the process without waiting for anything, for a
+// signal it handles and lives on, such as SIGHUP.
+func (s *Server) Notify(sig syscall.Signal) error { return s.cmd.Process.Signal(sig) }
+
 // Kill ends the process with SIGKILL, as a crash would, and waits for it.
 func (s *Server) Kill() {
 	s.cmd.Process.Signal(syscall.SIGKILL)

@@ -1,6 +1,6 @@
-// Package dlmhttp serves the dlm HTTP API of SPEC §3 on an engine.Engine:
-// JSON routes for locks, leases, tenants and keys, health checks, and the
-// error format with its one table of statuses.
+// Package dlmhttp serves the dlm HTTP API on an engine.Engine: JSON routes
+// for locks, leases, tenants and keys, health checks, the error format with
+// its one table of statuses, and the API's OpenAPI document (openapi.json).
 //
 // It routes on the escaped path itself, with no http.ServeMux, so that lock
 // names may carry percent-encoded (or plain) slashes and no request is ever
@@ -10,11 +10,13 @@ package dlmhttp
 import (
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/internal/addrlimit"
 	"github.com/dlmhq/dlm/lograte"
 )
 
@@ -28,6 +30,10 @@ type Handler struct {
 	// failures limits the log lines of failed requests: a storage outage
 	// fails every request, and a line each would flood the disk.
 	failures lograte.Limiter
+	// failedAuth limits failed authentications per client address (see
+	// refused); authFailed, if set, is called for each, for metrics.
+	failedAuth addrlimit.Limiter
+	authFailed func()
 }
 
 // Option configures a Handler.
@@ -64,6 +70,20 @@ func WithRoute(method, path string, next http.Handler) Option {
 // session. f runs on the request's goroutine and must be quick.
 func WithObserver(f func(route, method string, status int, d time.Duration)) Option {
 	return func(h *Handler) { h.observe = f }
+}
+
+// WithFailedAuth makes the handler call f once for every request refused
+// for its key (401, or 429 once its address is over the limit of failed
+// attempts), for metrics. f must be quick.
+func WithFailedAuth(f func()) Option {
+	return func(h *Handler) { h.authFailed = f }
+}
+
+// WithFailedAuthLimit sets how many failed authentications one address may
+// make: n at once, refilled at n per per. Default: addrlimit's, 20 per
+// 10 s.
+func WithFailedAuthLimit(n int, per time.Duration) Option {
+	return func(h *Handler) { h.failedAuth.Burst, h.failedAuth.Per = n, per }
 }
 
 // UnmatchedRoute is the route WithObserver reports for a request that no
@@ -161,7 +181,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (*route, error) 
 	c := &call{params: params}
 	if rt.access != public {
 		if c.principal, err = h.authorize(r, rt.access); err != nil {
-			return rt, err
+			return rt, h.refused(w, r, err)
 		}
 	}
 	if c.query, err = parseQuery(r, rt.query); err != nil {
@@ -200,6 +220,39 @@ func (h *Handler) authorize(r *http.Request, a access) (engine.Principal, error)
 		return p, dlm.Errorf(dlm.CodePermissionDenied, "the admin key belongs to no tenant: use a tenant key")
 	}
 	return p, nil
+}
+
+// refused handles a request that authorize refused with err and returns
+// the error to answer. A failed authentication (no key, a malformed or
+// unknown one) is counted and logged, rate-limited, at info level with the
+// client's address; past the limit of one address (WithFailedAuthLimit) it
+// is answered 429 limit_exceeded instead of 401. Only failures draw on
+// an address's allowance, and a valid key never reaches it, so a valid key
+// is never slowed or refused by it, even from an address over the limit.
+//
+// The limit does not keep a guesser from trying keys (their secrets have
+// at least 128 random bits, so guessing is hopeless anyway); it tells a
+// broken or hostile client to back off, and makes a scan stand out as 429s
+// in the request metrics.
+// Behind a proxy every client has the proxy's address and shares one
+// allowance.
+func (h *Handler) refused(w http.ResponseWriter, r *http.Request, err error) error {
+	if dlm.ErrorCode(err) != dlm.CodeUnauthenticated {
+		return err // 403, or the store could not be asked (503)
+	}
+	if h.authFailed != nil {
+		h.authFailed()
+	}
+	now := time.Now()
+	if held, ok := h.failures.Allow("authentication failed", now); ok {
+		h.log.Info("authentication failed", "remote", r.RemoteAddr, "method", r.Method, "path", logPath(r), "err", err, "held_back", held)
+	}
+	if ok, retry := h.failedAuth.Allow(r.RemoteAddr, now); !ok {
+		secs := int(retry.Seconds() + 0.999) // Retry-After is whole seconds, rounded up
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		return dlm.Errorf(dlm.CodeLimitExceeded, "too many failed authentications from this address: retry in %ds", secs)
+	}
+	return err
 }
 
 // bearer returns the key of r's "Authorization: Bearer <key>" header or, for

@@ -4,11 +4,13 @@ import (
 	"net/http"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/internal/buildinfo"
 )
 
-// healthz serves GET /healthz: the process is alive and serving.
+// healthz serves GET /healthz: the process is alive and serving, and which
+// build it is (the version, as `dlm version` prints it).
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request, c *call) error {
-	writeJSON(w, http.StatusOK, wireStatus{Status: "ok"})
+	writeJSON(w, http.StatusOK, wireStatus{Status: "ok", Version: buildinfo.Get().Version})
 	return nil
 }
 

@@ -115,6 +115,7 @@ func (a *api) do(method, path string, body any, hdr ...string) *response {
 	if err != nil {
 		a.t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
+	checkResponse(a.t, req, resp, b)
 	return &response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 

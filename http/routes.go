@@ -47,6 +47,7 @@ func routeTable() []route {
 		{"GET", "/readyz", public, nil, (*Handler).readyz},
 		{"GET", "/", public, nil, (*Handler).dashboardPage},
 		{"GET", "/dashboard/{file}", public, nil, (*Handler).dashboardFile},
+		{"GET", "/v1/openapi.json", public, nil, (*Handler).openapi},
 
 		{"POST", "/v1/locks/{name...}/acquire", tenantKey, nil, (*Handler).acquire},
 		{"POST", "/v1/locks/{name...}/force-release", adminKey, []string{"scope", "tenant"}, (*Handler).forceRelease},

@@ -2,6 +2,7 @@ package dlmhttp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -29,6 +30,7 @@ type Server struct {
 	log    *slog.Logger
 	srv    *http.Server
 	ln     net.Listener
+	tls    bool
 	done   chan struct{} // closed when Serve returns
 	err    error         // Serve's error, other than ErrServerClosed
 }
@@ -61,7 +63,8 @@ func (s *Server) Listen(addr string) error {
 	return nil
 }
 
-// Serve starts serving on ln in the background. Call it (or Listen) once.
+// Serve starts serving plain HTTP on ln in the background. Call it (or
+// Listen, or ServeTLS) once.
 func (s *Server) Serve(ln net.Listener) {
 	s.ln = ln
 	go func() {
@@ -72,11 +75,35 @@ func (s *Server) Serve(ln net.Listener) {
 	}()
 }
 
+// ServeTLS is Serve for HTTPS only: every connection on ln must begin
+// with a TLS handshake under cfg (typically tlscert.Pair.Config, whose
+// certificate can be replaced while connections stay open). HTTP/2 is
+// offered besides HTTP/1.1; WebSocket upgrades use HTTP/1.1, which clients
+// ask for on their own (Go leaves WebSockets over HTTP/2, RFC 8441, off
+// unless GODEBUG=http2xconnect=1, so clients never try them). A client speaking plain HTTP gets net/http's short
+// 400 refusal, never an answer of the API.
+func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) {
+	s.ln, s.tls = ln, true
+	s.srv.TLSConfig = cfg
+	go func() {
+		defer close(s.done)
+		if err := s.srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			s.err = err
+		}
+	}()
+}
+
 // Addr returns the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// URL returns the base URL of the server, e.g. http://127.0.0.1:7070.
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+// URL returns the base URL of the server, e.g. http://127.0.0.1:7070, or
+// https://… after ServeTLS.
+func (s *Server) URL() string {
+	if s.tls {
+		return "https://" + s.ln.Addr().String()
+	}
+	return "http://" + s.ln.Addr().String()
+}
 
 // Done is closed when the server stops serving, after Shutdown or because
 // the listener failed; Err then says why.

@@ -54,7 +54,8 @@ type wireNewTenant struct {
 }
 
 type wireStatus struct {
-	Status string `json:"status"`
+	Status  string `json:"status"`
+	Version string `json:"version,omitempty"` // /healthz only: the build's version
 }
 
 // writeJSON answers with status and v as JSON. Responses carry no cache: they

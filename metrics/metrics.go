@@ -10,6 +10,7 @@
 //	m.SetEngine(e)
 //	store.ObserveCommits(m.ObserveCommit) // SQLite only
 //	h := dlmhttp.NewHandler(e, dlmhttp.WithObserver(m.ObserveRequest),
+//		dlmhttp.WithFailedAuth(m.ObserveFailedAuth),
 //		dlmhttp.WithRoute("GET", "/metrics", m.Handler()))
 //
 // Every label has a small fixed set of values: routes are route patterns,
@@ -28,6 +29,7 @@ import (
 
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
+	"github.com/dlmhq/dlm/internal/buildinfo"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -76,6 +78,7 @@ type Metrics struct {
 	seriesMu sync.Mutex // serializes replacing series
 
 	grants, releases, expiries, forceReleases prometheus.Counter
+	failedAuth                                prometheus.Counter
 	wait                                      [5]prometheus.Observer // by engine.WaitOutcome
 
 	commitBatch   prometheus.Histogram
@@ -120,6 +123,14 @@ func New(opts ...Option) *Metrics {
 	m.releases = counter("dlm_releases_total", "Leases released by their holder.")
 	m.expiries = counter("dlm_expiries_total", "Leases that expired unrenewed.")
 	m.forceReleases = counter("dlm_force_releases_total", "Leases ended by an admin's force-release.")
+	m.failedAuth = counter("dlm_auth_failures_total", "Requests refused for their API key: missing, malformed, unknown or revoked (401, or 429 once an address is over its limit of failed attempts).")
+	bi := buildinfo.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "dlm_build_info",
+		Help:        "Always 1; its labels name the running build: version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "go": bi.Go},
+	})
+	build.Set(1)
 	waits := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "dlm_wait_seconds",
 		Help:    "Time blocking acquires spent queued, by how the wait ended: granted (a handoff), timeout, cancelled (the client left) or shutdown.",
@@ -146,6 +157,7 @@ func New(opts ...Option) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestSeconds,
 		m.grants, m.releases, m.expiries, m.forceReleases, waits,
+		m.failedAuth, build,
 		m.commitBatch, m.commitSeconds,
 		gauges{m},
 	)
@@ -199,6 +211,10 @@ func (m *Metrics) ObserveRequest(route, method string, status int, d time.Durati
 		s.seconds.Observe(d.Seconds())
 	}
 }
+
+// ObserveFailedAuth counts one request refused for its key; pass it to
+// dlmhttp.WithFailedAuth.
+func (m *Metrics) ObserveFailedAuth() { m.failedAuth.Inc() }
 
 type requestKey struct {
 	route, method string

@@ -21,6 +21,7 @@ import (
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/internal/buildinfo"
 	"github.com/dlmhq/dlm/metrics"
 	"github.com/google/go-cmp/cmp"
 	dto "github.com/prometheus/client_model/go"
@@ -44,6 +45,7 @@ func newServer(t *testing.T) *server {
 		Engine: engine.Options{Observer: m, StatsMaxAge: time.Nanosecond},
 		Handler: []dlmhttp.Option{
 			dlmhttp.WithObserver(m.ObserveRequest),
+			dlmhttp.WithFailedAuth(m.ObserveFailedAuth),
 			dlmhttp.WithRoute("GET", "/metrics", m.Handler()),
 		},
 	})
@@ -356,12 +358,36 @@ func TestMetricNames(t *testing.T) {
 		}
 	}
 	want := []string{
+		"dlm_auth_failures_total", "dlm_build_info",
 		"dlm_commit_batch_size", "dlm_commit_seconds", "dlm_expiries_total", "dlm_force_releases_total",
 		"dlm_grants_total", "dlm_http_request_duration_seconds", "dlm_http_requests_total", "dlm_leases",
 		"dlm_releases_total", "dlm_wait_seconds", "dlm_waiters", "dlm_watchers",
 	}
 	if diff := cmp.Diff(slices.Sorted(maps.Keys(names)), want); diff != "" {
 		t.Errorf("metric names (-got +want):\n%s", diff)
+	}
+}
+
+// TestBuildInfoAndFailedAuth: dlm_build_info names the build with the
+// value 1, and every request refused for its key counts once.
+func TestBuildInfoAndFailedAuth(t *testing.T) {
+	s := newServer(t)
+	for _, key := range []string{"dlm_nosuch_secret", "", s.TenantKey + "x"} {
+		if status, _ := s.call(key, "GET", "/v1/locks", nil); status != 401 {
+			t.Fatalf("GET /v1/locks with key %q = %d, want 401", key, status)
+		}
+	}
+	if status, _ := s.call(s.TenantKey, "GET", "/v1/tenants", nil); status != 403 {
+		t.Fatalf("tenant key on an admin route = %d, want 403", status)
+	}
+	got, _ := s.scrape()
+	if v := got["dlm_auth_failures_total"]; v != 3 {
+		t.Errorf("dlm_auth_failures_total = %v, want 3 (the 403 is no failed authentication)", v)
+	}
+	bi := buildinfo.Get()
+	series := fmt.Sprintf(`dlm_build_info{go=%q,revision=%q,version=%q}`, bi.Go, bi.Revision, bi.Version)
+	if v, ok := got[series]; !ok || v != 1 {
+		t.Errorf("%s = %v, %v; want 1", series, v, ok)
 	}
 }
 

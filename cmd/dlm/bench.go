@@ -130,7 +130,7 @@ func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	t, err := newBenchTarget(g.url, key)
+	t, err := newBenchTarget(g.url, key, g.caCert)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dlmhq/dlm/client"
 )
 
 // The load generator speaks HTTP/1.1 itself, over one kept-alive connection
@@ -32,7 +34,9 @@ type benchTarget struct {
 	auth     string // "Authorization: Bearer KEY\r\n"
 }
 
-func newBenchTarget(rawURL, key string) (*benchTarget, error) {
+// newBenchTarget returns the target at rawURL; for https, the server's
+// certificate must chain to the system's roots or to the PEM file caCert.
+func newBenchTarget(rawURL, key, caCert string) (*benchTarget, error) {
 	u, err := url.Parse(strings.TrimRight(rawURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, usagef("--url %q: want http://host:port or https://host:port", rawURL)
@@ -45,6 +49,11 @@ func newBenchTarget(rawURL, key string) (*benchTarget, error) {
 	t.addr = net.JoinHostPort(u.Hostname(), port)
 	if u.Scheme == "https" {
 		t.tls = &tls.Config{ServerName: u.Hostname()}
+		if caCert != "" {
+			if t.tls.RootCAs, err = client.CertPool(caCert); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return t, nil
 }

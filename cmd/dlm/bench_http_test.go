@@ -68,7 +68,7 @@ func TestBenchConn(t *testing.T) {
 		"HTTP/1.0 200 OK\r\n\r\nto the end",
 		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nnew",
 	)
-	target, err := newBenchTarget("http://"+addr+"/base/", "k1")
+	target, err := newBenchTarget("http://"+addr+"/base/", "k1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,12 +129,12 @@ func TestMetricsStats(t *testing.T) {
 		fmt.Fprintf(w, "# HELP x\n%sprocess_cpu_seconds_total 12.5\nprocess_resident_memory_bytes 2.5e+07\n", strings.Repeat("# padding\n", 1000))
 	}))
 	defer srv.Close()
-	target, _ := newBenchTarget(srv.URL, "k")
+	target, _ := newBenchTarget(srv.URL, "k", "")
 	s := readServerStats(target, 0)
 	if s.rss != 25e6 || s.cpu != 12.5 || s.source != "/metrics process_resident_memory_bytes" {
 		t.Errorf("stats from /metrics: %+v", s)
 	}
-	none, _ := newBenchTarget(srv.URL+"/nothing", "k")
+	none, _ := newBenchTarget(srv.URL+"/nothing", "k", "")
 	if s := readServerStats(none, 0); s.source != "" {
 		t.Errorf("stats without /metrics or a pid: %+v", s)
 	}
@@ -146,7 +146,7 @@ func TestMetricsStats(t *testing.T) {
 //	go test -run XXX -bench 'Client' -benchmem ./cmd/dlm/
 func BenchmarkBenchConnClient(b *testing.B) {
 	srv := leaseServer(b)
-	target, _ := newBenchTarget(srv.URL, "k")
+	target, _ := newBenchTarget(srv.URL, "k", "")
 	c := newBenchConn(target)
 	defer c.close()
 	path, body := []byte("/v1/locks/a/acquire"), []byte(`{"holder_id":"bench"}`)

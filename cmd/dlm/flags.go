@@ -16,6 +16,7 @@ import (
 // globals are the flags every command accepts.
 type globals struct {
 	url, key, dataDir string
+	caCert            string // PEM file of CAs to trust for https, beside the system's
 	json              bool
 }
 
@@ -25,6 +26,7 @@ type globals struct {
 func (g *globals) register(fs *flag.FlagSet, getenv func(string) string) {
 	if getenv != nil {
 		g.url, g.key, g.dataDir = getenv("DLM_URL"), getenv("DLM_KEY"), getenv("DLM_DATA_DIR")
+		g.caCert = getenv("DLM_CA_CERT")
 		if g.url == "" {
 			g.url = client.DefaultURL
 		}
@@ -35,6 +37,7 @@ func (g *globals) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&g.url, "url", g.url, "server `URL` (env DLM_URL)")
 	fs.StringVar(&g.key, "key", g.key, "API `key` (env DLM_KEY; default from the data directory's credentials.json)")
 	fs.StringVar(&g.dataDir, "data-dir", g.dataDir, "data `directory` holding credentials.json (env DLM_DATA_DIR)")
+	fs.StringVar(&g.caCert, "ca-cert", g.caCert, "PEM `file` of CA certificates to trust for an https:// URL besides the system's (env DLM_CA_CERT)")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON, one object per line")
 }
 
@@ -48,7 +51,7 @@ func (g *globals) client(admin bool) (*client.Client, error) {
 	}
 	// A person at a shell would rather see an error than wait out a long
 	// outage: give up retrying after 10s.
-	return client.New(g.url, key, &client.Options{RetryTimeout: 10 * time.Second})
+	return client.New(g.url, key, &client.Options{RetryTimeout: 10 * time.Second, CACertFile: g.caCert})
 }
 
 // apiKey returns --key or DLM_KEY, or else the key in the data directory's

@@ -127,6 +127,7 @@ Usage: dlm [global flags] COMMAND [flags] [args]
 
 Server:
   serve                      run the lock server
+  version                    print the version (also: dlm --version)
   bench WORKLOAD             load-test a server: uncontended, contended, hold, mixed
 
 Locks:
@@ -144,7 +145,10 @@ Admin (admin key):
 
 Every command takes --help. Global flags, accepted before or after the
 command:
-  --url URL        server address (env DLM_URL, default http://127.0.0.1:7070)
+  --url URL        server address, http:// or https:// (env DLM_URL, default
+                   http://127.0.0.1:7070)
+  --ca-cert FILE   PEM certificates to trust for https besides the system's
+                   (env DLM_CA_CERT)
   --key KEY        API key (env DLM_KEY; default: read from the data
                    directory's credentials.json, as written by dlm serve)
   --data-dir DIR   where to find credentials.json (env DLM_DATA_DIR,
@@ -166,6 +170,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	fs.SetOutput(m.Stderr)
 	fs.Usage = func() { fmt.Fprint(m.Stderr, usage) }
 	g.register(fs, m.Getenv)
+	showVersion := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -173,6 +178,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return errUsage
 	}
 	m.jsonErrors = g.json
+	if *showVersion {
+		return m.runVersion(g, nil)
+	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(m.Stderr, usage)
 		return errUsage
@@ -209,6 +217,8 @@ func (m *Main) dispatch(ctx context.Context, g *globals, cmd string, args []stri
 		return m.runTenants(ctx, g, args)
 	case "bench":
 		return m.runBench(ctx, g, args)
+	case "version":
+		return m.runVersion(g, args)
 	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dlmhq/dlm/internal/buildinfo"
 )
 
 // result is what one in-process run of dlm did.
@@ -77,5 +80,27 @@ func TestExitCodes(t *testing.T) {
 		if got := m.exit(tt.err); got != tt.code {
 			t.Errorf("exit(%v) = %d, want %d", tt.err, got, tt.code)
 		}
+	}
+}
+
+// TestVersion: dlm version and dlm --version print the build, as text or
+// with --json as the object that /healthz and dlm_build_info agree with.
+func TestVersion(t *testing.T) {
+	bi := buildinfo.Get()
+	text := fmt.Sprintf("dlm %s (revision %s, %s)\n", bi.Version, bi.Revision, bi.Go)
+	for _, args := range [][]string{{"version"}, {"--version"}, {"--version", "ls"}} {
+		if r := runMain(t, nil, args...); r.code != 0 || r.stdout != text {
+			t.Errorf("dlm %q: exit %d, stdout %q; want 0, %q", args, r.code, r.stdout, text)
+		}
+	}
+	for _, args := range [][]string{{"version", "--json"}, {"--json", "--version"}} {
+		r := runMain(t, nil, args...)
+		var got buildinfo.Info
+		if err := json.Unmarshal([]byte(r.stdout), &got); r.code != 0 || err != nil || got != bi {
+			t.Errorf("dlm %q: exit %d, stdout %q (%v); want %+v", args, r.code, r.stdout, err, bi)
+		}
+	}
+	if r := runMain(t, nil, "version", "extra"); r.code != exitUsage {
+		t.Errorf("dlm version extra: exit %d, want %d", r.code, exitUsage)
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/dlmhq/dlm"
 	"github.com/dlmhq/dlm/engine"
 	dlmhttp "github.com/dlmhq/dlm/http"
+	"github.com/dlmhq/dlm/internal/buildinfo"
+	"github.com/dlmhq/dlm/internal/tlscert"
 	"github.com/dlmhq/dlm/metrics"
 	"github.com/dlmhq/dlm/postgres"
 	"github.com/dlmhq/dlm/sqlite"
@@ -55,6 +57,7 @@ type serveConfig struct {
 	pprofListen         string
 	journalSizeMB       int64
 	acceptDataLoss      bool
+	tlsCert, tlsKey     string
 }
 
 // parseServeFlags reads the flags of dlm serve. Every flag has an environment
@@ -84,6 +87,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 	fs.StringVar(&c.pprofListen, "pprof-listen", env.str("DLM_PPROF_LISTEN", ""), "address to serve Go's profiles on (/debug/pprof/), without authentication; off when empty [DLM_PPROF_LISTEN]")
 	fs.Int64Var(&c.journalSizeMB, "journal-size-mb", env.int("DLM_JOURNAL_SIZE_MB", 0), "size in MiB of each of the embedded store's two preallocated journals, when they are created; 0: 16, or an eighth of the free disk space if that is less [DLM_JOURNAL_SIZE_MB]")
 	fs.BoolVar(&c.acceptDataLoss, "accept-data-loss", env.bool("DLM_ACCEPT_DATA_LOSS"), "start the embedded store even if its journal is damaged or missing, with what is intact (see RELIABILITY.md) [DLM_ACCEPT_DATA_LOSS]")
+	fs.StringVar(&c.tlsCert, "tls-cert", env.str("DLM_TLS_CERT", ""), "PEM `file` of the server's certificate (and intermediates): serve HTTPS and WSS only, with --tls-key; both are read again on SIGHUP [DLM_TLS_CERT]")
+	fs.StringVar(&c.tlsKey, "tls-key", env.str("DLM_TLS_KEY", ""), "PEM `file` of the certificate's private key [DLM_TLS_KEY]")
 	if env.err != nil {
 		return nil, env.err
 	}
@@ -115,6 +120,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 		return nil, fmt.Errorf("journal size %d MiB: must be at least %d", c.journalSizeMB, sqlite.MinJournalSize>>20)
 	case c.listen == "":
 		return nil, errors.New("listen address is empty")
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return nil, errors.New("TLS needs both --tls-cert and --tls-key (DLM_TLS_CERT, DLM_TLS_KEY)")
 	case c.dataDir == "" && c.postgres == "":
 		return nil, errors.New("data directory is empty")
 	case m.Getenv("DLM_ADMIN_KEY") != "" && len(m.Getenv("DLM_ADMIN_KEY")) < engine.MinAdminKeyLen:
@@ -202,6 +209,12 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close() // after Serve, Shutdown has closed it already
+	var pair *tlscert.Pair
+	if c.tlsCert != "" {
+		if pair, err = tlscert.Load(c.tlsCert, c.tlsKey); err != nil {
+			return err
+		}
+	}
 	var pprofLn net.Listener
 	if c.pprofListen != "" {
 		if pprofLn, err = net.Listen("tcp", c.pprofListen); err != nil {
@@ -257,6 +270,7 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	}
 	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log),
 		dlmhttp.WithObserver(met.ObserveRequest),
+		dlmhttp.WithFailedAuth(met.ObserveFailedAuth),
 		dlmhttp.WithRoute("GET", "/metrics", met.Handler()))
 	if err := m.bootstrap(ctx, e, c.dataDir, log); err != nil {
 		e.Close()
@@ -265,8 +279,14 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if pprofLn != nil {
 		servePprof(ctx, pprofLn, log)
 	}
-	srv.Serve(ln)
-	log.Info("serving", "addr", srv.Addr().String(), "store", dbPath)
+	if pair != nil {
+		reloadOnHangup(ctx, pair, log)
+		srv.ServeTLS(ln, pair.Config())
+		log.Info("serving HTTPS", "cert_subject", pair.Leaf().Subject.String(), "cert_expires", pair.Leaf().NotAfter)
+	} else {
+		srv.Serve(ln)
+	}
+	log.Info("serving", "addr", srv.Addr().String(), "store", dbPath, "version", buildinfo.Get().Version)
 	fmt.Fprintf(m.Stdout, "dlm: listening on %s\n", srv.URL())
 	fmt.Fprintf(m.Stdout, "dlm: dashboard at %s/\n", srv.URL())
 
@@ -288,6 +308,31 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// reloadOnHangup reads the certificate pair again on every SIGHUP until
+// ctx ends. Handshakes after a reload present the new pair; connections
+// already open keep theirs. A pair that does not load is logged and the
+// one in use stays, so a botched renewal never takes the server down.
+// Without TLS, SIGHUP keeps its default action.
+func reloadOnHangup(ctx context.Context, pair *tlscert.Pair, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := pair.Reload(); err != nil {
+					log.Error("reloading the TLS certificate failed; serving the one loaded before", "err", err)
+					continue
+				}
+				log.Info("reloaded the TLS certificate", "cert_subject", pair.Leaf().Subject.String(), "cert_expires", pair.Leaf().NotAfter)
+			}
+		}
+	}()
 }
 
 // checkCredentialsAlone refuses to start when the database is gone but the

@@ -161,6 +161,7 @@ func TestServeFirstStartFailsCleanly(t *testing.T) {
 	}{
 		{"port taken", taken.Addr().String(), nil, "address already in use"},
 		{"admin key too short", "", []string{"DLM_ADMIN_KEY=short"}, "DLM_ADMIN_KEY: must be at least"},
+		{"TLS certificate missing", "", []string{"DLM_TLS_CERT=/nonexistent/cert.pem", "DLM_TLS_KEY=/nonexistent/key.pem"}, "/nonexistent/cert.pem"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
@@ -341,6 +342,10 @@ func TestServeConfig(t *testing.T) {
 	if err != nil || c.listen != "0.0.0.0:1" || c.dataDir != "/env" || c.maxTTL != time.Hour || c.maxLeasesPerTenant != 5 {
 		t.Errorf("from the environment = %+v, %v", c, err)
 	}
+	c, err = parse(env("DLM_TLS_CERT", "env.pem", "DLM_TLS_KEY", "env.key"), "--tls-key", "flag.key")
+	if err != nil || c.tlsCert != "env.pem" || c.tlsKey != "flag.key" {
+		t.Errorf("TLS files = %q, %q, %v; want env.pem, flag.key", c.tlsCert, c.tlsKey, err)
+	}
 	c, err = parse(env("DLM_LISTEN", "0.0.0.0:1", "DLM_MAX_TTL", "1h"), "--listen", "127.0.0.1:2", "--max-ttl", "2h")
 	if err != nil || c.listen != "127.0.0.1:2" || c.maxTTL != 2*time.Hour {
 		t.Errorf("flags over the environment = %+v, %v", c, err)
@@ -359,6 +364,8 @@ func TestServeConfig(t *testing.T) {
 		{args: []string{"--log-format", "xml"}},
 		{args: []string{"--bogus"}},
 		{args: []string{"extra"}},
+		{args: []string{"--tls-cert", "cert.pem"}}, // without its key
+		{env: []string{"DLM_TLS_KEY", "key.pem"}},  // without its certificate
 	} {
 		if _, err := parse(env(bad.env...), bad.args...); err == nil {
 			t.Errorf("env %v args %v: no error", bad.env, bad.args)
