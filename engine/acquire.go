@@ -231,8 +231,10 @@ const leaveQueueTimeout = 10 * time.Second
 // leaveQueue removes the waiter w if ticket still owns it. If w was granted
 // in the meantime it returns that lease and granted true — even if the lease
 // has already ended again (say, force-released before the waiter looked):
-// the grant happened, and the lease's own calls will say how it ended.
-// Otherwise it returns the current holders.
+// the grant happened, and the lease's own calls will say how it ended. A
+// lease that has already run out is not returned, though: no answer
+// carries an expires_at in the past. Otherwise it returns the current
+// holders.
 func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, granted bool, holders []dlm.Lease, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveQueueTimeout)
 	defer cancel()
@@ -245,7 +247,7 @@ func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, grant
 				if err != nil {
 					return err
 				}
-				if ended != nil {
+				if ended != nil && ended.ExpiresAt.After(now) {
 					lease, granted = ended.Lease, true
 				}
 			}

@@ -31,7 +31,7 @@ func Run(t *testing.T, open Opener) {
 		{"Renew", testRenew},
 		{"ExpiredLeaseIsNotHeld", testExpiredLeaseIsNotHeld},
 		{"SweeperGrantsWaiterAfterExpiry", testSweeperGrantsWaiter},
-		{"LateSweepHandsOnTwice", testLateHandOffChain},
+		{"LateGrantStartsNow", testLateGrantStartsNow},
 		{"FIFOOrder", testFIFOOrder},
 		{"MixedModesFIFO", testMixedModesFIFO},
 		{"WaitTimeout", testWaitTimeout},
