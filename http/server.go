@@ -14,7 +14,7 @@ import (
 // Server timeouts. There is deliberately no WriteTimeout and no ReadTimeout:
 // a blocking acquire keeps its request open for up to the maximum wait (5
 // minutes by default), and net/http would cut it short. Request bodies get
-// their own read deadline (bodyReadTimeout).
+// their own read deadline (WithBodyTimeout).
 const (
 	// readHeaderTimeout bounds how long a client may take to send headers.
 	readHeaderTimeout = 10 * time.Second
@@ -25,20 +25,22 @@ const (
 // Server serves the dlm API over HTTP on one listener and shuts down
 // gracefully: see Shutdown.
 type Server struct {
-	engine *engine.Engine
-	log    *slog.Logger
-	srv    *http.Server
-	ln     net.Listener
-	done   chan struct{} // closed when Serve returns
-	err    error         // Serve's error, other than ErrServerClosed
+	engine   *engine.Engine
+	log      *slog.Logger
+	maxConns int
+	srv      *http.Server
+	ln       net.Listener
+	done     chan struct{} // closed when Serve returns
+	err      error         // Serve's error, other than ErrServerClosed
 }
 
 // NewServer returns a Server for the API of e; opts configure its Handler.
 func NewServer(e *engine.Engine, opts ...Option) *Server {
 	h := NewHandler(e, opts...)
 	return &Server{
-		engine: e,
-		log:    h.log,
+		engine:   e,
+		log:      h.log,
+		maxConns: h.maxConns,
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: readHeaderTimeout,
@@ -61,8 +63,13 @@ func (s *Server) Listen(addr string) error {
 	return nil
 }
 
-// Serve starts serving on ln in the background. Call it (or Listen) once.
+// Serve starts serving on ln in the background, on at most as many
+// connections at once as WithMaxConnections allows. Call it (or Listen)
+// once.
 func (s *Server) Serve(ln net.Listener) {
+	if s.maxConns > 0 {
+		ln = limitListener(ln, s.maxConns)
+	}
 	s.ln = ln
 	go func() {
 		defer close(s.done)
