@@ -76,8 +76,9 @@ func outOfRange(field string, lo, hi time.Duration) error {
 // Errors: invalid_argument; lock_conflict (Wait 0) and wait_timeout, both
 // with the holders; idempotency_key_reused; limit_exceeded; unavailable. If
 // ctx ends while queued, the request leaves the queue and the error wraps
-// ctx.Err(); a grant that raced with that is released unless it carries an
-// idempotency key, so a retry can still collect it.
+// context.Cause(ctx); a grant that raced with that is released unless it
+// carries an idempotency key, so a retry can still collect it, and always
+// if ctx ended with ErrKeyRevoked (see KeyContext).
 func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease, replayed bool, err error) {
 	req, err := e.request(r)
 	if err != nil {
@@ -206,8 +207,10 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 			return dlm.Lease{}, WaitTimedOut, &dlm.Error{Code: dlm.CodeWaitTimeout, Message: "waited " + req.Wait.String() + " without a grant", Holders: holders}
 		case <-ctx.Done():
 			l, granted, _, err := e.leaveQueue(w, req.ID)
-			if err == nil && granted && req.IdempotencyKey == "" {
-				// Nobody can learn this lease's ID any more: give it back.
+			revoked := errors.Is(context.Cause(ctx), ErrKeyRevoked)
+			if err == nil && granted && (req.IdempotencyKey == "" || revoked) {
+				// Nobody can learn this lease's ID any more, or nobody
+				// may: give it back.
 				_, err = e.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
 			}
 			return dlm.Lease{}, WaitCancelled, errors.Join(context.Cause(ctx), err)

@@ -131,9 +131,16 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go ping(ctx, conn, cancel)
+	// Revoking the key ends the watch (but cuts no write short: see below).
+	kctx, release := h.engine.KeyContext(ctx, c.principal.KeyID)
+	defer release()
 	for {
-		ev, err := watcher.Next(ctx)
+		ev, err := watcher.Next(kctx)
 		if err != nil {
+			if errors.Is(context.Cause(kctx), engine.ErrKeyRevoked) && ctx.Err() == nil {
+				conn.Close(websocket.StatusPolicyViolation, closeReason(engine.ErrKeyRevoked))
+				return nil
+			}
 			if ctx.Err() != nil {
 				conn.CloseNow()
 				return nil

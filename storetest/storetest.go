@@ -32,6 +32,7 @@ func Run(t *testing.T, open Opener) {
 		{"ExpiredLeaseIsNotHeld", testExpiredLeaseIsNotHeld},
 		{"SweeperGrantsWaiterAfterExpiry", testSweeperGrantsWaiter},
 		{"LateGrantStartsNow", testLateGrantStartsNow},
+		{"RevokedKeyEndsWhatItHolds", testRevokedKeyEndsWhatItHolds},
 		{"FIFOOrder", testFIFOOrder},
 		{"MixedModesFIFO", testMixedModesFIFO},
 		{"WaitTimeout", testWaitTimeout},
