@@ -14,8 +14,8 @@ import (
 // a missed wake-up only delays delivery until the next read.
 type feed struct {
 	mu       sync.Mutex
-	last     int64 // last event ID published
-	watchers map[*Watcher]struct{}
+	last     int64         // last event ID published
+	watchers []*Watcher    // a slice, not a set: publish runs through it per event
 	poke     chan struct{} // a local commit wrote events
 	behind   int           // Options.WatchBuffer
 }
@@ -31,7 +31,6 @@ const (
 
 func (f *feed) init(behind int) {
 	f.behind = behind
-	f.watchers = map[*Watcher]struct{}{}
 	f.poke = make(chan struct{}, 1)
 }
 
@@ -104,13 +103,15 @@ func (e *Engine) readFeed(ctx context.Context) error {
 func (f *feed) publish(events []dlm.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, ev := range events {
+	for i := range events {
+		ev := &events[i] // one copy for every watcher it is sent to
 		if ev.ID <= f.last {
 			continue // published by an earlier read
 		}
 		f.last = ev.ID
-		for w := range f.watchers {
-			if ev.ID <= w.upto || !w.filter.Match(&ev) {
+		for j := 0; j < len(f.watchers); j++ {
+			w := f.watchers[j]
+			if ev.ID <= w.upto || !w.filter.Match(ev) {
 				continue
 			}
 			if w.lagging {
@@ -118,6 +119,7 @@ func (f *feed) publish(events []dlm.Event) {
 				// fallen too far behind.
 				if w.missed++; w.missed > f.behind {
 					f.drop(w, ErrSlowConsumer)
+					j-- // the last watcher took its place
 				}
 				continue
 			}
@@ -136,15 +138,33 @@ func (f *feed) publish(events []dlm.Event) {
 	}
 }
 
+// add starts publishing to w.
+func (f *feed) add(w *Watcher) {
+	w.slot = len(f.watchers)
+	f.watchers = append(f.watchers, w)
+}
+
+// remove stops publishing to w, if it was published to.
+func (f *feed) remove(w *Watcher) {
+	if w.slot < 0 {
+		return
+	}
+	last := f.watchers[len(f.watchers)-1]
+	f.watchers[w.slot], last.slot = last, w.slot
+	f.watchers[len(f.watchers)-1] = nil
+	f.watchers = f.watchers[:len(f.watchers)-1]
+	w.slot = -1
+}
+
 func (f *feed) drop(w *Watcher, err error) {
-	delete(f.watchers, w)
+	f.remove(w)
 	w.stop(err)
 }
 
 func (f *feed) closeAll(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for w := range f.watchers {
-		f.drop(w, err)
+	for len(f.watchers) > 0 {
+		f.drop(f.watchers[len(f.watchers)-1], err)
 	}
 }

@@ -29,6 +29,7 @@ type Handler struct {
 	// fails every request, and a line each would flood the disk.
 	failures    lograte.Limiter
 	bodyTimeout time.Duration // WithBodyTimeout
+	frames      frameCache    // watch messages, encoded once
 	maxConns    int           // WithMaxConnections; used by Server
 }
 

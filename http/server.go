@@ -46,6 +46,7 @@ func NewServer(e *engine.Engine, opts ...Option) *Server {
 			ReadHeaderTimeout: readHeaderTimeout,
 			MaxHeaderBytes:    headerReadLimit, // the handler refuses less: see maxHeaderBytes
 			IdleTimeout:       idleTimeout,
+			ConnContext:       connContext,
 			ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 		},
 		done: make(chan struct{}),
@@ -67,9 +68,7 @@ func (s *Server) Listen(addr string) error {
 // connections at once as WithMaxConnections allows. Call it (or Listen)
 // once.
 func (s *Server) Serve(ln net.Listener) {
-	if s.maxConns > 0 {
-		ln = limitListener(ln, s.maxConns)
-	}
+	ln = serving(ln, s.maxConns)
 	s.ln = ln
 	go func() {
 		defer close(s.done)
