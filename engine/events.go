@@ -113,6 +113,7 @@ type Watcher struct {
 	lagging bool
 	missed  int
 	lag     chan struct{} // signalled when lagging is set
+	filling chan struct{} // signalled when live is half full
 	done    chan struct{}
 	once    sync.Once
 	err     error
@@ -140,7 +141,7 @@ func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watc
 	if fromStart && first > 0 && q.Since+1 < first {
 		return nil, ErrCompacted
 	}
-	w := &Watcher{e: e, filter: f, live: make(chan *dlm.Event, e.opts.WatchBuffer), lag: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Watcher{e: e, filter: f, live: make(chan *dlm.Event, e.opts.WatchBuffer), lag: make(chan struct{}, 1), filling: make(chan struct{}, 1), done: make(chan struct{})}
 	e.feed.mu.Lock()
 	defer e.feed.mu.Unlock()
 	if e.feed.last < last && len(e.feed.watchers) == 0 && !e.shared {
@@ -278,6 +279,11 @@ func (w *Watcher) readBacklog(ctx context.Context) error {
 	w.pending = page
 	return nil
 }
+
+// Filling is signalled when half of the watcher's buffer (WatchBuffer) is
+// taken: a watcher that reads in batches, sleeping in between, should read
+// now, or it will have to catch up from the log.
+func (w *Watcher) Filling() <-chan struct{} { return w.filling }
 
 // Done is closed when the watch ends: closed, or dropped by the engine.
 func (w *Watcher) Done() <-chan struct{} { return w.done }

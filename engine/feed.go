@@ -125,6 +125,12 @@ func (f *feed) publish(events []dlm.Event) {
 			}
 			select {
 			case w.live <- ev:
+				if len(w.live) == cap(w.live)/2 {
+					select {
+					case w.filling <- struct{}{}:
+					default:
+					}
+				}
 			default:
 				// A burst filled its buffer: it goes on from the log
 				// once it has read the buffer (Watcher.rejoin).

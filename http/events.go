@@ -153,10 +153,11 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 				// A watcher is written to at most once per
 				// watchCoalesce: what comes meanwhile waits in its
 				// buffer, without waking it, and goes out in the next
-				// write.
+				// write, unless the buffer fills up first.
 				t := time.NewTimer(watchCoalesce)
 				select {
 				case <-t.C:
+				case <-watcher.Filling():
 				case <-kctx.Done():
 				}
 				t.Stop()
