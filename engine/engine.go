@@ -230,7 +230,9 @@ func (e *Engine) afterCommit(c *dlm.Change) {
 		e.opts.Observer.Changed(c)
 	}
 	if len(c.Events) > 0 {
-		e.feed.poked()
+		if e.shared || !e.feed.publishNext(c.Events) {
+			e.feed.poked()
+		}
 		e.pruner.committed(len(c.Events))
 	}
 	var due time.Time

@@ -99,10 +99,34 @@ func (e *Engine) readFeed(ctx context.Context) error {
 	}
 }
 
+// publishNext publishes the events of a commit made here, with the IDs the
+// store gave them, if they follow the last event published without a gap,
+// and reports whether it did: then the feed need not read them back from
+// the log. Events that come out of order (commits finishing in another
+// order than their IDs) are left to the log.
+func (f *feed) publishNext(events []dlm.Event) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.watchers) == 0 {
+		return false // the feed does not follow the log: see Watch
+	}
+	for i := range events {
+		if events[i].ID != f.last+1+int64(i) {
+			return false
+		}
+	}
+	f.publishLocked(events)
+	return true
+}
+
 // publish hands events, in ID order, to every watcher whose filter they pass.
 func (f *feed) publish(events []dlm.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.publishLocked(events)
+}
+
+func (f *feed) publishLocked(events []dlm.Event) {
 	for i := range events {
 		ev := &events[i] // one copy for every watcher it is sent to
 		if ev.ID <= f.last {
