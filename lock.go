@@ -223,10 +223,9 @@ func (s *LockState) CancelWait(now time.Time, id, ticket string, c *Change) (Lea
 }
 
 // Expire ends the holders whose lease has run out by now, drops waiters past
-// their deadline, and grants the waiters that this unblocks, leaving s as a
-// sweeper that is never late would have (see catchUp). Every write
-// operation applies expiry first, so it happens lazily as well as by the
-// sweeper, and how late the sweeper runs does not change the outcome.
+// their deadline, and grants the waiters that this unblocks (see catchUp).
+// Every write operation applies expiry first, so it happens lazily as well
+// as by the sweeper.
 func (s *LockState) Expire(now time.Time, c *Change) {
 	s.catchUp(now, c)
 	s.grantWaiters(now, c)
@@ -234,10 +233,13 @@ func (s *LockState) Expire(now time.Time, c *Change) {
 
 // catchUp takes the lease expiries and waiter deadlines due by now in time
 // order, one instant at a time. At each instant before now it ends what runs
-// out then and grants the waiters this unblocks, at that instant: a waiter
-// whose turn came before its deadline is granted even if nothing touched
-// the lock until after it. A lease granted so starts at that instant and may
-// run out before now too, handing on to the next waiter.
+// out then, drops the waiters whose deadline has come, and grants the
+// waiters this unblocks. A waiter whose turn came before its deadline is
+// granted even if nothing touched the lock until after it, but its lease
+// starts now, when the grant is decided: a lease is never answered already
+// run out (or backdated into a past its holder never had). So a late grant
+// holds the lock from now on, and the waiters behind it wait for it as they
+// would for any holder.
 //
 // At now itself it only ends and drops: Expire grants next, and release and
 // force-release change the holders first.
@@ -245,7 +247,7 @@ func (s *LockState) catchUp(now time.Time, c *Change) {
 	for t := s.NextDue(); !t.IsZero() && !t.After(now); t = s.NextDue() {
 		s.dropDue(t, c)
 		if t.Before(now) {
-			s.grantWaiters(t, c)
+			s.grantWaiters(now, c)
 		}
 	}
 }

@@ -64,7 +64,7 @@ var fzSeeds = [][]byte{
 	// idempotent acquire, retry, renew with a new ttl, retry again
 	{0, 0, 0, 2, 2, 0, 8, 0, 1, 1, 0, 8, 0, 8, 0},
 	// X held for 100ms, X and S wait; the first sweep comes a second
-	// later and hands on twice
+	// later and hands on to X, from then on
 	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 4, 0, 0, 0, 1, 2, 2, 5, 0, 7, 4, 6},
 }
 
@@ -255,20 +255,15 @@ func (fz *lockFuzz) stepOnce(r *fzReader) {
 			fz.sameLease("cancel-wait", got, wl)
 		}
 	case opExpire:
-		// However late the sweep, it must do what sweeps at every instant
-		// something fell due would have done, in the same order.
-		prompt := cloneState(fz.s)
-		var pc dlm.Change
-		for t := prompt.NextDue(); !t.IsZero() && t.Before(fz.now); t = prompt.NextDue() {
-			prompt.Expire(t, &pc)
-		}
-		prompt.Expire(fz.now, &pc)
+		// However late the sweep, what it grants starts now: no lease is
+		// handed out already run out or backdated.
 		fz.s.Expire(fz.now, &c)
 		fz.m.settle(fz.now, &want)
 		fz.logf("expire")
-		if late, swept := refChangeOf(&c), refChangeOf(&pc); !stateEqual(prompt, fz.s) || !late.equal(&swept) {
-			fz.fail("a late sweep differs from prompt ones:\nlate:   %s\nprompt: %s\nchange (-late +prompt):\n%s",
-				describeState(fz.s), describeState(prompt), gocmp.Diff(late, swept, fzCmp...))
+		for _, l := range c.Granted {
+			if !l.AcquiredAt.Equal(fz.now) || !l.ExpiresAt.After(fz.now) {
+				fz.fail("a sweep at %v granted %s from %v to %v; want from the sweep on", fz.now, l.ID, l.AcquiredAt, l.ExpiresAt)
+			}
 		}
 	case opAdvance:
 		d := fzSteps[r.pick(len(fzSteps))]
@@ -640,13 +635,14 @@ func (m *refLock) settle(now time.Time, c *refChange) {
 	m.grantQueue(now, c)
 }
 
-// catchUp plays the lock forward to now as a sweeper that is never late
-// would have: it settles the lock at every instant before now when a lease
-// runs out or a deadline comes, earliest first, then drops what is due at
-// now itself.
+// catchUp plays the lock forward to now: at every instant before now when
+// a lease runs out or a deadline comes, earliest first, it drops what is
+// due then and grants, with leases starting at now, the waiters whose turn
+// came before their deadline; then it drops what is due at now itself.
 func (m *refLock) catchUp(now time.Time, c *refChange) {
 	for t := m.nextDue(); !t.IsZero() && t.Before(now); t = m.nextDue() {
-		m.settle(t, c)
+		m.dropDue(t, c)
+		m.grantQueue(now, c)
 	}
 	m.dropDue(now, c)
 }
@@ -948,33 +944,31 @@ func TestDryRunGrantsWaitersDueFirst(t *testing.T) {
 	}
 }
 
-// TestLateSweepGrantsWaiterAtHolderExpiry: expiry is applied lazily, and
-// used to be applied all at one "now". If nothing touched the lock between
-// the holder's expiry and the waiter's deadline (the sweeper was late: an
-// overloaded process, a long GC pause), the waiter's own time-out dropped
-// the expired holder and the waiter together, so the waiter was answered
-// wait_timeout although the lock was free for half its wait. Expiry now
-// takes what fell due in time order: the waiter is granted at the holder's
-// expiry, as a prompt sweeper would have granted it, and its lease starts
-// there.
-func TestLateSweepGrantsWaiterAtHolderExpiry(t *testing.T) {
+// TestLateSweepGrantsWaiterFromNow: if nothing touched the lock between the
+// holder's expiry and the waiter's deadline (the sweeper was late: an
+// overloaded or stopped process, a long GC pause), the waiter, whose turn
+// came before its deadline, is still granted, and its lease starts when the
+// grant is decided: it used to be backdated to the holder's expiry, so a
+// waiter could be answered with a lease that had already run out.
+func TestLateSweepGrantsWaiterFromNow(t *testing.T) {
 	s := &dlm.LockState{Key: fzKey}
 	var c dlm.Change
 	x := dlm.Request{ID: "X", Tenant: "acme", Key: fzKey, Mode: dlm.Exclusive, HolderID: "x", TTL: time.Second}
 	if out, _, _, err := s.Acquire(fzStart, x, &c); out != dlm.Granted || err != nil {
 		t.Fatalf("X: %v, %v", out, err)
 	}
-	w := dlm.Request{ID: "W", Tenant: "acme", Key: fzKey, Mode: dlm.Exclusive, HolderID: "w", TTL: 10 * time.Second, Wait: 2 * time.Second}
+	w := dlm.Request{ID: "W", Tenant: "acme", Key: fzKey, Mode: dlm.Exclusive, HolderID: "w", TTL: 500 * time.Millisecond, Wait: 2 * time.Second}
 	if out, _, _, err := s.Acquire(fzStart, w, &c); out != dlm.Queued || err != nil {
 		t.Fatalf("W: %v, %v", out, err)
 	}
 	// W's time-out at its deadline is the first thing to touch the lock
-	// since X expired, a second earlier.
-	l, granted := s.CancelWait(fzStart.Add(2*time.Second), "W", "W", &c)
+	// since X expired, a second earlier: longer ago than W's TTL.
+	at := fzStart.Add(2 * time.Second)
+	l, granted := s.CancelWait(at, "W", "W", &c)
 	if !granted {
 		t.Fatalf("W was dropped at its deadline, although X expired a second before it and W was next")
 	}
-	if exp := fzStart.Add(time.Second); !l.AcquiredAt.Equal(exp) || !l.ExpiresAt.Equal(exp.Add(w.TTL)) || l.Token != dlm.TokenFloor(exp) {
-		t.Errorf("W's lease: acquired %v, expires %v, token %d; want acquired at X's expiry %v, its TTL on from there, token %d", l.AcquiredAt, l.ExpiresAt, l.Token, exp, dlm.TokenFloor(exp))
+	if want := dlm.NextToken(dlm.TokenFloor(fzStart), at); !l.AcquiredAt.Equal(at) || !l.ExpiresAt.Equal(at.Add(w.TTL)) || l.Token != want {
+		t.Errorf("W's lease: acquired %v, expires %v, token %d; want acquired at the decision %v, its TTL on from there, token %d", l.AcquiredAt, l.ExpiresAt, l.Token, at, want)
 	}
 }

@@ -76,8 +76,9 @@ func outOfRange(field string, lo, hi time.Duration) error {
 // Errors: invalid_argument; lock_conflict (Wait 0) and wait_timeout, both
 // with the holders; idempotency_key_reused; limit_exceeded; unavailable. If
 // ctx ends while queued, the request leaves the queue and the error wraps
-// ctx.Err(); a grant that raced with that is released unless it carries an
-// idempotency key, so a retry can still collect it.
+// context.Cause(ctx); a grant that raced with that is released unless it
+// carries an idempotency key, so a retry can still collect it, and always
+// if ctx ended with ErrKeyRevoked (see KeyContext).
 func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease, replayed bool, err error) {
 	req, err := e.request(r)
 	if err != nil {
@@ -206,8 +207,10 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 			return dlm.Lease{}, WaitTimedOut, &dlm.Error{Code: dlm.CodeWaitTimeout, Message: "waited " + req.Wait.String() + " without a grant", Holders: holders}
 		case <-ctx.Done():
 			l, granted, _, err := e.leaveQueue(w, req.ID)
-			if err == nil && granted && req.IdempotencyKey == "" {
-				// Nobody can learn this lease's ID any more: give it back.
+			revoked := errors.Is(context.Cause(ctx), ErrKeyRevoked)
+			if err == nil && granted && (req.IdempotencyKey == "" || revoked) {
+				// Nobody can learn this lease's ID any more, or nobody
+				// may: give it back.
 				_, err = e.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
 			}
 			return dlm.Lease{}, WaitCancelled, errors.Join(context.Cause(ctx), err)
@@ -231,8 +234,10 @@ const leaveQueueTimeout = 10 * time.Second
 // leaveQueue removes the waiter w if ticket still owns it. If w was granted
 // in the meantime it returns that lease and granted true — even if the lease
 // has already ended again (say, force-released before the waiter looked):
-// the grant happened, and the lease's own calls will say how it ended.
-// Otherwise it returns the current holders.
+// the grant happened, and the lease's own calls will say how it ended. A
+// lease that has already run out is not returned, though: no answer
+// carries an expires_at in the past. Otherwise it returns the current
+// holders.
 func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, granted bool, holders []dlm.Lease, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveQueueTimeout)
 	defer cancel()
@@ -245,7 +250,7 @@ func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, grant
 				if err != nil {
 					return err
 				}
-				if ended != nil {
+				if ended != nil && ended.ExpiresAt.After(now) {
 					lease, granted = ended.Lease, true
 				}
 			}

@@ -103,6 +103,7 @@ type Engine struct {
 	pruner  pruner
 	feed    feed
 	keys    keyCache
+	holds   keyHolds
 	stats   statsCache
 	logs    lograte.Limiter // repeated failures are logged once per interval
 	// shared is true when other processes write to the store too, so grants
@@ -141,6 +142,10 @@ func New(store dlm.Store, opts Options) *Engine {
 	go e.sweep(ctx)
 	go e.prune(ctx)
 	go e.runFeed(ctx)
+	if e.shared {
+		e.wg.Add(1)
+		go e.refreshKeys(ctx)
+	}
 	return e
 }
 
@@ -225,7 +230,9 @@ func (e *Engine) afterCommit(c *dlm.Change) {
 		e.opts.Observer.Changed(c)
 	}
 	if len(c.Events) > 0 {
-		e.feed.poked()
+		if e.shared || !e.feed.publishNext(c.Events) {
+			e.feed.poked()
+		}
 		e.pruner.committed(len(c.Events))
 	}
 	var due time.Time

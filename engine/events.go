@@ -102,16 +102,18 @@ type Watcher struct {
 	filter dlm.EventFilter
 	sent   int64 // the last event ID handed out
 	upto   int64 // the backlog ends here; live events come after it
+	slot   int   // index in the feed's watchers, -1 once removed; the feed's lock guards it
 
 	backlogDone bool
 	pending     []dlm.Event
 
-	live chan dlm.Event
+	live chan *dlm.Event // shared by every watcher it is sent to: read only
 	// lagging is set by the feed when live was full; missed counts the
 	// events it has not sent since. Both are guarded by the feed's lock.
 	lagging bool
 	missed  int
 	lag     chan struct{} // signalled when lagging is set
+	filling chan struct{} // signalled when live is half full
 	done    chan struct{}
 	once    sync.Once
 	err     error
@@ -139,7 +141,7 @@ func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watc
 	if fromStart && first > 0 && q.Since+1 < first {
 		return nil, ErrCompacted
 	}
-	w := &Watcher{e: e, filter: f, live: make(chan dlm.Event, e.opts.WatchBuffer), lag: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Watcher{e: e, filter: f, live: make(chan *dlm.Event, e.opts.WatchBuffer), lag: make(chan struct{}, 1), filling: make(chan struct{}, 1), done: make(chan struct{})}
 	e.feed.mu.Lock()
 	defer e.feed.mu.Unlock()
 	if e.feed.last < last && len(e.feed.watchers) == 0 && !e.shared {
@@ -159,7 +161,7 @@ func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watc
 		// what it publishes up to there is from before the watch began.
 		w.sent = max(w.upto, last)
 	}
-	e.feed.watchers[w] = struct{}{}
+	e.feed.add(w)
 	return w, nil
 }
 
@@ -183,7 +185,7 @@ func (w *Watcher) Next(ctx context.Context) (dlm.Event, error) {
 		case ev := <-w.live:
 			if ev.ID > w.sent {
 				w.sent = ev.ID
-				return ev, nil
+				return *ev, nil
 			}
 		case <-w.lag:
 			w.rejoin()
@@ -193,6 +195,42 @@ func (w *Watcher) Next(ctx context.Context) (dlm.Event, error) {
 			return dlm.Event{}, context.Cause(ctx)
 		}
 	}
+}
+
+// More appends to batch the events that are there now, without waiting for
+// new ones, until batch holds max; it may read backlog from the log. It
+// returns batch, and with it the error that ended the watch, if it ended.
+// Watchers call it after Next, to send a burst in one write.
+func (w *Watcher) More(ctx context.Context, batch []dlm.Event, max int) ([]dlm.Event, error) {
+	for len(batch) < max {
+		if len(w.pending) > 0 {
+			ev := w.pending[0]
+			w.pending = w.pending[1:]
+			w.sent = ev.ID
+			batch = append(batch, ev)
+			continue
+		}
+		if !w.backlogDone {
+			if err := w.readBacklog(ctx); err != nil {
+				return batch, err
+			}
+			continue
+		}
+		select {
+		case ev := <-w.live:
+			if ev.ID > w.sent {
+				w.sent = ev.ID
+				batch = append(batch, *ev)
+			}
+		case <-w.lag:
+			w.rejoin()
+		case <-w.done:
+			return batch, w.err
+		default:
+			return batch, nil
+		}
+	}
+	return batch, nil
 }
 
 // rejoin lets a watcher whose buffer overflowed in a burst catch up: what
@@ -242,6 +280,11 @@ func (w *Watcher) readBacklog(ctx context.Context) error {
 	return nil
 }
 
+// Filling is signalled when half of the watcher's buffer (WatchBuffer) is
+// taken: a watcher that reads in batches, sleeping in between, should read
+// now, or it will have to catch up from the log.
+func (w *Watcher) Filling() <-chan struct{} { return w.filling }
+
 // Done is closed when the watch ends: closed, or dropped by the engine.
 func (w *Watcher) Done() <-chan struct{} { return w.done }
 
@@ -249,7 +292,7 @@ func (w *Watcher) Done() <-chan struct{} { return w.done }
 func (w *Watcher) Close() {
 	w.e.feed.mu.Lock()
 	defer w.e.feed.mu.Unlock()
-	delete(w.e.feed.watchers, w)
+	w.e.feed.remove(w)
 	w.stop(nil)
 }
 

@@ -14,8 +14,8 @@ import (
 // a missed wake-up only delays delivery until the next read.
 type feed struct {
 	mu       sync.Mutex
-	last     int64 // last event ID published
-	watchers map[*Watcher]struct{}
+	last     int64         // last event ID published
+	watchers []*Watcher    // a slice, not a set: publish runs through it per event
 	poke     chan struct{} // a local commit wrote events
 	behind   int           // Options.WatchBuffer
 }
@@ -31,7 +31,6 @@ const (
 
 func (f *feed) init(behind int) {
 	f.behind = behind
-	f.watchers = map[*Watcher]struct{}{}
 	f.poke = make(chan struct{}, 1)
 }
 
@@ -100,17 +99,43 @@ func (e *Engine) readFeed(ctx context.Context) error {
 	}
 }
 
+// publishNext publishes the events of a commit made here, with the IDs the
+// store gave them, if they follow the last event published without a gap,
+// and reports whether it did: then the feed need not read them back from
+// the log. Events that come out of order (commits finishing in another
+// order than their IDs) are left to the log.
+func (f *feed) publishNext(events []dlm.Event) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.watchers) == 0 {
+		return false // the feed does not follow the log: see Watch
+	}
+	for i := range events {
+		if events[i].ID != f.last+1+int64(i) {
+			return false
+		}
+	}
+	f.publishLocked(events)
+	return true
+}
+
 // publish hands events, in ID order, to every watcher whose filter they pass.
 func (f *feed) publish(events []dlm.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, ev := range events {
+	f.publishLocked(events)
+}
+
+func (f *feed) publishLocked(events []dlm.Event) {
+	for i := range events {
+		ev := &events[i] // one copy for every watcher it is sent to
 		if ev.ID <= f.last {
 			continue // published by an earlier read
 		}
 		f.last = ev.ID
-		for w := range f.watchers {
-			if ev.ID <= w.upto || !w.filter.Match(&ev) {
+		for j := 0; j < len(f.watchers); j++ {
+			w := f.watchers[j]
+			if ev.ID <= w.upto || !w.filter.Match(ev) {
 				continue
 			}
 			if w.lagging {
@@ -118,11 +143,18 @@ func (f *feed) publish(events []dlm.Event) {
 				// fallen too far behind.
 				if w.missed++; w.missed > f.behind {
 					f.drop(w, ErrSlowConsumer)
+					j-- // the last watcher took its place
 				}
 				continue
 			}
 			select {
 			case w.live <- ev:
+				if len(w.live) == cap(w.live)/2 {
+					select {
+					case w.filling <- struct{}{}:
+					default:
+					}
+				}
 			default:
 				// A burst filled its buffer: it goes on from the log
 				// once it has read the buffer (Watcher.rejoin).
@@ -136,15 +168,33 @@ func (f *feed) publish(events []dlm.Event) {
 	}
 }
 
+// add starts publishing to w.
+func (f *feed) add(w *Watcher) {
+	w.slot = len(f.watchers)
+	f.watchers = append(f.watchers, w)
+}
+
+// remove stops publishing to w, if it was published to.
+func (f *feed) remove(w *Watcher) {
+	if w.slot < 0 {
+		return
+	}
+	last := f.watchers[len(f.watchers)-1]
+	f.watchers[w.slot], last.slot = last, w.slot
+	f.watchers[len(f.watchers)-1] = nil
+	f.watchers = f.watchers[:len(f.watchers)-1]
+	w.slot = -1
+}
+
 func (f *feed) drop(w *Watcher, err error) {
-	delete(f.watchers, w)
+	f.remove(w)
 	w.stop(err)
 }
 
 func (f *feed) closeAll(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for w := range f.watchers {
-		f.drop(w, err)
+	for len(f.watchers) > 0 {
+		f.drop(f.watchers[len(f.watchers)-1], err)
 	}
 }

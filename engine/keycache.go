@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -8,7 +9,9 @@ import (
 // keyCache remembers API keys that authenticated, by the SHA-256 of the key,
 // so that a request costs no read of the store. A key revoked through this
 // engine is forgotten at once. On a store shared with other processes, which
-// may revoke keys too, an entry is trusted for sharedKeyTTL only.
+// may revoke keys too, an entry is trusted for KeyCacheTTL only, and the
+// engine looks up every key it caches or holds something open for once per
+// KeyCacheTTL (see Engine.refreshKeys).
 type keyCache struct {
 	mu sync.RWMutex
 	m  map[[32]byte]cachedKey
@@ -23,10 +26,14 @@ type cachedKey struct {
 const (
 	// maxCachedKeys bounds the cache; past it, the cache starts over.
 	maxCachedKeys = 10_000
-	// sharedKeyTTL bounds how long another process's revocation can go
-	// unnoticed here.
-	sharedKeyTTL = time.Second
 )
+
+// KeyCacheTTL bounds how long a key revoked by another process sharing the
+// store (another instance on the same PostgreSQL database) still works
+// here: new requests are refused, and its watches and queued acquires
+// ended, at most this long after the revocation. A revocation through this
+// engine takes effect at once.
+const KeyCacheTTL = time.Second
 
 func (c *keyCache) get(hash []byte, shared bool) (Principal, bool) {
 	c.mu.RLock()
@@ -44,7 +51,7 @@ func (c *keyCache) put(hash []byte, id string, p Principal) {
 	if c.m == nil || len(c.m) >= maxCachedKeys {
 		c.m = map[[32]byte]cachedKey{}
 	}
-	c.m[[32]byte(hash)] = cachedKey{id: id, p: p, expiry: time.Now().Add(sharedKeyTTL)}
+	c.m[[32]byte(hash)] = cachedKey{id: id, p: p, expiry: time.Now().Add(KeyCacheTTL)}
 }
 
 // forget drops the key with ID id.
@@ -56,4 +63,18 @@ func (c *keyCache) forget(id string) {
 			delete(c.m, h)
 		}
 	}
+}
+
+// ids returns the IDs of the cached keys that get still answers.
+func (c *keyCache) ids() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var ids []string
+	now := time.Now()
+	for _, k := range c.m {
+		if now.Before(k.expiry) && !slices.Contains(ids, k.id) {
+			ids = append(ids, k.id)
+		}
+	}
+	return ids
 }

@@ -14,6 +14,7 @@ import (
 type Principal struct {
 	Tenant string // "" for the admin
 	Admin  bool
+	KeyID  string // the key's ID, for KeyContext
 }
 
 // Credentials are the keys made on first start, to be shown once.
@@ -78,7 +79,7 @@ func (e *Engine) Authenticate(ctx context.Context, apiKey string) (p Principal, 
 				return err
 			}
 			if found && !k.Revoked && subtle.ConstantTimeCompare(k.Hash, hash) == 1 {
-				p, ok, id = Principal{Tenant: k.Tenant, Admin: k.Tenant == ""}, true, k.ID
+				p, ok, id = Principal{Tenant: k.Tenant, Admin: k.Tenant == "", KeyID: k.ID}, true, k.ID
 				return nil
 			}
 		}
@@ -198,7 +199,9 @@ func (e *Engine) CreateKey(ctx context.Context, tenant string) (keyID, key strin
 	return keyID, key, err
 }
 
-// RevokeKey refuses tenant's key keyID from now on. Errors: not_found.
+// RevokeKey refuses tenant's key keyID from now on, and ends what it holds
+// open here: its watches and queued acquires (see KeyContext). Other
+// processes on a shared store follow within KeyCacheTTL. Errors: not_found.
 func (e *Engine) RevokeKey(ctx context.Context, tenant, keyID string) error {
 	err := e.store.Update(ctx, func(tx dlm.Tx) error {
 		ok, err := tx.RevokeAPIKey(ctx, tenant, keyID)
@@ -209,6 +212,7 @@ func (e *Engine) RevokeKey(ctx context.Context, tenant, keyID string) error {
 	})
 	if err == nil {
 		e.keys.forget(keyID)
+		e.holds.revoke(keyID, true)
 	}
 	return err
 }

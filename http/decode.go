@@ -15,12 +15,6 @@ import (
 	"github.com/dlmhq/dlm"
 )
 
-// bodyReadTimeout bounds reading a request body (at most 64 KiB), so that a
-// client cannot hold a handler by trickling bytes. It is set per request
-// rather than as http.Server.ReadTimeout, which would also end blocking
-// acquires that legitimately take minutes.
-const bodyReadTimeout = 30 * time.Second
-
 // object is a decoded JSON request body: each field's raw value by name.
 //
 // Decoding to raw values first, rather than straight into a struct, lets the
@@ -41,10 +35,8 @@ func readObject(w http.ResponseWriter, r *http.Request, allowed ...string) (obje
 	if r.ContentLength > dlm.MaxRequestBody {
 		return nil, tooLarge()
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) // unsupported only on test recorders
+	// The handler bounds how long this may take (WithBodyTimeout).
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, dlm.MaxRequestBody))
-	_ = rc.SetReadDeadline(time.Time{})
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):

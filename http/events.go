@@ -2,11 +2,13 @@ package dlmhttp
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -134,29 +136,148 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go ping(ctx, conn, cancel)
+	// Revoking the key ends the watch (but cuts no write short: see below).
+	kctx, release := h.engine.KeyContext(ctx, c.principal.KeyID)
+	defer release()
+	sc := servedConnOf(r)
+	var (
+		batch []dlm.Event
+		buf   []byte
+	)
 	for {
-		ev, err := watcher.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				conn.CloseNow()
+		ev, err := watcher.Next(kctx)
+		if err == nil {
+			batch, err = watcher.More(kctx, append(batch[:0], ev), maxWatchBatch)
+			if werr := h.writeEvents(ctx, conn, sc, batch, &buf); werr != nil {
+				conn.Close(closeSlowConsumer, closeReason(dlm.Errorf(dlm.CodeSlowConsumer, "write timed out")))
 				return nil
 			}
-			conn.Close(h.watchClose(r, err))
+			if err == nil {
+				// A watcher is written to at most once per
+				// watchCoalesce: what comes meanwhile waits in its
+				// buffer, without waking it, and goes out in the next
+				// write, unless the buffer fills up first.
+				t := time.NewTimer(watchCoalesce)
+				select {
+				case <-t.C:
+				case <-watcher.Filling():
+				case <-kctx.Done():
+				}
+				t.Stop()
+				continue
+			}
+		}
+		if errors.Is(context.Cause(kctx), engine.ErrKeyRevoked) && ctx.Err() == nil {
+			conn.Close(websocket.StatusPolicyViolation, closeReason(engine.ErrKeyRevoked))
 			return nil
 		}
-		msg, _ := json.Marshal(wire.FromEvent(&ev))
-		// A write is never cut short when the engine drops the watch: a
-		// frame cut in half would leave no way to send the close frame
-		// after it, and the watcher would see a bare EOF instead of 4002.
-		// A peer that does not read at all still ends at writeTimeout.
-		wctx, wcancel := context.WithTimeout(ctx, writeTimeout)
-		err = conn.Write(wctx, websocket.MessageText, msg)
-		wcancel()
-		if err != nil {
-			conn.Close(closeSlowConsumer, closeReason(dlm.Errorf(dlm.CodeSlowConsumer, "write timed out")))
+		if ctx.Err() != nil {
+			conn.CloseNow()
 			return nil
+		}
+		conn.Close(h.watchClose(r, err))
+		return nil
+	}
+}
+
+// Watch batching.
+const (
+	// watchCoalesce is the least time between two writes to one watcher:
+	// a busy lock path makes one write of many events per watcher, not
+	// one per event, so that many watchers cannot tax it. An event after
+	// a quiet spell goes out at once.
+	watchCoalesce = 250 * time.Millisecond
+	// maxWatchBatch bounds the events of one write.
+	maxWatchBatch = 256
+)
+
+// writeEvents sends batch, one message per event. On a connection that a
+// Server serves it writes the frames itself, all in one write, from bytes
+// encoded once for every watcher (frameCache): what each watcher costs per
+// event is a copy. Otherwise (a Handler served by other means) it writes
+// through the WebSocket library, a message at a time. A write is never cut
+// short when the engine drops the watch: a frame cut in half would leave no
+// way to send the close frame after it, and the watcher would see a bare
+// EOF instead of 4002. A peer that does not read at all still ends at
+// writeTimeout.
+func (h *Handler) writeEvents(ctx context.Context, conn *websocket.Conn, sc *servedConn, batch []dlm.Event, buf *[]byte) error {
+	if sc != nil {
+		b := (*buf)[:0]
+		for i := range batch {
+			b = append(b, h.frames.frame(&batch[i])...)
+		}
+		*buf = b
+		return sc.writeFrames(b, writeTimeout)
+	}
+	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	for i := range batch {
+		msg := h.frames.frame(&batch[i])
+		if err := conn.Write(wctx, websocket.MessageText, msg[frameHeaderLen(msg):]); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// frameCache keeps recent events, by ID, as the WebSocket frames that carry
+// them, so that an event that many watchers are sent is encoded once and
+// its bytes shared.
+type frameCache struct {
+	mu   sync.Mutex
+	m    map[int64][]byte
+	ring []int64 // IDs in m, oldest at next once full
+	next int
+}
+
+// frameCacheSize is how many encoded events are kept: more than a burst's
+// worth, so that watchers that lag a little still find theirs.
+const frameCacheSize = 4096
+
+// frame returns the unmasked, unfragmented text frame (RFC 6455 §5.2) of
+// ev's message. The bytes are shared: never change them.
+func (c *frameCache) frame(ev *dlm.Event) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b, ok := c.m[ev.ID]; ok {
+		return b
+	}
+	msg, _ := json.Marshal(wire.FromEvent(ev))
+	b := make([]byte, 0, len(msg)+10)
+	b = append(b, 0x81) // FIN, text
+	switch n := len(msg); {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	b = append(b, msg...)
+	if c.m == nil {
+		c.m = make(map[int64][]byte, frameCacheSize)
+	}
+	if len(c.ring) < frameCacheSize {
+		c.ring = append(c.ring, ev.ID)
+	} else {
+		delete(c.m, c.ring[c.next])
+		c.ring[c.next] = ev.ID
+		c.next = (c.next + 1) % frameCacheSize
+	}
+	c.m[ev.ID] = b
+	return b
+}
+
+// frameHeaderLen is the length of the header of a frame that frame made.
+func frameHeaderLen(f []byte) int {
+	switch f[1] {
+	case 126:
+		return 4
+	case 127:
+		return 10
+	}
+	return 2
 }
 
 // watchClose returns the close code and reason of a watch that err ended.

@@ -29,7 +29,10 @@ type Handler struct {
 	observe  func(route, method string, status int, d time.Duration)
 	// failures limits the log lines of failed requests: a storage outage
 	// fails every request, and a line each would flood the disk.
-	failures lograte.Limiter
+	failures    lograte.Limiter
+	bodyTimeout time.Duration // WithBodyTimeout
+	frames      frameCache    // watch messages, encoded once
+	maxConns    int           // WithMaxConnections; used by Server
 	// failedAuth limits failed authentications per client address (see
 	// refused); authFailed, if set, is called for each, for metrics.
 	failedAuth addrlimit.Limiter
@@ -92,7 +95,8 @@ const UnmatchedRoute = "unmatched"
 
 // NewHandler returns the handler of the dlm API on e.
 func NewHandler(e *engine.Engine, opts ...Option) *Handler {
-	h := &Handler{engine: e, log: slog.Default(), routes: routeTable()}
+	h := &Handler{engine: e, log: slog.Default(), routes: routeTable(),
+		bodyTimeout: DefaultBodyTimeout, maxConns: DefaultMaxConnections}
 	for _, o := range opts {
 		o(h)
 	}
@@ -114,7 +118,8 @@ type call struct {
 // answered with the JSON error shape.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	r, body := bodyOf(w, r, h.bodyTimeout)
+	sw := &statusWriter{ResponseWriter: w, body: body}
 	var (
 		rt  *route
 		err error
@@ -127,6 +132,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.writeError(sw, r, err)
 	}
+	body.done(sw.status)
 	status := sw.status
 	switch {
 	case status == 0:
@@ -288,24 +294,30 @@ func logPath(r *http.Request) string {
 	return "/v1/leases/{lease_id}"
 }
 
-// statusWriter records the status of a response for the request log. It
-// unwraps for http.ResponseController, so that handlers can still flush,
-// set deadlines and hijack (WebSocket).
+// statusWriter records the status of a response for the request log, and
+// closes the connection after an answer sent before the request's body was
+// read to its end (see requestBody). It unwraps for
+// http.ResponseController, so that handlers can still flush, set deadlines
+// and hijack (WebSocket).
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	body   *requestBody
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		if w.body.unread() && code != http.StatusSwitchingProtocols {
+			w.Header().Set("Connection", "close")
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }

@@ -1,6 +1,8 @@
 package dlmhttp
 
 import (
+	"context"
+	"errors"
 	"net/http"
 
 	"github.com/dlmhq/dlm"
@@ -120,7 +122,17 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, c *call) error
 		writeJSON(w, http.StatusOK, wireDryRun{WouldGrant: res.WouldGrant, Holders: wire.Holders(res.Holders), Waiters: res.Waiters})
 		return nil
 	}
-	l, replayed, err := h.engine.Acquire(r.Context(), req)
+	// Revoking the key withdraws the acquire if it is queued.
+	ctx, release := h.engine.KeyContext(r.Context(), c.principal.KeyID)
+	defer release()
+	l, replayed, err := h.engine.Acquire(ctx, req)
+	if errors.Is(context.Cause(ctx), engine.ErrKeyRevoked) {
+		if err == nil && !replayed {
+			// Granted as the key was revoked: nobody may have it.
+			_, err = h.engine.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
+		}
+		return errors.Join(engine.ErrKeyRevoked, err)
+	}
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 // Server timeouts. There is deliberately no WriteTimeout and no ReadTimeout:
 // a blocking acquire keeps its request open for up to the maximum wait (5
 // minutes by default), and net/http would cut it short. Request bodies get
-// their own read deadline (bodyReadTimeout).
+// their own read deadline (WithBodyTimeout).
 const (
 	// readHeaderTimeout bounds how long a client may take to send headers.
 	readHeaderTimeout = 10 * time.Second
@@ -26,26 +26,29 @@ const (
 // Server serves the dlm API over HTTP on one listener and shuts down
 // gracefully: see Shutdown.
 type Server struct {
-	engine *engine.Engine
-	log    *slog.Logger
-	srv    *http.Server
-	ln     net.Listener
-	tls    bool
-	done   chan struct{} // closed when Serve returns
-	err    error         // Serve's error, other than ErrServerClosed
+	engine   *engine.Engine
+	log      *slog.Logger
+	maxConns int
+	srv      *http.Server
+	ln       net.Listener
+	tls      bool
+	done     chan struct{} // closed when Serve returns
+	err      error         // Serve's error, other than ErrServerClosed
 }
 
 // NewServer returns a Server for the API of e; opts configure its Handler.
 func NewServer(e *engine.Engine, opts ...Option) *Server {
 	h := NewHandler(e, opts...)
 	return &Server{
-		engine: e,
-		log:    h.log,
+		engine:   e,
+		log:      h.log,
+		maxConns: h.maxConns,
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: readHeaderTimeout,
 			MaxHeaderBytes:    headerReadLimit, // the handler refuses less: see maxHeaderBytes
 			IdleTimeout:       idleTimeout,
+			ConnContext:       connContext,
 			ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 		},
 		done: make(chan struct{}),
@@ -63,9 +66,11 @@ func (s *Server) Listen(addr string) error {
 	return nil
 }
 
-// Serve starts serving plain HTTP on ln in the background. Call it (or
+// Serve starts serving plain HTTP on ln in the background, on at most as
+// many connections at once as WithMaxConnections allows. Call it (or
 // Listen, or ServeTLS) once.
 func (s *Server) Serve(ln net.Listener) {
+	ln = serving(ln, s.maxConns)
 	s.ln = ln
 	go func() {
 		defer close(s.done)
@@ -83,6 +88,10 @@ func (s *Server) Serve(ln net.Listener) {
 // unless GODEBUG=http2xconnect=1, so clients never try them). A client speaking plain HTTP gets net/http's short
 // 400 refusal, never an answer of the API.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) {
+	// The cap counts TCP connections under TLS. Watches on them write
+	// through the WebSocket library: shared frames are for plain
+	// connections only (connContext finds no servedConn under TLS).
+	ln = serving(ln, s.maxConns)
 	s.ln, s.tls = ln, true
 	s.srv.TLSConfig = cfg
 	go func() {

@@ -26,10 +26,9 @@ import (
 //     after the expiry (or the release);
 //   - the waiter learns of its grant promptly after the expiry (SPEC 2.3):
 //     its acquire returns within MaxGrantDelay of the expiry, or of its
-//     call if it asked only after the expiry. The lease's acquired_at
-//     cannot show this: expiry hands on in time order, so the waiter's
-//     lease starts at the holder's expiry however late the grant was made.
-//     The bound asserted is loose; the delays seen, and how many missed
+//     call if it asked only after the expiry. (The lease's acquired_at,
+//     when the grant was decided, shows it too, but not when the answer
+//     left.) The bound asserted is loose; the delays seen, and how many missed
 //     the SPEC's target, are reported;
 //   - tokens never repeat or go down.
 //
@@ -265,8 +264,7 @@ func (x *ExpiryEdges) round(ctx context.Context, t Target, name string, round in
 				failf("%s granted before the holder, whose renew succeeded, released", op.Holder)
 			}
 			if op.Kind == AcquireWait && released.IsZero() {
-				// Promptness is when the waiter learned of the grant:
-				// its lease starts at exp however late it came.
+				// Promptness is when the waiter learned of the grant.
 				from := exp
 				if op.call.After(exp) {
 					from = op.call // it asked after the expiry

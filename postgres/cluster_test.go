@@ -12,6 +12,7 @@ import (
 	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/postgres"
+	"github.com/dlmhq/dlm/storetest"
 )
 
 // cluster is n engines, each on its own store, sharing one fresh schema: n
@@ -361,4 +362,11 @@ func TestClusterIdempotencyKeyRace(t *testing.T) {
 			t.Errorf("round %d: %d requests with one key got a lease (%v)", round, granted, errs)
 		}
 	}
+}
+
+// TestClusterRevocation: a key revoked on one instance ends its watch and
+// its queued acquire on another, within the key cache's bound.
+func TestClusterRevocation(t *testing.T) {
+	c := newCluster(t, 2, engine.Options{})
+	storetest.Revocation(t, c.engines[0], c.engines[1])
 }

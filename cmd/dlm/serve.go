@@ -58,6 +58,7 @@ type serveConfig struct {
 	journalSizeMB       int64
 	acceptDataLoss      bool
 	tlsCert, tlsKey     string
+	maxConnections      int64
 }
 
 // parseServeFlags reads the flags of dlm serve. Every flag has an environment
@@ -86,6 +87,7 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 	fs.StringVar(&c.logFormat, "log-format", env.str("DLM_LOG_FORMAT", "text"), "text or json [DLM_LOG_FORMAT]")
 	fs.StringVar(&c.pprofListen, "pprof-listen", env.str("DLM_PPROF_LISTEN", ""), "address to serve Go's profiles on (/debug/pprof/), without authentication; off when empty [DLM_PPROF_LISTEN]")
 	fs.Int64Var(&c.journalSizeMB, "journal-size-mb", env.int("DLM_JOURNAL_SIZE_MB", 0), "size in MiB of each of the embedded store's two preallocated journals, when they are created; 0: 16, or an eighth of the free disk space if that is less [DLM_JOURNAL_SIZE_MB]")
+	fs.Int64Var(&c.maxConnections, "max-connections", env.int("DLM_MAX_CONNECTIONS", dlmhttp.DefaultMaxConnections), "most client connections open at once; more wait to be accepted; 0: no cap [DLM_MAX_CONNECTIONS]")
 	fs.BoolVar(&c.acceptDataLoss, "accept-data-loss", env.bool("DLM_ACCEPT_DATA_LOSS"), "start the embedded store even if its journal is damaged or missing, with what is intact (see RELIABILITY.md) [DLM_ACCEPT_DATA_LOSS]")
 	fs.StringVar(&c.tlsCert, "tls-cert", env.str("DLM_TLS_CERT", ""), "PEM `file` of the server's certificate (and intermediates): serve HTTPS and WSS only, with --tls-key; both are read again on SIGHUP [DLM_TLS_CERT]")
 	fs.StringVar(&c.tlsKey, "tls-key", env.str("DLM_TLS_KEY", ""), "PEM `file` of the certificate's private key [DLM_TLS_KEY]")
@@ -118,6 +120,8 @@ func (m *Main) parseServeFlags(args []string) (*serveConfig, error) {
 		return nil, errors.New("event retention must be positive")
 	case c.journalSizeMB < 0 || c.journalSizeMB > 0 && c.journalSizeMB < sqlite.MinJournalSize>>20:
 		return nil, fmt.Errorf("journal size %d MiB: must be at least %d", c.journalSizeMB, sqlite.MinJournalSize>>20)
+	case c.maxConnections < 0:
+		return nil, fmt.Errorf("max connections %d: must not be negative (0: no cap)", c.maxConnections)
 	case c.listen == "":
 		return nil, errors.New("listen address is empty")
 	case (c.tlsCert == "") != (c.tlsKey == ""):
@@ -271,7 +275,8 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	srv := dlmhttp.NewServer(e, dlmhttp.WithLogger(log),
 		dlmhttp.WithObserver(met.ObserveRequest),
 		dlmhttp.WithFailedAuth(met.ObserveFailedAuth),
-		dlmhttp.WithRoute("GET", "/metrics", met.Handler()))
+		dlmhttp.WithRoute("GET", "/metrics", met.Handler()),
+		dlmhttp.WithMaxConnections(int(c.maxConnections)))
 	if err := m.bootstrap(ctx, e, c.dataDir, log); err != nil {
 		e.Close()
 		return err
