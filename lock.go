@@ -300,13 +300,16 @@ func (s *LockState) grantWaiters(now time.Time, c *Change) {
 }
 
 // TokenFloor is the least fencing token a grant at now may carry: the
-// clock in milliseconds times 1,024. A store that lost the record of its
+// clock in whole seconds times 2^20. A store that lost the record of its
 // last tokens (a restore from an old backup, a damaged journal accepted
 // with data loss) still issues tokens above every token issued before, as
-// long as the clock has not gone back. The floor stays below 2^53, which
-// JavaScript reads exactly, until the year 2248.
+// long as the clock has not gone back and a second has passed. Within a
+// second a lock's tokens count up by one, so they stay consecutive for
+// checkers and humans alike; 2^20 grants per lock per second fit before
+// the count runs into the next second's floor. The floor stays below 2^53,
+// which JavaScript reads exactly, until the year 2242.
 func TokenFloor(now time.Time) int64 {
-	return now.UnixMilli() << 10
+	return now.Unix() << 20
 }
 
 // NextToken is the token of a grant at now on a lock whose last token is

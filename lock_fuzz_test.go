@@ -587,7 +587,7 @@ func (m *refLock) conflictsWithHolders(mode dlm.Mode) bool {
 }
 
 func (m *refLock) grant(now time.Time, id, tenant string, mode dlm.Mode, holder string, ttl time.Duration, idem string, c *refChange) refLease {
-	m.token = max(m.token+1, now.UnixMilli()*1024)
+	m.token = max(m.token+1, now.Unix()<<20)
 	l := refLease{ID: id, Tenant: tenant, Holder: holder, Idem: idem, Mode: mode, Token: m.token, TTL: ttl, Asked: ttl, Acquired: now, Expires: now.Add(ttl)}
 	m.holders = append(m.holders, l)
 	c.granted = append(c.granted, l)
