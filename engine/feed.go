@@ -18,6 +18,9 @@ type feed struct {
 	watchers map[*Watcher]struct{}
 	poke     chan struct{} // a local commit wrote events
 	behind   int           // Options.WatchBuffer
+	// listeners are the Listeners, byKey those that follow each lock.
+	listeners map[*Listener]struct{}
+	byKey     map[dlm.Key]map[*Listener]struct{}
 }
 
 // Feed tuning.
@@ -33,6 +36,8 @@ func (f *feed) init(behind int) {
 	f.behind = behind
 	f.watchers = map[*Watcher]struct{}{}
 	f.poke = make(chan struct{}, 1)
+	f.listeners = map[*Listener]struct{}{}
+	f.byKey = map[dlm.Key]map[*Listener]struct{}{}
 }
 
 // poked tells the feed that new events were committed here.
@@ -72,7 +77,7 @@ func (e *Engine) readFeed(ctx context.Context) error {
 	shared := e.shared
 	for {
 		e.feed.mu.Lock()
-		since, active := e.feed.last, len(e.feed.watchers) > 0 || shared
+		since, active := e.feed.last, len(e.feed.watchers) > 0 || len(e.feed.listeners) > 0 || shared
 		e.feed.mu.Unlock()
 		if !active {
 			return nil
@@ -109,6 +114,7 @@ func (f *feed) publish(events []dlm.Event) {
 			continue // published by an earlier read
 		}
 		f.last = ev.ID
+		f.notify(&ev)
 		for w := range f.watchers {
 			if ev.ID <= w.upto || !w.filter.Match(&ev) {
 				continue
@@ -147,4 +153,5 @@ func (f *feed) closeAll(err error) {
 	for w := range f.watchers {
 		f.drop(w, err)
 	}
+	f.closeListeners(err)
 }
