@@ -158,7 +158,7 @@ type grant struct {
 	replayed bool      // the server answered with the live lease of an earlier request with the same key
 	sent     time.Time // when the request was sent: the lease is held until at least sent + TTL
 	err      error
-	seq      int // which request of a queue call answered
+	seq      int       // which request of a queue call answered
 	sc       *sessConn // the session connection that answered, if any
 }
 
