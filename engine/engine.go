@@ -130,6 +130,7 @@ func New(store dlm.Store, opts Options) *Engine {
 	e.sweeper.init()
 	e.pruner.init(e.opts.EventRetentionCount)
 	e.feed.init(e.opts.WatchBuffer)
+	e.feed.shared = e.shared
 	e.stats.turn = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.wg.Add(4)
@@ -227,6 +228,11 @@ func (e *Engine) afterCommit(c *dlm.Change) {
 	if len(c.Events) > 0 {
 		e.feed.poked()
 		e.pruner.committed(len(c.Events))
+		if !e.shared {
+			// Only this process writes: its listeners need no read of
+			// the log (see feed.notify).
+			e.feed.notifyLocal(c.Events)
+		}
 	}
 	var due time.Time
 	for i := range c.Granted {

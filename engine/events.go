@@ -142,7 +142,7 @@ func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watc
 	w := &Watcher{e: e, filter: f, live: make(chan dlm.Event, e.opts.WatchBuffer), lag: make(chan struct{}, 1), done: make(chan struct{})}
 	e.feed.mu.Lock()
 	defer e.feed.mu.Unlock()
-	if e.feed.last < last && len(e.feed.watchers) == 0 && len(e.feed.listeners) == 0 && !e.shared {
+	if e.feed.last < last && len(e.feed.watchers) == 0 && !e.shared {
 		// Nobody watched, so the feed did not follow the log: the backlog
 		// read covers what it skipped.
 		e.feed.last = last

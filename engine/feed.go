@@ -18,6 +18,7 @@ type feed struct {
 	watchers map[*Watcher]struct{}
 	poke     chan struct{} // a local commit wrote events
 	behind   int           // Options.WatchBuffer
+	shared   bool          // Engine.shared: listeners are told from the log
 	// listeners are the Listeners, byKey those that follow each lock.
 	listeners map[*Listener]struct{}
 	byKey     map[dlm.Key]map[*Listener]struct{}
@@ -77,7 +78,7 @@ func (e *Engine) readFeed(ctx context.Context) error {
 	shared := e.shared
 	for {
 		e.feed.mu.Lock()
-		since, active := e.feed.last, len(e.feed.watchers) > 0 || len(e.feed.listeners) > 0 || shared
+		since, active := e.feed.last, len(e.feed.watchers) > 0 || shared
 		e.feed.mu.Unlock()
 		if !active {
 			return nil
@@ -114,7 +115,9 @@ func (f *feed) publish(events []dlm.Event) {
 			continue // published by an earlier read
 		}
 		f.last = ev.ID
-		f.notify(&ev)
+		if f.shared {
+			f.notify(&ev)
+		}
 		for w := range f.watchers {
 			if ev.ID <= w.upto || !w.filter.Match(&ev) {
 				continue

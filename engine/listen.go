@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"sync"
 
 	"github.com/dlmhq/dlm"
@@ -21,17 +20,10 @@ type Listener struct {
 }
 
 // Listen returns a Listener that follows no lock yet. Events committed after
-// a Follow returns are delivered; a listener that falls Options.WatchBuffer
+// a Follow returns are delivered, in commit order per lock on a shared
+// store and in the order their commits returned otherwise; a listener that falls Options.WatchBuffer
 // events behind is dropped (ErrSlowConsumer), never slowing the lock path.
-func (e *Engine) Listen(ctx context.Context) (*Listener, error) {
-	var last int64
-	err := e.store.View(ctx, func(tx dlm.ReadTx) (err error) {
-		last, err = tx.LastEventID(ctx)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
+func (e *Engine) Listen() (*Listener, error) {
 	l := &Listener{e: e, ch: make(chan dlm.Event, e.opts.WatchBuffer), keys: map[dlm.Key]int{}, done: make(chan struct{})}
 	f := &e.feed
 	f.mu.Lock()
@@ -40,11 +32,6 @@ func (e *Engine) Listen(ctx context.Context) (*Listener, error) {
 	case <-e.closing:
 		return nil, errShuttingDown
 	default:
-	}
-	if f.last < last && len(f.watchers) == 0 && len(f.listeners) == 0 && !e.shared {
-		// Nobody listened, so the feed did not follow the log: nothing
-		// before now is for this listener.
-		f.last = last
 	}
 	f.listeners[l] = struct{}{}
 	return l, nil
@@ -118,7 +105,23 @@ func (l *Listener) stop(err error) {
 	})
 }
 
+// notifyLocal hands the events of a local commit to the listeners: on a
+// store no other process writes, that is every event, and listeners are
+// told without reading the log back.
+func (f *feed) notifyLocal(events []dlm.Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.byKey) == 0 {
+		return
+	}
+	for i := range events {
+		f.notify(&events[i])
+	}
+}
+
 // notify hands ev to the listeners of its lock; the feed holds its lock.
+// On a shared store the feed calls it for every event it reads from the
+// log, which has those of every instance; otherwise afterCommit does.
 func (f *feed) notify(ev *dlm.Event) {
 	for l := range f.byKey[ev.Key] {
 		select {

@@ -44,7 +44,7 @@ var errCancelled = dlm.Errorf(dlm.CodeCancelled, "withdrawn by cancel")
 // answered in completion order, with lease_ended and waiting pushed.
 func (h *Handler) session(w http.ResponseWriter, r *http.Request, c *call) error {
 	base := context.WithoutCancel(r.Context())
-	ln, err := h.engine.Listen(base)
+	ln, err := h.engine.Listen()
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request, c *call) error
 		h: h, conn: conn, cork: cw.conn, tenant: c.principal.Tenant, ln: ln,
 		ctx: ctx, cancel: cancel,
 		inflight: map[int64]context.CancelCauseFunc{},
-		leases:   map[string]*held{}, grants: map[grant]*held{}, byKey: map[dlm.Key]map[*held]struct{}{},
+		leases:   map[string]*held{}, grants: map[grant]*held{}, byKey: map[dlm.Key]map[*held]struct{}{}, early: map[grant]*dlm.Event{},
 		wake: make(chan struct{}, 1),
 	}
 	s.run()
@@ -87,6 +87,9 @@ type session struct {
 	leases map[string]*held
 	grants map[grant]*held
 	byKey  map[dlm.Key]map[*held]struct{}
+	// early are ends of grants on followed locks that no lease of the
+	// session had yet: an end can overtake the acquire's return.
+	early map[grant]*dlm.Event
 	// out are the messages ready to be written, outBytes their size.
 	out      [][]byte
 	outBytes int
@@ -314,6 +317,12 @@ func (s *session) hold(l *dlm.Lease, releaseOnClose bool) {
 		return
 	}
 	h := &held{id: l.ID, grant: grant{l.Key, l.Token}, releaseOnClose: releaseOnClose}
+	if ev := s.early[h.grant]; ev != nil {
+		delete(s.early, h.grant)
+		s.pushEnded(h, ev)
+		s.ln.Unfollow(l.Key)
+		return
+	}
 	s.leases[h.id] = h
 	s.grants[h.grant] = h
 	if s.byKey[l.Key] == nil {
@@ -511,9 +520,14 @@ func (s *session) event(ev *dlm.Event) {
 	defer s.mu.Unlock()
 	switch ev.Type {
 	case dlm.EventReleased, dlm.EventExpired, dlm.EventForceReleased:
-		h := s.grants[grant{ev.Key, ev.Token}]
+		g := grant{ev.Key, ev.Token}
+		h := s.grants[g]
 		switch {
 		case h == nil:
+			if len(s.early) >= sessionMaxInFlight {
+				clear(s.early) // a bound; such ends are for others' leases
+			}
+			s.early[g] = ev
 		case h.releasing:
 			h.ended = ev
 		default:
