@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,7 +62,6 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request, c *call) error
 		ctx: ctx, cancel: cancel,
 		inflight: map[int64]context.CancelCauseFunc{},
 		leases:   map[string]*held{}, grants: map[grant]*held{}, byKey: map[dlm.Key]map[*held]struct{}{}, early: map[grant]*dlm.Event{},
-		wake: make(chan struct{}, 1),
 	}
 	s.run()
 	return nil
@@ -93,7 +93,9 @@ type session struct {
 	// out are the messages ready to be written, outBytes their size.
 	out      [][]byte
 	outBytes int
-	wake     chan struct{} // out has messages
+	// writing is set while a goroutine writes out (see flush); dead once
+	// a write failed.
+	writing, dead bool
 }
 
 // grant names one grant of a lock: the events' name for a lease.
@@ -120,11 +122,6 @@ func (s *session) run() {
 	defer s.ln.Close()
 	go s.pushes()
 	go ping(s.ctx, s.conn, func() { s.cancel(errors.New("no pong")) })
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		s.writer()
-	}()
 	for {
 		typ, msg, err := s.conn.Read(s.ctx)
 		if err != nil {
@@ -139,7 +136,6 @@ func (s *session) run() {
 	s.cancel(errors.New("session closed"))
 	s.ops.Wait() // queued acquires leave their queues; raced grants are recorded
 	s.conn.CloseNow()
-	<-writerDone
 	s.releaseOnClose()
 }
 
@@ -176,31 +172,62 @@ var sessionFields = map[string][]string{
 	"cancel":  {"id", "op", "target"},
 }
 
+// sessionAnyField is every field of any op.
+var sessionAnyField = func() []string {
+	var all []string
+	for _, fs := range sessionFields {
+		for _, f := range fs {
+			if !slices.Contains(all, f) {
+				all = append(all, f)
+			}
+		}
+	}
+	return all
+}()
+
 // dispatch reads one request and starts serving it. A request that cannot be
 // read is answered at once; the session goes on.
 func (s *session) dispatch(msg []byte) {
 	msg = bytes.TrimSpace(msg)
-	var head struct {
-		ID json.RawMessage `json:"id"`
-		Op json.RawMessage `json:"op"`
-	}
-	if len(msg) == 0 || msg[0] != '{' || json.Unmarshal(msg, &head) != nil {
+	if len(msg) == 0 || msg[0] != '{' {
 		s.reply(0, nil, dlm.Invalid("message", "must be a JSON object"))
 		return
 	}
+	o, err := decodeObject(msg, sessionAnyField...)
+	var de *dlm.Error
+	switch {
+	case errors.As(err, &de) && de.Field == "body":
+		s.reply(0, nil, dlm.Invalid("message", "must be a JSON object: %s", de.Message))
+		return
+	case err != nil:
+		// Valid JSON with a field no op has, or one given twice: answer
+		// with its id if it has a readable one.
+		var head struct {
+			ID int64 `json:"id"`
+		}
+		json.Unmarshal(msg, &head)
+		s.reply(max(head.ID, 0), nil, err)
+		return
+	}
 	var id int64
-	if err := json.Unmarshal(head.ID, &id); err != nil || id <= 0 {
+	if given, err := o.field("id", &id, "an integer"); err != nil || !given || id <= 0 {
 		s.reply(0, nil, dlm.Invalid("id", "must be an integer greater than 0"))
 		return
 	}
-	var op string
-	if err := json.Unmarshal(head.Op, &op); err != nil || sessionFields[op] == nil {
+	op, _, err := o.string("op")
+	if err != nil || sessionFields[op] == nil {
 		s.reply(id, nil, dlm.Invalid("op", "must be one of acquire, renew, release, get, inspect, cancel"))
 		return
 	}
-	o, err := decodeObject(msg, sessionFields[op]...)
-	if err != nil {
-		s.reply(id, nil, err)
+	var unknown []string
+	for k := range o {
+		if !slices.Contains(sessionFields[op], k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		s.reply(id, nil, dlm.Invalid(unknown[0], "unknown field of %s (allowed: %v)", op, sessionFields[op]))
 		return
 	}
 	ctx, cancel := context.WithCancelCause(s.ctx)
@@ -511,6 +538,7 @@ func (s *session) pushes() {
 			return
 		case ev := <-s.ln.Events():
 			s.event(&ev)
+			s.flush()
 		}
 	}
 }
@@ -565,8 +593,9 @@ func (s *session) reply(id int64, result any, err error) {
 		r.Error, r.Result = &we, nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.push(r)
+	s.mu.Unlock()
+	s.flush()
 }
 
 // wireError shows err as a reply's error, as the HTTP API would.
@@ -598,23 +627,29 @@ func (s *session) push(v any) {
 	}
 	s.out = append(s.out, b)
 	s.outBytes += len(b)
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
 }
 
-// writer writes queued messages until the connection ends. The messages
-// ready at one time go out corked: one write to the socket for all of them.
-func (s *session) writer() {
+// flush writes the queued messages, unless another goroutine is writing
+// them: the goroutine whose reply finds the connection idle writes it and
+// whatever queues meanwhile, so that a reply needs no hand-off to a writer,
+// and the messages ready at one time go out corked, in one write to the
+// socket.
+func (s *session) flush() {
+	s.mu.Lock()
+	if s.writing || len(s.out) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.writing = true
+	s.mu.Unlock()
 	var batch [][]byte
 	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-s.wake:
-		}
 		s.mu.Lock()
+		if len(s.out) == 0 || s.dead {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
 		batch, s.out = s.out, batch[:0]
 		s.outBytes = 0
 		s.mu.Unlock()
@@ -625,16 +660,17 @@ func (s *session) writer() {
 				break
 			}
 		}
-		if ferr := s.cork.flush(writeTimeout); err == nil && ferr != nil {
+		if ferr := s.cork.flush(writeTimeout); err == nil {
 			// Not read for writeTimeout: as slow as a watcher left behind.
-			s.conn.CloseNow()
-			s.cancel(ferr)
-			return
-		}
-		if err != nil {
-			s.cancel(err)
-			return
+			err = ferr
 		}
 		clear(batch)
+		if err != nil {
+			s.mu.Lock()
+			s.dead = true
+			s.mu.Unlock()
+			s.conn.CloseNow()
+			s.cancel(err)
+		}
 	}
 }

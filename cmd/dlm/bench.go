@@ -34,7 +34,8 @@ operation and errors by code. Workloads:
 
 With --protocol session each client is one WebSocket to /v1/session instead
 of an HTTP connection (uncontended, contended and hold), one request at a
-time as over HTTP.
+time as over HTTP, or --pipeline N workloads at once on each connection
+(what a session is for: one client's many locks on one connection).
 
 dlm bench null --listen ADDR runs no workload: it serves the null server, the
 ceiling to read dlm's figures against. It answers acquire and release from a
@@ -83,6 +84,7 @@ type benchConfig struct {
 	json        bool
 	listen      string
 	protocol    string
+	pipeline    int
 }
 
 func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
@@ -100,6 +102,7 @@ func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
 	fs.IntVar(&c.serverPID, "server-pid", 0, "read the server's memory and CPU from /proc/`PID` when it has no /metrics")
 	fs.BoolVar(&c.progress, "progress", false, "print a progress line every second even if stderr is not a terminal")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7071", "null: the address to serve the null server on")
+	fs.IntVar(&c.pipeline, "pipeline", 1, "session: workloads each client runs at once on its one connection")
 	fs.StringVar(&c.protocol, "protocol", "http", "http, or session: each client one WebSocket to /v1/session (uncontended, contended, hold)")
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
@@ -126,6 +129,8 @@ func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
 		return usagef("bench: --protocol must be http or session")
 	case c.protocol == "session" && c.workload == "mixed":
 		return usagef("bench: the mixed workload runs over http only")
+	case c.pipeline < 1 || c.pipeline > 1 && c.protocol != "session":
+		return usagef("bench: --pipeline must be at least 1, and more only with --protocol session")
 	}
 	if c.clients == 0 {
 		c.clients = def.clients
@@ -201,10 +206,14 @@ func newBenchRun(c benchConfig, t *benchTarget) (*benchRun, error) {
 	rand.Read(id[:])
 	r := &benchRun{cfg: c, target: t, runID: hex.EncodeToString(id[:]), stopped: make(chan struct{})}
 	r.prefix = "bench/" + r.runID + "/"
-	for i := range c.clients {
+	var sess *benchSession
+	for i := range c.clients * c.pipeline {
 		w := &benchWorker{r: r, id: i, conn: newBenchConn(t), errs: map[string]int64{}}
 		if c.protocol == "session" {
-			w.sess = newBenchSession(t, c.url)
+			if i%c.pipeline == 0 {
+				sess = newBenchSession(t, c.url)
+			}
+			w.sess = sess
 		}
 		r.workers = append(r.workers, w)
 	}

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -17,20 +19,22 @@ import (
 // as the HTTP clients do, so that the two protocols are compared on the same
 // work. Pushes (lease_ended, waiting) are read and skipped.
 
-// benchSession is one client's session. It reconnects on the next request
-// after an error; it never retries a request.
+// benchSession is one client's session, shared by its --pipeline workers.
+// It reconnects on the next request after an error; it never retries a
+// request.
 type benchSession struct {
-	t    *benchTarget
-	url  string
-	c    *websocket.Conn
-	id   int64
-	msg  []byte // the request being written
-	resp []byte // the last reply, valid until the next request
+	t   *benchTarget
+	url string
+
+	mu      sync.Mutex
+	c       *websocket.Conn
+	id      int64
+	pending map[int64]chan []byte // nil reply: the connection broke
 }
 
 func newBenchSession(t *benchTarget, rawURL string) *benchSession {
 	u := strings.TrimRight(rawURL, "/") + "/v1/session"
-	return &benchSession{t: t, url: u, msg: make([]byte, 0, 512)}
+	return &benchSession{t: t, url: u, pending: map[int64]chan []byte{}}
 }
 
 // do sends one request, body being its fields after id (`"op":…`), and
@@ -38,44 +42,75 @@ func newBenchSession(t *benchTarget, rawURL string) *benchSession {
 func (s *benchSession) do(body []byte, timeout time.Duration) (resp []byte, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	s.mu.Lock()
 	if s.c == nil {
 		c, _, err := websocket.Dial(ctx, s.url, &websocket.DialOptions{
 			HTTPHeader: http.Header{"Authorization": {strings.TrimSuffix(strings.TrimPrefix(s.t.auth, "Authorization: "), "\r\n")}},
 		})
 		if err != nil {
+			s.mu.Unlock()
 			return nil, false, &netError{err}
 		}
 		c.SetReadLimit(1 << 20)
 		s.c = c
+		go s.read(c)
 	}
 	s.id++
-	s.msg = append(strconv.AppendInt(append(s.msg[:0], `{"id":`...), s.id, 10), ',')
-	s.msg = append(append(s.msg, body...), '}')
-	if err := s.c.Write(ctx, websocket.MessageText, s.msg); err != nil {
-		s.close()
+	id := s.id
+	ch := make(chan []byte, 1)
+	s.pending[id] = ch
+	msg := append(strconv.AppendInt([]byte(`{"id":`), id, 10), ',')
+	msg = append(append(msg, body...), '}')
+	c := s.c
+	err = c.Write(ctx, websocket.MessageText, msg)
+	s.mu.Unlock()
+	if err != nil {
+		c.CloseNow()
 		return nil, false, &netError{err}
 	}
-	want := strconv.AppendInt(nil, s.id, 10)
-	for {
-		_, m, err := s.c.Read(ctx)
-		if err != nil {
-			s.close()
-			return nil, false, &netError{err}
+	select {
+	case m := <-ch:
+		if m == nil {
+			return nil, false, &netError{errors.New("session closed")}
 		}
-		// Replies are {"id":N,"result":…} or {"id":N,"error":…}, as the
-		// server writes them; pushes have no id.
-		rest, isReply := bytes.CutPrefix(m, []byte(`{"id":`))
-		if rest, isReply = bytes.CutPrefix(rest, want); isReply {
-			s.resp = m
-			return m, !bytes.HasPrefix(rest, []byte(`,"error"`)), nil
-		}
+		// Replies are {"id":N,"result":…} or {"id":N,"error":…}, as
+		// the server writes them.
+		return m, !bytes.Contains(m[:min(len(m), 32)], []byte(`,"error"`)), nil
+	case <-ctx.Done():
+		c.CloseNow()
+		return nil, false, &netError{ctx.Err()}
 	}
 }
 
-func (s *benchSession) close() {
-	if s.c != nil {
-		s.c.CloseNow()
+// read hands replies to their requests until c breaks; pushes (no id) are
+// skipped.
+func (s *benchSession) read(c *websocket.Conn) {
+	for {
+		_, m, err := c.Read(context.Background())
+		if err != nil {
+			break
+		}
+		id, err := strconv.ParseInt(string(jsonField(m, `"id"`)), 10, 64)
+		if err != nil || !bytes.HasPrefix(m, []byte(`{"id":`)) {
+			continue
+		}
+		s.mu.Lock()
+		ch := s.pending[id]
+		delete(s.pending, id)
+		s.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+	}
+	c.CloseNow()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == c {
 		s.c = nil
+	}
+	for id, ch := range s.pending {
+		ch <- nil
+		delete(s.pending, id)
 	}
 }
 
