@@ -52,7 +52,7 @@ func backends(t *testing.T, f func(t *testing.T, b *backend)) {
 }
 
 // postgresCluster starts n dlm serve processes on a fresh schema.
-func postgresCluster(t *testing.T, n int) *backend {
+func postgresCluster(t testing.TB, n int) *backend {
 	base := dlmtest.PostgresURL(t)
 	schema := "dlmtest_" + strings.ToLower(rand.Text()[:10])
 	ctx := context.Background()
