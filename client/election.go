@@ -123,7 +123,7 @@ func (e *Election) Observe(ctx context.Context) iter.Seq2[string, error] {
 			yield("", err)
 			return
 		}
-		wo.Since, wo.FromStart = max(since, 0), since <= 0
+		wo.Since, wo.sinceZero = max(since, 0), since <= 0
 		info, err := e.c.Inspect(ctx, e.name, e.scope)
 		if err != nil {
 			yield("", err)
