@@ -26,6 +26,9 @@ const (
 	// CodeSlowConsumer ends a watch that fell too far behind the log; a
 	// watcher may resume from the last event it read.
 	CodeSlowConsumer = "slow_consumer"
+	// CodeCancelled answers a queued acquire of a session that the client
+	// withdrew with the session's cancel operation.
+	CodeCancelled = "cancelled"
 )
 
 // Error is the one error type that crosses package boundaries with a code a

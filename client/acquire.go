@@ -38,6 +38,13 @@ type AcquireOptions struct {
 	// background. The Lock still reports the lease lost at its expiry
 	// unless Renew extends it. Default: false, keep the lease alive.
 	NoKeepAlive bool
+	// ReleaseOnClose has the server release the lease when the client's
+	// session ends: closed, broken, or silent for 30 s. The Lock is
+	// declared lost the moment the client sees its session break, before
+	// the server releases it. This is what leader election stands on. It
+	// needs a session: with Options.HTTPOnly, or a server without
+	// sessions, the acquire fails with dlm.ErrUnavailable.
+	ReleaseOnClose bool
 }
 
 type acquireBody struct {
@@ -48,6 +55,10 @@ type acquireBody struct {
 	Scope          string `json:"scope"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	DryRun         bool   `json:"dry_run,omitempty"`
+	// Session only.
+	ReleaseOnClose bool `json:"-"`
+	// onSession: the lock is to be kept alive, which a session does best.
+	onSession bool
 }
 
 func (c *Client) acquireBody(name string, o *AcquireOptions) (acquireBody, error) {
@@ -57,7 +68,8 @@ func (c *Client) acquireBody(name string, o *AcquireOptions) (acquireBody, error
 	if err := dlm.ValidateName(name); err != nil {
 		return acquireBody{}, err
 	}
-	b := acquireBody{HolderID: o.HolderID, Mode: o.Mode.String(), TTLMs: o.TTL.Milliseconds(), IdempotencyKey: o.IdempotencyKey}
+	b := acquireBody{HolderID: o.HolderID, Mode: o.Mode.String(), TTLMs: o.TTL.Milliseconds(), IdempotencyKey: o.IdempotencyKey,
+		ReleaseOnClose: o.ReleaseOnClose, onSession: !o.NoKeepAlive || o.ReleaseOnClose}
 	switch {
 	case o.Mode == 0:
 		b.Mode = dlm.Exclusive.String()
@@ -146,7 +158,8 @@ type grant struct {
 	replayed bool      // the server answered with the live lease of an earlier request with the same key
 	sent     time.Time // when the request was sent: the lease is held until at least sent + TTL
 	err      error
-	seq      int // which request of a queue call answered
+	seq      int       // which request of a queue call answered
+	sc       *sessConn // the session connection that answered, if any
 }
 
 // acquireOnce sends one acquire (retried on transient errors) that waits up
@@ -155,14 +168,17 @@ func (c *Client) acquireOnce(ctx context.Context, name string, b acquireBody, wa
 	b.WaitMs = wait.Milliseconds()
 	var w wire.Lease
 	sent := time.Now()
-	err := c.do(ctx, request{
+	sc, err := c.sessionDo(ctx, sessRequest{
+		Op: "acquire", Name: name, HolderID: b.HolderID, Mode: b.Mode, TTLMs: b.TTLMs, WaitMs: b.WaitMs,
+		Scope: b.Scope, IdempotencyKey: b.IdempotencyKey, ReleaseOnClose: b.ReleaseOnClose,
+	}, request{
 		method: http.MethodPost, path: lockPath(name, "/acquire"),
 		body: b, idem: b.IdempotencyKey, wait: wait,
-	}, &w)
+	}, &w, b.onSession)
 	if err != nil {
 		return grant{err: err}
 	}
-	return grant{lease: leaseOf(&w), replayed: w.Replayed, sent: sent}
+	return grant{lease: leaseOf(&w), replayed: w.Replayed, sent: sent, sc: sc}
 }
 
 // queue waits for the lock in requests no longer than the server allows,
@@ -295,7 +311,16 @@ func (c *Client) lock(ctx context.Context, name string, g grant, opts *AcquireOp
 		}
 		lease = *l
 	}
-	return newLock(c, lease, sent, g.replayed, opts == nil || !opts.NoKeepAlive), nil
+	keepAlive := opts == nil || !opts.NoKeepAlive
+	if g.sc == nil {
+		return newLock(c, lease, sent, g.replayed, keepAlive), nil
+	}
+	l := newSessionLock(c, lease, sent, g.replayed, opts != nil && opts.ReleaseOnClose)
+	c.sess.follow(g.sc, l)
+	if keepAlive {
+		c.sess.keep(l)
+	}
+	return l, nil
 }
 
 // DryRun is the answer to WouldGrant.

@@ -95,6 +95,12 @@ type Options struct {
 	// --max-wait. A server that allows less says so when it refuses a
 	// longer wait, and the client keeps to its limit from then on.
 	MaxRequestWait time.Duration
+	// HTTPOnly keeps the client to plain HTTP requests. By default a
+	// client that holds locks opens one session (a WebSocket, GET
+	// /v1/session) for all of them: its locks are renewed together in one
+	// message per interval and learn of their loss the moment the server
+	// pushes it. Servers without sessions are spoken to over HTTP anyway.
+	HTTPOnly bool
 }
 
 // Client is a connection to one dlm server with one API key. It is safe for
@@ -107,6 +113,7 @@ type Client struct {
 	requestTimeout time.Duration
 	retryTimeout   time.Duration
 	maxWait        atomic.Int64 // nanoseconds: MaxRequestWait, or the server's lower limit once learned
+	sess           *session     // nil with HTTPOnly
 }
 
 // New returns a client for the server at baseURL (e.g.
@@ -157,6 +164,9 @@ func New(baseURL, apiKey string, opts *Options) (*Client, error) {
 		maxWait = 5 * time.Minute
 	}
 	c.maxWait.Store(int64(maxWait))
+	if !opts.HTTPOnly {
+		c.sess = newSession(c)
+	}
 	return c, nil
 }
 
@@ -177,9 +187,16 @@ func CertPool(caFile string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// Close closes the client's idle connections. It does not release locks;
-// the client remains usable.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+// Close closes the client's session and idle connections. It does not
+// release locks, except those acquired with ReleaseOnClose, which the server
+// releases (their Locks are lost). The client remains usable: the next call
+// that needs a session opens a new one.
+func (c *Client) Close() {
+	if c.sess != nil {
+		c.sess.close()
+	}
+	c.hc.CloseIdleConnections()
+}
 
 // DefaultDataDir is where FromEnv and the dlm command line look for the
 // credentials of a local `dlm serve` when DLM_DATA_DIR is not set: the data

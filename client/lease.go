@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,7 +36,15 @@ func (c *Client) renew(ctx context.Context, id string, ttl time.Duration, once b
 	}
 	body.TTLMs = ttl.Milliseconds()
 	var w wire.Lease
-	if err := c.do(ctx, request{method: http.MethodPost, path: leasePath(id, "/renew"), body: body, once: once}, &w); err != nil {
+	var res struct {
+		Leases []json.RawMessage `json:"leases"`
+	}
+	sc, err := c.sessionDo(ctx, sessRequest{Op: "renew", LeaseIDs: []string{id}, TTLMs: body.TTLMs},
+		request{method: http.MethodPost, path: leasePath(id, "/renew"), body: body, once: once}, &w, false, &res)
+	if err == nil && sc != nil {
+		err = renewResult(res.Leases, &w)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("renew lease: %w", err)
 	}
 	l := leaseOf(&w)
@@ -51,13 +60,13 @@ func (c *Client) Release(ctx context.Context, id string) error {
 	if id == "" {
 		return dlm.Invalid("lease_id", "must not be empty")
 	}
-	err := c.do(ctx, request{
+	_, err := c.sessionDo(ctx, sessRequest{Op: "release", LeaseID: id}, request{
 		method: http.MethodDelete, path: leasePath(id, ""),
 		doneOnRetry: func(err error) bool {
 			var e *dlm.Error
 			return errors.As(err, &e) && e.Code == dlm.CodeLeaseEnded && e.Reason == dlm.Released
 		},
-	}, nil)
+	}, nil, false)
 	if err != nil {
 		return fmt.Errorf("release lease: %w", err)
 	}
@@ -72,9 +81,26 @@ func (c *Client) Lease(ctx context.Context, id string) (*dlm.Lease, error) {
 		return nil, dlm.Invalid("lease_id", "must not be empty")
 	}
 	var w wire.Lease
-	if err := c.do(ctx, request{method: http.MethodGet, path: leasePath(id, "")}, &w); err != nil {
+	if _, err := c.sessionDo(ctx, sessRequest{Op: "get", LeaseID: id}, request{method: http.MethodGet, path: leasePath(id, "")}, &w, false); err != nil {
 		return nil, fmt.Errorf("get lease: %w", err)
 	}
 	l := leaseOf(&w)
 	return &l, nil
+}
+
+// renewResult reads the one result of a session renew into w.
+func renewResult(results []json.RawMessage, w *wire.Lease) error {
+	if len(results) != 1 {
+		return &dlm.Error{Code: dlm.CodeInternal, Message: "renew answered the wrong number of leases"}
+	}
+	var r struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if err := json.Unmarshal(results[0], &r); err != nil {
+		return &dlm.Error{Code: dlm.CodeInternal, Message: "decode reply: " + err.Error()}
+	}
+	if r.Error != nil {
+		return decodeError(0, []byte(`{"error":`+string(r.Error)+`}`))
+	}
+	return json.Unmarshal(results[0], w)
 }

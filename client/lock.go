@@ -57,6 +57,11 @@ type Lock struct {
 
 	releaseOnce sync.Once
 	releaseErr  error
+
+	// onSession: acquired over the client's session, which pushes the
+	// lease's end and runs its keep-alive.
+	onSession      bool
+	releaseOnClose bool
 }
 
 // margin is how long before its known expiry a lease is declared lost: a
@@ -79,6 +84,14 @@ func newLock(c *Client, lease dlm.Lease, sent time.Time, replayed, keepAlive boo
 	} else {
 		close(l.done)
 	}
+	return l
+}
+
+// newSessionLock wraps a lease acquired over the client's session. Its
+// keep-alive, if any, is the session's (session.keep).
+func newSessionLock(c *Client, lease dlm.Lease, sent time.Time, replayed, releaseOnClose bool) *Lock {
+	l := newLock(c, lease, sent, replayed, false)
+	l.onSession, l.releaseOnClose = true, releaseOnClose
 	return l
 }
 
@@ -177,6 +190,9 @@ func (l *Lock) Release(ctx context.Context) error {
 func (l *Lock) release(ctx context.Context) error {
 	l.kstop()
 	<-l.done
+	if l.onSession {
+		l.c.sess.unfollow(l)
+	}
 	err := l.c.Release(ctx, l.lease.ID)
 	switch {
 	case err == nil:
@@ -299,6 +315,9 @@ func (l *Lock) loseLocked(err error) {
 	l.err = fmt.Errorf("%w: %q: %w", ErrLockLost, l.lease.Key.Name, err)
 	l.timer.Stop()
 	l.kstop()
+	if l.onSession {
+		l.c.sess.poke() // its keep-alive forgets the lock, and ends with the last
+	}
 	close(l.lost)
 	l.cancel(l.err)
 }

@@ -183,7 +183,8 @@ func TestRetriedAcquireAfterDroppedResponseReturnsSameLease(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startServer(t)
 			rt, dropped := dropFirst("/acquire")
-			c := newClient(t, s.URL, s.TenantKey, &Options{HTTPClient: &http.Client{Transport: rt}})
+			// Over HTTP: TestSessionRetryAfterCutConnection is the session's.
+			c := newClient(t, s.URL, s.TenantKey, &Options{HTTPClient: &http.Client{Transport: rt}, HTTPOnly: true})
 			ctx := ctxFor(t, time.Minute)
 			acquire := c.TryAcquire
 			if tt.wait {

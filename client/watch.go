@@ -33,6 +33,9 @@ type WatchOptions struct {
 	// FromStart replays every retained event first, from the oldest.
 	// It overrides Since.
 	FromStart bool
+	// sinceZero: Since is 0 meaning "after event 0", not "from now"
+	// (Election.Observe on a log that had no event yet).
+	sinceZero bool
 }
 
 // Watch streams events over the server's WebSocket (GET /v1/watch), in id
@@ -102,7 +105,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) iter.Seq2[dlm.Ev
 // watch that knows its start never loses the events made while it
 // reconnects, even before it has seen one.
 func (c *Client) watchStart(ctx context.Context, o *WatchOptions) (int64, error) {
-	if o.Since > 0 && !o.FromStart {
+	if (o.Since > 0 || o.sinceZero) && !o.FromStart {
 		return o.Since, nil
 	}
 	if o.FromStart {

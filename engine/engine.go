@@ -131,6 +131,7 @@ func New(store dlm.Store, opts Options) *Engine {
 	e.sweeper.init()
 	e.pruner.init(e.opts.EventRetentionCount)
 	e.feed.init(e.opts.WatchBuffer)
+	e.feed.shared = e.shared
 	e.stats.turn = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.wg.Add(4)
@@ -234,6 +235,11 @@ func (e *Engine) afterCommit(c *dlm.Change) {
 			e.feed.poked()
 		}
 		e.pruner.committed(len(c.Events))
+		if !e.shared {
+			// Only this process writes: its listeners need no read of
+			// the log (see feed.notify).
+			e.feed.notifyLocal(c.Events)
+		}
 	}
 	var due time.Time
 	for i := range c.Granted {

@@ -18,6 +18,10 @@ type feed struct {
 	watchers []*Watcher    // a slice, not a set: publish runs through it per event
 	poke     chan struct{} // a local commit wrote events
 	behind   int           // Options.WatchBuffer
+	shared   bool          // Engine.shared: listeners are told from the log
+	// listeners are the Listeners, byKey those that follow each lock.
+	listeners map[*Listener]struct{}
+	byKey     map[dlm.Key]map[*Listener]struct{}
 }
 
 // Feed tuning.
@@ -32,6 +36,8 @@ const (
 func (f *feed) init(behind int) {
 	f.behind = behind
 	f.poke = make(chan struct{}, 1)
+	f.listeners = map[*Listener]struct{}{}
+	f.byKey = map[dlm.Key]map[*Listener]struct{}{}
 }
 
 // poked tells the feed that new events were committed here.
@@ -133,6 +139,9 @@ func (f *feed) publishLocked(events []dlm.Event) {
 			continue // published by an earlier read
 		}
 		f.last = ev.ID
+		if f.shared {
+			f.notify(ev)
+		}
 		for j := 0; j < len(f.watchers); j++ {
 			w := f.watchers[j]
 			if ev.ID <= w.upto || !w.filter.Match(ev) {
@@ -197,4 +206,5 @@ func (f *feed) closeAll(err error) {
 	for len(f.watchers) > 0 {
 		f.drop(f.watchers[len(f.watchers)-1], err)
 	}
+	f.closeListeners(err)
 }

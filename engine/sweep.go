@@ -60,8 +60,10 @@ func (e *Engine) sweep(ctx context.Context) {
 			timer.Stop()
 		}
 		// While this sweep runs, any new expiry must wake the next one: the
-		// sweep may read the store before that expiry is committed.
-		e.sweeper.target.Store(0)
+		// sweep may read the store before that expiry is committed. (Every
+		// time is before maxTime; none is before 0, which lost such wakes
+		// and left an expiry up to sweepIdle late.)
+		e.sweeper.target.Store(maxTime)
 		wait, err := e.sweepOnce(ctx)
 		if err != nil {
 			if ctx.Err() != nil {

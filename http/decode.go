@@ -48,7 +48,13 @@ func readObject(w http.ResponseWriter, r *http.Request, allowed ...string) (obje
 	if len(b) == 0 {
 		return object{}, nil
 	}
-	if b[0] != '{' {
+	return decodeObject(b, allowed...)
+}
+
+// decodeObject decodes b, a request body or a session message with its
+// space trimmed, as readObject does.
+func decodeObject(b []byte, allowed ...string) (object, error) {
+	if len(b) == 0 || b[0] != '{' {
 		return nil, dlm.Invalid("body", "must be a JSON object")
 	}
 	var o object

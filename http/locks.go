@@ -22,62 +22,68 @@ func (h *Handler) acquireRequest(w http.ResponseWriter, r *http.Request, c *call
 	if err != nil {
 		return req, false, err
 	}
-	req.Tenant = c.principal.Tenant
-	req.Key = dlm.Key{Namespace: c.principal.Tenant, Name: c.params["name"]}
-	if err := dlm.ValidateName(req.Key.Name); err != nil {
+	if dryRun, err = acquireBody(o, &req, c.principal.Tenant, c.params["name"]); err != nil {
 		return req, false, err
+	}
+	if req.IdempotencyKey, err = idempotencyKey(r, o); err != nil {
+		return req, false, err
+	}
+	return req, dryRun, nil
+}
+
+// acquireBody decodes the fields of an acquire body o, but for the
+// idempotency key, into req: for tenant, on the lock name.
+func acquireBody(o object, req *engine.AcquireRequest, tenant, name string) (dryRun bool, err error) {
+	req.Tenant = tenant
+	req.Key = dlm.Key{Namespace: tenant, Name: name}
+	if err := dlm.ValidateName(req.Key.Name); err != nil {
+		return false, err
 	}
 
 	holder, given, err := o.string("holder_id")
 	if err != nil {
-		return req, false, err
+		return false, err
 	} else if !given {
-		return req, false, dlm.Invalid("holder_id", "is required")
+		return false, dlm.Invalid("holder_id", "is required")
 	}
 	req.HolderID = holder
 
 	if m, given, err := o.string("mode"); err != nil {
-		return req, false, err
+		return false, err
 	} else if given {
 		mode, ok := dlm.ParseMode(m)
 		if !ok || m == "" {
-			return req, false, dlm.Invalid("mode", "must be %q or %q", "exclusive", "shared")
+			return false, dlm.Invalid("mode", "must be %q or %q", "exclusive", "shared")
 		}
 		req.Mode = mode
 	}
 
 	if ms, given, err := o.int("ttl_ms"); err != nil {
-		return req, false, err
+		return false, err
 	} else if given {
 		if ms == 0 {
 			// The engine reads a zero TTL as "default": refuse it here.
-			return req, false, dlm.Invalid("ttl_ms", "must be at least %d (omit it for the default, %d)", dlm.MinTTLMillis, dlm.DefaultTTLMs)
+			return false, dlm.Invalid("ttl_ms", "must be at least %d (omit it for the default, %d)", dlm.MinTTLMillis, dlm.DefaultTTLMs)
 		}
 		req.TTL = millis(ms)
 	}
 
 	if ms, given, err := o.int("wait_ms"); err != nil {
-		return req, false, err
+		return false, err
 	} else if given {
 		req.Wait = millis(ms)
 	}
 
 	if s, given, err := o.string("scope"); err != nil {
-		return req, false, err
+		return false, err
 	} else if global, err := parseScope(s, given); err != nil {
-		return req, false, err
+		return false, err
 	} else if global {
 		req.Key.Namespace = dlm.GlobalNamespace
 	}
 
-	if req.IdempotencyKey, err = idempotencyKey(r, o); err != nil {
-		return req, false, err
-	}
-
-	if dryRun, _, err = o.bool("dry_run"); err != nil {
-		return req, false, err
-	}
-	return req, dryRun, nil
+	dryRun, _, err = o.bool("dry_run")
+	return dryRun, err
 }
 
 // idempotencyKey returns the idempotency key of an acquire, given in the

@@ -12,8 +12,9 @@ import (
 	"github.com/dlmhq/dlm/dlmtest/testserver"
 )
 
-// Revoking a key closes its open watches (1008, reason unauthenticated) and
-// answers its queued acquires 401; none of them is granted afterwards.
+// Revoking a key closes its open watches and sessions (1008, reason
+// unauthenticated) and answers its queued acquires 401; none of them is
+// granted afterwards.
 func TestRevocationEndsWatchesAndWaits(t *testing.T) {
 	s := testserver.New(t, nil)
 	admin := adminAPI(t, s)
@@ -23,6 +24,7 @@ func TestRevocationEndsWatchesAndWaits(t *testing.T) {
 	held := a.acquire("r", "first", nil)
 
 	c := dial(t, s, key, "")
+	sn := dialSession(t, s.URL, key)
 	queued := make(chan *response, 1)
 	go func() {
 		queued <- a.do("POST", "/v1/locks/r/acquire", map[string]any{"holder_id": "queued", "wait_ms": 240_000})
@@ -42,6 +44,15 @@ func TestRevocationEndsWatchesAndWaits(t *testing.T) {
 	var ce websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.HasPrefix(ce.Reason, "unauthenticated") {
 		t.Errorf("the watch ended with %v; want close 1008 with reason unauthenticated", err)
+	}
+	// And its session.
+	select {
+	case <-sn.closed:
+	case <-ctx.Done():
+		t.Fatal("the session is still open after the revocation")
+	}
+	if !errors.As(sn.err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.HasPrefix(ce.Reason, "unauthenticated") {
+		t.Errorf("the session ended with %v; want close 1008 with reason unauthenticated", sn.err)
 	}
 	if r := <-queued; r.status != 401 || r.errorCode(t) != "unauthenticated" {
 		t.Errorf("the queued acquire = %d %s; want 401 unauthenticated", r.status, r.body)

@@ -60,6 +60,7 @@ func routeTable() []route {
 
 		{"GET", "/v1/events", tenantOrAdmin, []string{"name", "prefix", "scope", "since", "limit", "tenant"}, (*Handler).events},
 		{"GET", "/v1/watch", tenantOrAdmin, []string{"name", "prefix", "scope", "since", "tenant"}, (*Handler).watch},
+		{"GET", "/v1/session", tenantKey, nil, (*Handler).session},
 
 		{"POST", "/v1/tenants", adminKey, nil, (*Handler).createTenant},
 		{"GET", "/v1/tenants", adminKey, nil, (*Handler).listTenants},

@@ -32,10 +32,15 @@ operation and errors by code. Workloads:
   mixed        shared and exclusive acquires on --names names, each followed
                by --renews renewals and a release
 
+With --protocol session each client is one WebSocket to /v1/session instead
+of an HTTP connection (uncontended, contended and hold), one request at a
+time as over HTTP, or --pipeline N workloads at once on each connection
+(what a session is for: one client's many locks on one connection).
+
 dlm bench null --listen ADDR runs no workload: it serves the null server, the
 ceiling to read dlm's figures against. It answers acquire and release from a
-map (same JSON, no durability, no authentication), and /metrics with its CPU
-and memory; run the uncontended workload against it (any DLM_KEY) and then
+map (same JSON, no durability, no authentication), also over the session
+protocol, and /metrics with its CPU and memory; run the uncontended workload against it (any DLM_KEY) and then
 against dlm serve, on the same machine, and compare.
 
 Lock names start with bench/RUN-ID/, fresh for every run. The server's memory
@@ -78,6 +83,8 @@ type benchConfig struct {
 	progress    bool
 	json        bool
 	listen      string
+	protocol    string
+	pipeline    int
 }
 
 func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
@@ -95,6 +102,8 @@ func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
 	fs.IntVar(&c.serverPID, "server-pid", 0, "read the server's memory and CPU from /proc/`PID` when it has no /metrics")
 	fs.BoolVar(&c.progress, "progress", false, "print a progress line every second even if stderr is not a terminal")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7071", "null: the address to serve the null server on")
+	fs.IntVar(&c.pipeline, "pipeline", 1, "session: workloads each client runs at once on its one connection")
+	fs.StringVar(&c.protocol, "protocol", "http", "http, or session: each client one WebSocket to /v1/session (uncontended, contended, hold)")
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err
@@ -116,6 +125,12 @@ func (m *Main) runBench(ctx context.Context, g *globals, args []string) error {
 		return usagef("bench: --duration must be positive, --wait and --ttl not negative")
 	case c.sharedRatio < 0 || c.sharedRatio > 1:
 		return usagef("bench: --shared-ratio must be between 0 and 1")
+	case c.protocol != "http" && c.protocol != "session":
+		return usagef("bench: --protocol must be http or session")
+	case c.protocol == "session" && c.workload == "mixed":
+		return usagef("bench: the mixed workload runs over http only")
+	case c.pipeline < 1 || c.pipeline > 1 && c.protocol != "session":
+		return usagef("bench: --pipeline must be at least 1, and more only with --protocol session")
 	}
 	if c.clients == 0 {
 		c.clients = def.clients
@@ -191,8 +206,16 @@ func newBenchRun(c benchConfig, t *benchTarget) (*benchRun, error) {
 	rand.Read(id[:])
 	r := &benchRun{cfg: c, target: t, runID: hex.EncodeToString(id[:]), stopped: make(chan struct{})}
 	r.prefix = "bench/" + r.runID + "/"
-	for i := range c.clients {
-		r.workers = append(r.workers, &benchWorker{r: r, id: i, conn: newBenchConn(t), errs: map[string]int64{}})
+	var sess *benchSession
+	for i := range c.clients * c.pipeline {
+		w := &benchWorker{r: r, id: i, conn: newBenchConn(t), errs: map[string]int64{}}
+		if c.protocol == "session" {
+			if i%c.pipeline == 0 {
+				sess = newBenchSession(t, c.url)
+			}
+			w.sess = sess
+		}
+		r.workers = append(r.workers, w)
 	}
 	return r, nil
 }
@@ -234,6 +257,13 @@ func (r *benchRun) run(ctx context.Context, stderr io.Writer, stopSignals func()
 		work = (*benchWorker).holdLeases
 	case "mixed":
 		work = (*benchWorker).mixed
+	}
+	if r.cfg.protocol == "session" {
+		work = map[string]func(*benchWorker){
+			"uncontended": (*benchWorker).sessionUncontended,
+			"contended":   (*benchWorker).sessionContended,
+			"hold":        (*benchWorker).sessionHold,
+		}[r.cfg.workload]
 	}
 	before := readServerStats(r.target, r.cfg.serverPID)
 	cpuBefore := processCPU()
@@ -352,6 +382,7 @@ type benchWorker struct {
 	r     *benchRun
 	id    int
 	conn  *benchConn
+	sess  *benchSession // with --protocol session
 	hists [numBenchOps]*histogram
 	fails [numBenchOps]int64
 	errs  map[string]int64 // by error code

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // The null server is the ceiling dlm's HTTP figures are read against: it
@@ -51,6 +53,7 @@ func newNullServer() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/locks/{name}/acquire", s.acquire)
 	mux.HandleFunc("DELETE /v1/leases/{id}", s.release)
+	mux.HandleFunc("GET /v1/session", s.session)
 	mux.HandleFunc("GET /v1/locks/{name}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"name":%q,"scope":"tenant","fencing_token":0,"holders":[],"waiters":[]}`+"\n", r.PathValue("name"))
 	})
@@ -70,41 +73,112 @@ func (s *nullServer) acquire(w http.ResponseWriter, r *http.Request) {
 		nullError(w, http.StatusBadRequest, "invalid_argument")
 		return
 	}
-	if body.TTLMs == 0 {
-		body.TTLMs = 30000
+	l, code := s.grant(r.PathValue("name"), body.HolderID, body.TTLMs)
+	if l == nil {
+		nullError(w, http.StatusConflict, code)
+		return
+	}
+	json.NewEncoder(w).Encode(l)
+}
+
+// grant takes name for holder, or answers the error code why not.
+func (s *nullServer) grant(name, holder string, ttlMs int64) (*nullLease, string) {
+	if ttlMs == 0 {
+		ttlMs = 30000
 	}
 	var id [16]byte
 	rand.Read(id[:])
 	now := time.Now().UTC()
-	name := r.PathValue("name")
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.byName[name] != nil {
-		s.mu.Unlock()
-		nullError(w, http.StatusConflict, "lock_conflict")
-		return
+		return nil, "lock_conflict"
 	}
 	s.token++
 	l := &nullLease{LeaseID: hex.EncodeToString(id[:]), Name: name, Scope: "tenant", Mode: "exclusive",
-		HolderID: body.HolderID, FencingToken: s.token, TTLMs: body.TTLMs,
-		AcquiredAt: now, ExpiresAt: now.Add(time.Duration(body.TTLMs) * time.Millisecond)}
+		HolderID: holder, FencingToken: s.token, TTLMs: ttlMs,
+		AcquiredAt: now, ExpiresAt: now.Add(time.Duration(ttlMs) * time.Millisecond)}
 	s.byName[name], s.byID[l.LeaseID] = l, l
-	s.mu.Unlock()
-	json.NewEncoder(w).Encode(l)
+	return l, ""
 }
 
-func (s *nullServer) release(w http.ResponseWriter, r *http.Request) {
+// end releases lease id, or returns nil if there is none.
+func (s *nullServer) end(id string) *nullLease {
 	s.mu.Lock()
-	l := s.byID[r.PathValue("id")]
+	defer s.mu.Unlock()
+	l := s.byID[id]
 	if l != nil {
 		delete(s.byID, l.LeaseID)
 		delete(s.byName, l.Name)
 	}
-	s.mu.Unlock()
+	return l
+}
+
+func (s *nullServer) release(w http.ResponseWriter, r *http.Request) {
+	l := s.end(r.PathValue("id"))
 	if l == nil {
 		nullError(w, http.StatusNotFound, "not_found")
 		return
 	}
 	json.NewEncoder(w).Encode(l)
+}
+
+// session serves the session protocol's acquire (try once) and release the
+// same way, one request at a time per connection, each answered with the
+// same JSON frame as dlm's: the ceiling of dlm bench --protocol session.
+func (s *nullServer) session(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(64 << 10)
+	ctx := context.WithoutCancel(r.Context())
+	type reply struct {
+		ID     int64      `json:"id"`
+		Result *nullLease `json:"result,omitempty"`
+		Error  *struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error,omitempty"`
+	}
+	for {
+		_, msg, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		var req struct {
+			ID       int64  `json:"id"`
+			Op       string `json:"op"`
+			Name     string `json:"name"`
+			HolderID string `json:"holder_id"`
+			TTLMs    int64  `json:"ttl_ms"`
+			LeaseID  string `json:"lease_id"`
+		}
+		rep := reply{}
+		code := "invalid_argument"
+		if json.Unmarshal(msg, &req) == nil {
+			rep.ID = req.ID
+			switch req.Op {
+			case "acquire":
+				rep.Result, code = s.grant(req.Name, req.HolderID, req.TTLMs)
+			case "release":
+				if rep.Result = s.end(req.LeaseID); rep.Result == nil {
+					code = "not_found"
+				}
+			}
+		}
+		if rep.Result == nil {
+			rep.Error = &struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			}{code, code}
+		}
+		b, _ := json.Marshal(rep)
+		if c.Write(ctx, websocket.MessageText, b) != nil {
+			return
+		}
+	}
 }
 
 func nullError(w http.ResponseWriter, status int, code string) {

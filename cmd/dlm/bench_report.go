@@ -19,6 +19,8 @@ type benchReport struct {
 	Prefix      string  `json:"prefix"` // of every lock name the run used
 	URL         string  `json:"url"`
 	Clients     int     `json:"clients"`
+	Protocol    string  `json:"protocol"`           // http or session
+	Pipeline    int     `json:"pipeline,omitempty"` // session: workloads in flight per client
 	Seconds     float64 `json:"seconds"`
 	Interrupted bool    `json:"interrupted,omitempty"`
 	Aborted     string  `json:"aborted,omitempty"` // why the run ended early
@@ -127,8 +129,11 @@ func (r *benchRun) report(elapsed time.Duration) *benchReport {
 	secs := elapsed.Seconds()
 	rep := &benchReport{
 		Workload: r.cfg.workload, RunID: r.runID, Prefix: r.prefix, URL: r.cfg.url, Clients: r.cfg.clients,
-		Seconds: math.Round(secs*1000) / 1000, Unit: r.unit(), Count: r.done.Load(),
+		Protocol: r.cfg.protocol, Seconds: math.Round(secs*1000) / 1000, Unit: r.unit(), Count: r.done.Load(),
 		Requests: r.requests.Load(), Ops: map[string]*opReport{}, Errors: map[string]int64{}, ErrorCount: r.failures.Load(),
+	}
+	if r.cfg.pipeline > 1 {
+		rep.Pipeline = r.cfg.pipeline
 	}
 	rep.PerSecond = float64(rep.Count) / secs
 	rep.RequestsPerSecond = float64(rep.Requests) / secs
@@ -230,7 +235,11 @@ func (r *benchRun) holdReport() *holdReport {
 
 // print writes the report for people.
 func (rep *benchReport) print(w io.Writer) {
-	fmt.Fprintf(w, "dlm bench %s: %d clients, %.2fs, %s (lock names %s*)\n", rep.Workload, rep.Clients, rep.Seconds, rep.URL, rep.Prefix)
+	proto := rep.Protocol
+	if rep.Pipeline > 1 {
+		proto = fmt.Sprintf("%s, %d in flight each", proto, rep.Pipeline)
+	}
+	fmt.Fprintf(w, "dlm bench %s: %d clients (%s), %.2fs, %s (lock names %s*)\n", rep.Workload, rep.Clients, proto, rep.Seconds, rep.URL, rep.Prefix)
 	if rep.Interrupted {
 		fmt.Fprintln(w, "interrupted: the numbers cover the run until then")
 	}

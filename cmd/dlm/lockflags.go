@@ -17,6 +17,8 @@ type lockFlags struct {
 	wait   waitFlag
 	scope  scopeFlag
 	holder string
+	// releaseOnClose: run's --release-on-exit.
+	releaseOnClose bool
 }
 
 func (f *lockFlags) register(fs *flag.FlagSet) {
@@ -28,7 +30,7 @@ func (f *lockFlags) register(fs *flag.FlagSet) {
 }
 
 func (f *lockFlags) options() *client.AcquireOptions {
-	o := &client.AcquireOptions{TTL: f.ttl, Wait: f.wait.d, Scope: client.Scope(f.scope), HolderID: f.holder}
+	o := &client.AcquireOptions{TTL: f.ttl, Wait: f.wait.d, Scope: client.Scope(f.scope), HolderID: f.holder, ReleaseOnClose: f.releaseOnClose}
 	if f.shared {
 		o.Mode = dlm.Shared
 	}

@@ -27,6 +27,13 @@ DLM_FENCING_TOKEN, DLM_LEASE_ID and DLM_LOCK_NAME in its environment: pass the
 fencing token to whatever the lock protects, since the lock alone cannot stop
 a stale holder's writes.
 
+The lock is held over a session with the server, which tells run the moment
+the lease ends (a force-release, an expiry): the command is stopped then, not
+at the next renewal. With --release-on-exit the server also releases the lock
+when run itself dies (killed, or its machine gone), as soon as its connection
+ends, instead of at the lease's expiry; a broken connection then counts as a
+lost lock.
+
 The command runs in its own process group. If the lock is lost, the group
 gets SIGTERM, then SIGKILL after --grace, and run exits 70. The first SIGINT
 or SIGTERM sent to dlm is passed on to the command; a second one kills it.
@@ -37,6 +44,7 @@ executed or found, 64 for usage errors.
 `)
 	lf.register(fs)
 	grace := fs.Duration("grace", 10*time.Second, "after SIGTERM on loss, wait this long before SIGKILL")
+	fs.BoolVar(&lf.releaseOnClose, "release-on-exit", false, "have the server release the lock as soon as this process's connection ends, even if it is killed")
 	i := slices.Index(args, "--")
 	if i < 0 && !slices.ContainsFunc(args, isHelpFlag) {
 		return usagef("run: missing -- before the command")
