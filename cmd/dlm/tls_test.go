@@ -62,6 +62,25 @@ func TestServeTLS(t *testing.T) {
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A session over WSS: the force-release of a lock taken on it is
+	// pushed, and the lock is lost at once, long before its renewal.
+	admin, err := client.New(p.URL, creds.AdminKey, &client.Options{CACertFile: ca.CertFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	held, err := c.TryAcquire(ctx, "tls-session", &client.AcquireOptions{HolderID: "over-wss", TTL: 10 * time.Minute})
+	if err != nil {
+		t.Fatalf("acquire over TLS: %v", err)
+	}
+	if _, err := admin.ForceRelease(ctx, "default", "tls-session", ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held.Lost():
+	case <-ctx.Done():
+		t.Fatal("a force-release was not pushed over the TLS session")
+	}
 
 	// The command line, with DLM_CA_CERT; without it the certificate is
 	// not trusted.
@@ -69,8 +88,10 @@ func TestServeTLS(t *testing.T) {
 	if r := runMain(t, env, "acquire", "cli-tls", "--wait", "0", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"lease_id"`) {
 		t.Errorf("dlm acquire over TLS: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := runMain(t, env, "bench", "uncontended", "--duration", "500ms", "--clients", "2", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"workload":"uncontended"`) {
-		t.Errorf("dlm bench over TLS: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	for _, protocol := range []string{"http", "session"} {
+		if r := runMain(t, env, "bench", "uncontended", "--protocol", protocol, "--duration", "500ms", "--clients", "2", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"workload":"uncontended"`) {
+			t.Errorf("dlm bench --protocol %s over TLS: exit %d\n%s%s", protocol, r.code, r.stdout, r.stderr)
+		}
 	}
 	delete(env, "DLM_CA_CERT")
 	if r := runMain(t, env, "status", "cli-tls"); r.code == 0 || !strings.Contains(r.stderr, "certificate") {
