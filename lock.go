@@ -14,8 +14,12 @@ import (
 type LockState struct {
 	Key Key
 	// Token is the last fencing token issued on this lock, 0 if none. It
-	// only grows, and each grant's token is at least TokenFloor of its now.
-	Token   int64
+	// only grows.
+	Token int64
+	// Floor is the least token the next grant may carry. It is not stored:
+	// whoever loads the state for a decision sets it (the engine: the
+	// TokenFloor of the time it started).
+	Floor   int64
 	Holders []Lease
 	Waiters []Waiter // ordered by Seq
 }
@@ -299,23 +303,18 @@ func (s *LockState) grantWaiters(now time.Time, c *Change) {
 	}
 }
 
-// TokenFloor is the least fencing token a grant at now may carry: the
-// clock in whole seconds times 2^20. A store that lost the record of its
-// last tokens (a restore from an old backup, a damaged journal accepted
-// with data loss) still issues tokens above every token issued before, as
-// long as the clock has not gone back and a second has passed. Within a
-// second a lock's tokens count up by one, so they stay consecutive for
-// checkers and humans alike; 2^20 grants per lock per second fit before
-// the count runs into the next second's floor. The floor stays below 2^53,
-// which JavaScript reads exactly, until the year 2242.
+// TokenFloor is the token floor of a process started at now (see
+// LockState.Floor): the clock in whole seconds times 2^20. A store that lost
+// the record of its last tokens (a restore from an old backup, a damaged
+// journal accepted with data loss) is opened by a new process, whose grants
+// then carry tokens above every token issued before, as long as the clock
+// has not gone back: a lock's tokens count up by one from the floor of the
+// process that first granted it, and no lock takes 2^20 grants a second.
+// Within a process tokens stay consecutive, for checkers and humans alike.
+// The floor stays below 2^53, which JavaScript reads exactly, until the
+// year 2242.
 func TokenFloor(now time.Time) int64 {
 	return now.Unix() << 20
-}
-
-// NextToken is the token of a grant at now on a lock whose last token is
-// last: one above it, or the floor if that is higher.
-func NextToken(last int64, now time.Time) int64 {
-	return max(last+1, TokenFloor(now))
 }
 
 func (s *LockState) compatible(m Mode) bool {
@@ -328,7 +327,7 @@ func (s *LockState) compatible(m Mode) bool {
 }
 
 func (s *LockState) grant(now time.Time, id, tenant string, m Mode, holder string, ttl time.Duration, idem string, c *Change) Lease {
-	s.Token = NextToken(s.Token, now)
+	s.Token = max(s.Token+1, s.Floor)
 	l := Lease{
 		ID: id, Tenant: tenant, Key: s.Key, Mode: m, HolderID: holder,
 		Token: s.Token, TTL: ttl, AcquiredAt: now, ExpiresAt: now.Add(ttl),

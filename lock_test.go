@@ -123,8 +123,8 @@ func TestExpiryExactlyAtExpiresAt(t *testing.T) {
 	if err != nil || out != dlm.Granted {
 		t.Fatalf("at expires_at: %v, %v; want granted", out, err)
 	}
-	if want := dlm.NextToken(l.Token, l.ExpiresAt); got.Token != want {
-		t.Errorf("token after expiry = %d, want %d", got.Token, want)
+	if got.Token != l.Token+1 {
+		t.Errorf("token after expiry = %d, want %d", got.Token, l.Token+1)
 	}
 	want := []dlm.EventType{dlm.EventExpired, dlm.EventAcquired}
 	if diff := cmp.Diff(eventTypes(c.Events), want); diff != "" {
@@ -192,8 +192,8 @@ func TestLateExpiryGrantsFromNow(t *testing.T) {
 		return dlm.Event{Type: typ, Key: key, HolderID: r.HolderID, Mode: r.Mode, Token: token, At: at}
 	}
 	want := []dlm.Event{
-		ev(dlm.EventExpired, x, dlm.TokenFloor(t0), at1),
-		ev(dlm.EventAcquired, w, dlm.NextToken(dlm.TokenFloor(t0), now), now),
+		ev(dlm.EventExpired, x, 1, at1),
+		ev(dlm.EventAcquired, w, 2, now),
 	}
 	if diff := cmp.Diff(c.Events, want); diff != "" {
 		t.Errorf("events (-got +want):\n%s", diff)
@@ -245,16 +245,18 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 
 func TestTokenFloor(t *testing.T) {
 	// A lock whose last tokens were lost (restored from an old backup)
-	// starts from the clock's floor, not from what the store remembers;
-	// one whose token ran ahead of the clock keeps counting.
+	// starts, in the process that loads it, from that process's floor,
+	// not from what the store remembers; one whose token is above the
+	// floor keeps counting by one.
 	var c dlm.Change
-	lost := &dlm.LockState{Key: key, Token: 7}
-	if l := mustAcquire(t, lost, req("A", dlm.Exclusive, 0), &c); l.Token != dlm.TokenFloor(t0) {
-		t.Errorf("token %d after a loss, want the floor %d", l.Token, dlm.TokenFloor(t0))
+	floor := dlm.TokenFloor(t0)
+	lost := &dlm.LockState{Key: key, Token: 7, Floor: floor}
+	if l := mustAcquire(t, lost, req("A", dlm.Exclusive, 0), &c); l.Token != floor {
+		t.Errorf("token %d after a loss, want the floor %d", l.Token, floor)
 	}
-	ahead := &dlm.LockState{Key: key, Token: dlm.TokenFloor(t0.Add(time.Hour))}
-	if l := mustAcquire(t, ahead, req("A", dlm.Exclusive, 0), &c); l.Token != ahead.Token {
-		t.Errorf("token %d, want one above the last, %d", l.Token, ahead.Token)
+	ahead := &dlm.LockState{Key: key, Token: floor + 41, Floor: floor}
+	if l := mustAcquire(t, ahead, req("A", dlm.Exclusive, 0), &c); l.Token != floor+42 {
+		t.Errorf("token %d, want one above the last, %d", l.Token, floor+42)
 	}
 	if f := dlm.TokenFloor(time.Date(2242, 1, 1, 0, 0, 0, 0, time.UTC)); f >= 1<<53 {
 		t.Errorf("the floor in 2242 is %d, beyond what JavaScript reads exactly", f)

@@ -111,7 +111,7 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 				return nil, dlm.Errorf(dlm.CodeIdempotencyKeyReused, "idempotency key was used for lock %q", k.Name)
 			}
 		}
-		return saveOne(ctx, tx, req.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+		return e.saveOne(ctx, tx, req.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 			var err error
 			out, lease, waiter, err = s.Acquire(now, req, c)
 			if err != nil {
@@ -242,7 +242,7 @@ func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, grant
 	ctx, cancel := context.WithTimeout(context.Background(), leaveQueueTimeout)
 	defer cancel()
 	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
-		return saveOne(ctx, tx, w.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+		return e.saveOne(ctx, tx, w.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 			lease, granted = s.CancelWait(now, w.ID, ticket, c)
 			holders = s.View(now).Holders
 			if !granted {

@@ -96,6 +96,7 @@ func (o *Options) setDefaults() {
 // change is durable.
 type Engine struct {
 	store   dlm.Store
+	floor   int64 // dlm.TokenFloor of when it started: see LockState.Floor
 	opts    Options
 	log     *slog.Logger
 	waiters hub
@@ -127,6 +128,7 @@ func New(store dlm.Store, opts Options) *Engine {
 		closing: make(chan struct{}),
 	}
 	_, e.shared = store.(dlm.Notifier)
+	e.floor = dlm.TokenFloor(time.Now())
 	e.waiters.init()
 	e.sweeper.init()
 	e.pruner.init(e.opts.EventRetentionCount)
@@ -262,12 +264,13 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // saveOne loads key, applies op to it and saves the result: the shape of every
-// single-lock operation.
-func saveOne(ctx context.Context, tx dlm.Tx, key dlm.Key, op func(s *dlm.LockState, now time.Time, c *dlm.Change) error) ([]dlm.Change, error) {
+// single-lock operation. Its grants carry tokens at least the engine's floor.
+func (e *Engine) saveOne(ctx context.Context, tx dlm.Tx, key dlm.Key, op func(s *dlm.LockState, now time.Time, c *dlm.Change) error) ([]dlm.Change, error) {
 	s, err := tx.LoadLock(ctx, key)
 	if err != nil {
 		return nil, err
 	}
+	s.Floor = e.floor
 	var c dlm.Change
 	if err := op(s, tx.Now(), &c); err != nil {
 		return nil, err

@@ -81,7 +81,7 @@ func (e *Engine) Renew(ctx context.Context, tenant, id string, ttl time.Duration
 			result = err
 			return nil, nil
 		}
-		return saveOne(ctx, tx, found.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+		return e.saveOne(ctx, tx, found.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 			var ok bool
 			if l, ok = s.Renew(now, id, ttl, c); !ok {
 				result = whyEnded(ctx, tx, id, c)
@@ -109,7 +109,7 @@ func (e *Engine) Release(ctx context.Context, tenant, id string) (l dlm.Lease, e
 			result = err
 			return nil, nil
 		}
-		return saveOne(ctx, tx, found.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+		return e.saveOne(ctx, tx, found.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 			ended, ok := s.Release(now, id, c)
 			if !ok {
 				result = whyEnded(ctx, tx, id, c)
@@ -131,7 +131,7 @@ func (e *Engine) ForceRelease(ctx context.Context, key dlm.Key) (ended []dlm.End
 		return nil, err
 	}
 	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
-		return saveOne(ctx, tx, key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+		return e.saveOne(ctx, tx, key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 			ended = s.ForceRelease(now, c)
 			return nil
 		})

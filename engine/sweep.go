@@ -93,7 +93,7 @@ func (e *Engine) sweepOnce(ctx context.Context) (time.Duration, error) {
 			n = len(keys)
 			var changes []dlm.Change
 			for _, k := range keys {
-				c, err := saveOne(ctx, tx, k, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
+				c, err := e.saveOne(ctx, tx, k, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
 					s.Expire(now, c)
 					return nil
 				})

@@ -47,13 +47,20 @@ func wireTime(t *testing.T, v any) time.Time {
 	return tm
 }
 
+// testStart is a time before any server of these tests started.
+var testStart = time.Now()
+
 // grantToken reports whether lease l carries the token a grant after prev
-// (0 on a fresh lock) must carry: one above prev, or the time floor of its
-// acquired_at if that is higher.
+// must carry: one above prev, or, on a fresh lock (prev 0), at least the
+// server's floor (dlm.TokenFloor of a time before the server started).
 func grantToken(t *testing.T, l map[string]any, prev any) bool {
 	t.Helper()
 	p, _ := prev.(float64) // 0 for a fresh lock
-	return l["fencing_token"] == float64(max(int64(p)+1, dlm.TokenFloor(wireTime(t, l["acquired_at"]))))
+	if p == 0 {
+		tok, _ := l["fencing_token"].(float64)
+		return tok >= float64(dlm.TokenFloor(testStart))
+	}
+	return l["fencing_token"] == p+1
 }
 
 func TestAcquireRenewRelease(t *testing.T) {

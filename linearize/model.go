@@ -121,11 +121,12 @@ func (s state) String() string {
 // incompatible with it. Committed state never has waiters without holders,
 // since a grant to the queue head happens in the transaction that frees it.
 //
-// The model requires each grant's token to be exactly the one the core
-// gives (dlm.NextToken: one above the last, or the time floor of the grant
-// if that is higher): stricter than "strictly greater", and true of the one
-// core every backend shares (LockState.grant). After a grant whose answer
-// was lost it knows only a lower bound, until an inspect shows the token.
+// The model requires each grant's token to be exactly one above the last,
+// or a jump to the token floor of a newly started server process (a
+// multiple of 2^20, see dlm.TokenFloor): stricter than "strictly greater",
+// and true of the one core every backend shares (LockState.grant). After a
+// grant whose answer was lost may have jumped, it knows only a lower bound,
+// until an answer shows the token.
 type model struct{ queue bool }
 
 // step returns the states s can move to by in answered with out, and why
@@ -179,6 +180,23 @@ func (m model) step(s state, in Input, out Output) ([]state, string) {
 		return []state{{last: s.last, vague: s.vague}}, ""
 	}
 	return nil, "unknown operation"
+}
+
+// lostGrant returns the states a grant whose answer was lost may have left,
+// with l added: its token is one above the last, or, if a newly started
+// process made it, that process's floor (a later multiple of 2^20), which
+// the model keeps as a lower bound. Told apart, the two keep the model
+// exact in the common case: a later answer shows how many lost grants
+// happened.
+func (s state) lostGrant(l lease) []state {
+	if s.vague {
+		return []state{s.with(l)} // a lower bound already: one above it
+	}
+	exact := l
+	exact.token = s.last + 1
+	jumped := s
+	jumped.last = (s.last>>20+1)<<20 - 1 // with makes it the next floor
+	return []state{s.with(exact), jumped.with(l)}
 }
 
 // shown returns s with what an inspect's answer reveals: the last token and
@@ -240,8 +258,9 @@ func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
 		if !s.compatible(in.Mode) {
 			return nil, fmt.Sprintf("granted %s while %v", in.Mode, s)
 		}
-		want := dlm.NextToken(s.last, out.AcquiredAt)
-		if out.Token != want && (!s.vague || out.Token < want) {
+		want := s.last + 1
+		jump := out.Token > want && out.Token%(1<<20) == 0 // a new process's floor
+		if out.Token != want && !jump && (!s.vague || out.Token < want) {
 			return nil, fmt.Sprintf("granted token %d, want %d", out.Token, want)
 		}
 		if out.Replayed && in.Kind == AcquireTry {
@@ -272,10 +291,13 @@ func (m model) stepUnknown(s state, in Input) []state {
 		if s.findIdem(in) >= 0 || !s.compatible(in.Mode) {
 			break
 		}
-		next = append(next, s.with(lease{"", 0, in.Mode, in.Holder, in.IdemKey}))
+		granted := s.lostGrant(lease{"", 0, in.Mode, in.Holder, in.IdemKey})
+		next = append(next, granted...)
 		if in.Kind == AcquireWait && in.IdemKey == "" {
 			// Granted after its client left: the server gives it back.
-			next = append(next, state{last: s.last + 1, vague: true, holders: s.holders})
+			for _, g := range granted {
+				next = append(next, state{last: g.last, vague: g.vague, holders: s.holders})
+			}
 		}
 	case Release:
 		if i := s.find(in.LeaseID); i >= 0 {

@@ -73,7 +73,7 @@ func TestJournalRecoversLostCommits(t *testing.T) {
 		t.Errorf("released lease after recovery: %v, want lease_ended", err)
 	}
 	next, _, err := e.Acquire(ctx, req("c"))
-	if err != nil || next.Token != dlm.TokenFloor(next.AcquiredAt) {
+	if err != nil || next.Token < 1 {
 		t.Errorf("acquire after recovery = %+v, %v", next, err)
 	}
 	events, _, err := e.Events(ctx, engine.EventQuery{Tenant: "t"})

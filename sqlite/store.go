@@ -80,7 +80,7 @@ type Options struct {
 	// AcceptDataLoss opens a store whose journals are damaged or missing
 	// with what is intact, instead of refusing with a *DamageError. The
 	// batches behind the damage are lost; fencing tokens still grow, since
-	// the core never issues one below the clock's floor (dlm.TokenFloor).
+	// a process grants no token below its floor (dlm.TokenFloor).
 	AcceptDataLoss bool
 }
 

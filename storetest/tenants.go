@@ -15,7 +15,7 @@ func testTenantIsolation(t *testing.T, open Opener) {
 	mine := e.acquire(areq("iso", "a", dlm.Exclusive))
 	// Another tenant's lock of the same name is another lock.
 	theirs, _, err := e.engine.Acquire(e.ctx, engine.AcquireRequest{Tenant: "globex", Key: dlm.Key{Namespace: "globex", Name: "iso"}, HolderID: "b"})
-	if err != nil || theirs.Token != dlm.NextToken(0, theirs.AcquiredAt) {
+	if err != nil || theirs.Token < 1 {
 		t.Fatalf("other tenant's acquire = %+v, %v", theirs, err)
 	}
 	// Foreign lease IDs look exactly like unknown ones.

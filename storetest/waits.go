@@ -62,7 +62,7 @@ func testSweeperGrantsWaiter(t *testing.T, open Opener) {
 	if late < 0 || late > 5*time.Second {
 		t.Errorf("waiter learned of its grant %v after the holder's expiry", late)
 	}
-	if want := dlm.NextToken(held.Token, got.lease.AcquiredAt); got.lease.Token != want {
+	if want := held.Token + 1; got.lease.Token != want {
 		t.Errorf("waiter token %d, want %d", got.lease.Token, want)
 	}
 	_, err := e.engine.Lease(e.ctx, tenant, held.ID)
@@ -135,9 +135,9 @@ func testLateGrantStartsNow(t *testing.T, open Opener) {
 	if len(c.Granted) != 1 || c.Granted[0].ID != "late-b" {
 		t.Fatalf("the sweep granted %+v; want B alone", c.Granted)
 	}
-	if b := c.Granted[0]; !b.AcquiredAt.Equal(now) || !b.ExpiresAt.Equal(now.Add(10*time.Second)) || b.Token != dlm.NextToken(a.Token, b.AcquiredAt) {
+	if b := c.Granted[0]; !b.AcquiredAt.Equal(now) || !b.ExpiresAt.Equal(now.Add(10*time.Second)) || b.Token != a.Token+1 {
 		t.Errorf("B granted from %v to %v with token %d; want from the sweep's now %v for its TTL, token %d",
-			b.AcquiredAt, b.ExpiresAt, b.Token, now, dlm.NextToken(a.Token, b.AcquiredAt))
+			b.AcquiredAt, b.ExpiresAt, b.Token, now, a.Token+1)
 	}
 	if !slices.ContainsFunc(c.Dequeued, func(w dlm.Waiter) bool { return w.ID == "late-d" }) {
 		t.Errorf("the sweep dequeued %+v; want D among them, its deadline passed behind B", c.Dequeued)
@@ -192,7 +192,7 @@ func testFIFOOrder(t *testing.T, open Opener) {
 		if got.err != nil {
 			t.Fatalf("waiter %d: %v", i, got.err)
 		}
-		if want := dlm.NextToken(last, got.lease.AcquiredAt); got.lease.HolderID != fmt.Sprint("w", i) || got.lease.Token != want {
+		if want := last + 1; got.lease.HolderID != fmt.Sprint("w", i) || got.lease.Token != want {
 			t.Errorf("grant %d went to %s with token %d, want w%d with %d", i, got.lease.HolderID, got.lease.Token, i, want)
 		}
 		last = got.lease.Token
@@ -243,7 +243,7 @@ func testMixedModesFIFO(t *testing.T, open Opener) {
 	}
 	e.release(g2.lease)
 	g3 := <-s3
-	if g3.err != nil || g3.lease.Token != dlm.NextToken(g2.lease.Token, g3.lease.AcquiredAt) || g2.lease.Token != dlm.NextToken(g1.lease.Token, g2.lease.AcquiredAt) {
+	if g3.err != nil || g3.lease.Token != g2.lease.Token+1 || g2.lease.Token != g1.lease.Token+1 {
 		t.Errorf("tokens S1 %d, X2 %d, S3 %d (%v)", g1.lease.Token, g2.lease.Token, g3.lease.Token, g3.err)
 	}
 }
@@ -285,7 +285,7 @@ func testCancelledWaiterLeavesQueue(t *testing.T, open Opener) {
 	// The lock goes straight to the next acquirer, not to the departed one.
 	e.release(held)
 	next := e.acquire(areq("c", "next", dlm.Exclusive))
-	if want := dlm.NextToken(held.Token, next.AcquiredAt); next.Token != want {
+	if want := held.Token + 1; next.Token != want {
 		t.Errorf("next token %d, want %d", next.Token, want)
 	}
 }
@@ -402,7 +402,7 @@ func testIdempotentRetryWhileQueued(t *testing.T, open Opener) {
 	}
 	e.release(held)
 	got := <-second
-	if got.err != nil || !got.replayed || got.lease.Token != dlm.NextToken(held.Token, got.lease.AcquiredAt) {
+	if got.err != nil || !got.replayed || got.lease.Token != held.Token+1 {
 		t.Fatalf("retry = %+v, %v", got.lease, got.err)
 	}
 	if v := e.inspect("retry"); len(v.Holders) != 1 {
