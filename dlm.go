@@ -85,7 +85,7 @@ type Lease struct {
 	IdempotencyKey string
 	// RequestedTTL is the TTL the acquire asked for. A renew may change
 	// TTL but never this, so that a retry with the same idempotency key
-	// is compared with the original request (SPEC §2.6).
+	// is compared with the original request (guarantee 6).
 	RequestedTTL time.Duration
 }
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Error codes, as they appear on the wire (SPEC §3 "Errors"). The HTTP layer
+// Error codes, as they appear on the wire (README's list of error codes). The HTTP layer
 // maps each to its status in one table; clients map them back.
 const (
 	CodeInvalidArgument      = "invalid_argument"

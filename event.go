@@ -8,7 +8,7 @@ import (
 // EventType names what happened to a lock.
 type EventType uint8
 
-// Event types (SPEC §3 "Events").
+// Event types (the events API).
 const (
 	EventAcquired      EventType = 1
 	EventRenewed       EventType = 2

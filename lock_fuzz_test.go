@@ -4,8 +4,8 @@ package dlm_test
 // model of one lock (refLock below) with the same random sequence of
 // operations on a fake clock, and fails as soon as they disagree on anything a
 // caller or a store can see: outcomes, leases, waiters, tokens, the Change
-// handed to the store, and the events. It also checks the invariants of SPEC
-// §2 directly on the state after every step, and that applying each Change to
+// handed to the store, and the events. It also checks the invariants of
+// RELIABILITY.md's guarantees directly on the state after every step, and that applying each Change to
 // the state before it gives the state after it (which is what a store does
 // when it persists a Change instead of the state).
 
@@ -419,7 +419,7 @@ func refChangeOf(c *dlm.Change) refChange {
 	return got
 }
 
-// checkInvariants checks SPEC §2 on the state itself, independently of the
+// checkInvariants checks the guarantees (RELIABILITY.md) on the state itself, independently of the
 // model.
 func (fz *lockFuzz) checkInvariants(before *dlm.LockState, c *dlm.Change) {
 	s, now := fz.s, fz.now
@@ -652,7 +652,7 @@ func (m *refLock) acquire(now time.Time, r dlm.Request, c *refChange) (dlm.Outco
 	if r.IdempotencyKey != "" {
 		for _, h := range m.holders {
 			if h.Tenant == r.Tenant && h.Idem == r.IdempotencyKey {
-				// The TTL asked for, not the one a renew left (SPEC 2.6).
+				// The TTL asked for, not the one a renew left (guarantee 6).
 				if h.Mode != r.Mode || h.Holder != r.HolderID || h.Asked != r.TTL {
 					return 0, refLease{}, refWaiter{}, dlm.ErrIdempotencyKeyReused
 				}

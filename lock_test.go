@@ -264,7 +264,7 @@ func TestTokenFloor(t *testing.T) {
 }
 
 // otherRequests turn a request into another one that must not reuse its
-// idempotency key (SPEC §2.6).
+// idempotency key (guarantee 6).
 var otherRequests = map[string]func(*dlm.Request){
 	"mode":   func(r *dlm.Request) { r.Mode = dlm.Shared },
 	"holder": func(r *dlm.Request) { r.HolderID = "other" },
@@ -345,7 +345,7 @@ func TestIdempotentRetryTakesOverQueueEntry(t *testing.T) {
 	if len(s.Waiters) != 2 || s.Waiters[0].ID != "W" || len(c.Retaken) != 1 || len(c.Queued) != 0 {
 		t.Fatalf("queue = %+v, change %+v; want W first with no new entry", s.Waiters, c)
 	}
-	// wait_ms may differ (SPEC §2.6): a retry that tries once is not
+	// wait_ms may differ (guarantee 6): a retry that tries once is not
 	// granted, and the entry stays with the request waiting on it.
 	once := retry
 	once.ID, once.Wait = "W3", 0

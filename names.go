@@ -5,7 +5,7 @@ import (
 	"unicode/utf8"
 )
 
-// Limits on names and identifiers (SPEC §3).
+// Limits on names and identifiers (README).
 const (
 	MaxNameLen     = 256
 	MaxHolderLen   = 128

@@ -11,7 +11,7 @@ import (
 	"github.com/dlmhq/dlm/wire"
 )
 
-// The calls in this file need the admin key (SPEC §3 "Admin"); with a tenant
+// The calls in this file need the admin key (the admin calls of the API); with a tenant
 // key they fail with a *dlm.Error of code dlm.CodePermissionDenied.
 
 // ForceRelease ends every lease on name in scope of tenant (ignored for

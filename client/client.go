@@ -1,4 +1,4 @@
-// Package client is the Go SDK of the dlm lock service (SPEC §5).
+// Package client is the Go SDK of the dlm lock service (README).
 //
 // A Client talks to one dlm server over its JSON API. Acquire returns a *Lock
 // whose lease renews itself in the background and which signals the moment

@@ -28,7 +28,7 @@ var (
 	ErrCompacted = dlm.ErrCompacted
 )
 
-// statusCodes maps an HTTP status to the code of SPEC §3's table, for error
+// statusCodes maps an HTTP status to the code of the API's table of error codes, for error
 // responses that carry no dlm error body (a proxy's 502, say).
 var statusCodes = map[int]string{
 	http.StatusBadRequest:            dlm.CodeInvalidArgument,
@@ -74,7 +74,7 @@ func decodeError(status int, body []byte) *dlm.Error {
 }
 
 // closeCodes are the codes a server names in the reason of a WebSocket it
-// closes (SPEC §3 "Events"): "compacted", or "code: message".
+// closes (the events API): "compacted", or "code: message".
 var closeCodes = map[string]bool{dlm.CodeCompacted: true, dlm.CodeSlowConsumer: true, dlm.CodeUnavailable: true}
 
 // closeError turns the error that ended a WebSocket into a *dlm.Error when

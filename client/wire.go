@@ -7,7 +7,7 @@ import (
 	"github.com/dlmhq/dlm/wire"
 )
 
-// Reading the JSON shapes of SPEC §3 (package wire) into the client's types.
+// Reading the API's JSON shapes (package wire) into the client's types.
 
 func leaseOf(w *wire.Lease) dlm.Lease {
 	mode, _ := dlm.ParseMode(w.Mode)

@@ -30,7 +30,7 @@ type Options struct {
 	// MaxWaitersPerTenant caps the waiters one tenant has queued. Default 10,000.
 	MaxWaitersPerTenant int64
 	// EndedRetention is how long ended leases are remembered, so that their
-	// IDs answer 410 rather than 404. Default 24h (SPEC: at least 24h).
+	// IDs answer 410 rather than 404. Default 24h (at least 24h).
 	EndedRetention time.Duration
 	// WaitPoll, if set, makes a queued acquire also look for its grant this
 	// often, for stores whose grants can be made by another process and

@@ -211,7 +211,7 @@ func TestIdempotency(t *testing.T) {
 	a.wantError(422, "idempotency_key_reused", "POST", "/v1/locks/z/acquire", body)
 }
 
-// TestIdempotencyComparesTheOriginalRequest: SPEC §2.6. A retry with
+// TestIdempotencyComparesTheOriginalRequest: guarantee 6. A retry with
 // another name, scope, mode, holder_id or ttl_ms is 422, also after a renew
 // changed the lease's TTL; wait_ms may differ.
 func TestIdempotencyComparesTheOriginalRequest(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 )
 
 // statuses maps each wire error code to its HTTP status: the one table of
-// SPEC §3 "Errors". A code missing here is answered as 500 internal.
+// README's list of error codes. A code missing here is answered as 500 internal.
 var statuses = map[string]int{
 	dlm.CodeInvalidArgument:      http.StatusBadRequest,
 	dlm.CodeUnauthenticated:      http.StatusUnauthorized,
@@ -43,7 +43,7 @@ func StatusOf(code string) int {
 }
 
 // methodNotAllowed answers a known path with a method it does not serve. 405
-// is not in SPEC's table; its body carries code invalid_argument, the code a
+// is not in the API's table of error codes; its body carries code invalid_argument, the code a
 // client that only knows the table would pick for a malformed request.
 type methodNotAllowed struct{ allow string }
 

@@ -15,7 +15,7 @@ import (
 	"github.com/dlmhq/dlm/engine"
 )
 
-// TestBadInput sends one malformed or refused request per row of SPEC's
+// TestBadInput sends one malformed or refused request per row of the API's
 // error table (and more for 400), checks status, code and details, and then
 // that the server still serves.
 func TestBadInput(t *testing.T) {

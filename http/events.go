@@ -126,7 +126,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request, c *call) error {
 		return nil // Accept has answered the request
 	}
 	if werr != nil {
-		conn.Close(closeCompacted, dlm.CodeCompacted) // the reason SPEC §3 names
+		conn.Close(closeCompacted, dlm.CodeCompacted) // the reason the API documents
 		return nil
 	}
 	defer watcher.Close()

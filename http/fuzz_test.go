@@ -25,7 +25,7 @@ func fuzzServer(f *testing.F) (*testserver.Server, http.Handler) {
 }
 
 // serve runs one request through h and returns the recorded answer after
-// checking what every answer must be: JSON, and an error in SPEC's shape
+// checking what every answer must be: JSON, and an error in the API's error shape
 // with the status of its code.
 func serve(t *testing.T, h http.Handler, key string, req *http.Request) (int, map[string]any) {
 	t.Helper()
@@ -67,7 +67,7 @@ func serve(t *testing.T, h http.Handler, key string, req *http.Request) (int, ma
 }
 
 // FuzzAcquireBody feeds arbitrary bodies to the acquire route: it never
-// panics, answers JSON with a status of SPEC's table, accepts only JSON
+// panics, answers JSON with a status of the API's table of error codes, accepts only JSON
 // objects, and a grant matches what was asked.
 func FuzzAcquireBody(f *testing.F) {
 	for _, seed := range []string{

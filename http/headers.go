@@ -31,7 +31,7 @@ func headerBytes(r *http.Request) int {
 }
 
 // headersTooLarge refuses a request whose headers are over maxHeaderBytes:
-// 431, which is not in SPEC's table, with code payload_too_large, the code
+// 431, which is not in the API's table of error codes, with code payload_too_large, the code
 // of the same mistake in a body.
 type headersTooLarge struct{ n int }
 

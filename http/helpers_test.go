@@ -49,7 +49,7 @@ func (r *response) json(t testing.TB) map[string]any {
 }
 
 // errorCode returns the error code of an error response, failing the test
-// if the body is not the SPEC error shape.
+// if the body is not the API's error shape.
 func (r *response) errorCode(t testing.TB) string {
 	t.Helper()
 	var e struct {

@@ -10,7 +10,7 @@ import (
 	"github.com/dlmhq/dlm/wire"
 )
 
-// acquireFields are the fields of an acquire body (SPEC §3 "Acquire").
+// acquireFields are the fields of an acquire body (the acquire call of the API).
 var acquireFields = []string{"holder_id", "mode", "ttl_ms", "wait_ms", "scope", "idempotency_key", "dry_run"}
 
 // acquireRequest decodes an acquire: the body, the Idempotency-Key header and

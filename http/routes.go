@@ -134,7 +134,7 @@ func parsePattern(p string) pattern {
 // match matches an escaped path, split at "/" after its leading one,
 // against the pattern and returns the raw (still escaped) parameters.
 //
-// Lock names: SPEC has clients percent-encode "/" in names (orders%2F42),
+// Lock names: the API has clients percent-encode "/" in names (orders%2F42),
 // and that always works. We are lenient and also accept the "/" unencoded
 // (POST /v1/locks/orders/42/acquire is the lock "orders/42"): a "{x...}"
 // parameter takes every segment that the literal segments after it do not

@@ -6,7 +6,7 @@ import (
 	"github.com/dlmhq/dlm"
 )
 
-// The tenant routes need the admin key (SPEC §3 "Admin"). API keys are shown
+// The tenant routes need the admin key (the admin calls of the API). API keys are shown
 // only in the answer that creates them.
 
 // createTenant serves POST /v1/tenants {"name"}: 201 with the tenant and its

@@ -9,7 +9,7 @@ import (
 	"github.com/dlmhq/dlm/wire"
 )
 
-// The JSON shapes of SPEC §3 that only the server writes. Leases, locks and
+// The JSON shapes of the API (README, http/openapi.json) that only the server writes. Leases, locks and
 // events are package wire's, shared with the client and the command line.
 
 // wireTime formats t for the wire.

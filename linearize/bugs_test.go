@@ -80,7 +80,7 @@ func renews(c *dlm.Change) bool { return len(c.Renewed) > 0 }
 // decided at an earlier now. Between the two, GET /v1/leases/{id} answers
 // 410 lease_ended (expired) and inspect shows the lock free, then the renew
 // answers 200 and the lease is held again: "an expired lease is never
-// revived" (SPEC §3) fails for every reader in that window, and the history
+// revived" (guarantee 1) fails for every reader in that window, and the history
 // is not linearizable (the renew must take effect before the read that
 // missed it or fail). A fix: reads evaluate expiry at no later than the now
 // of the oldest write batch still in flight.
@@ -142,7 +142,7 @@ func TestReadNeverSeesExpiredLeaseRevived(t *testing.T) {
 }
 
 // TestIdempotentRetryAfterRenewWithTTLReplays (was a BUG, fixed in 045ff3d):
-// SPEC 2.6 says an acquire retried
+// guarantee 6 says an acquire retried
 // with the same idempotency key returns the same lease while it is live. The
 // core compares the retry with the lease's current TTL, which a renew with
 // ttl_ms changes, so the very same request retried after such a renew is

@@ -87,7 +87,7 @@ func Check(ops []Op, opts Options) Result {
 	return res
 }
 
-// checkTokens checks SPEC 2.2 on the answers alone: one token per lease, no
+// checkTokens checks guarantee 2 on the answers alone: one token per lease, no
 // token for two leases, and a grant answered before another was asked has
 // the lower token.
 func checkTokens(name string, ops []Op) []string {

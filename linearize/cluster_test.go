@@ -231,7 +231,7 @@ func waitDone(t *testing.T, done chan *linearize.Stats) *linearize.Stats {
 // TestClusterExpiryEdges runs the expiry-edge rounds on three instances:
 // the holder renews through one, the waiter queues on another, the prober
 // inspects and tries through the third. The database's clock decides
-// expiry (SPEC §4); the waiter must be woken across instances.
+// expiry (the deployment model in README); the waiter must be woken across instances.
 func TestClusterExpiryEdges(t *testing.T) {
 	t.Parallel()
 	dbURL := freshDatabase(t, dlmtest.PostgresURL(t))

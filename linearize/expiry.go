@@ -15,7 +15,7 @@ import (
 // lease and renews it a few milliseconds before or after its expires_at,
 // while a waiter queues for the lock and a prober inspects it and tries to
 // take it as fast as it can around that instant. The answers are then held
-// to the rules of SPEC §2 that tie them to the clock:
+// to the rules of RELIABILITY.md's guarantees that tie them to the clock:
 //
 //   - a renew answered OK was called before the expiry; one answered
 //     lease_ended (expired) returned after it;
@@ -24,12 +24,12 @@ import (
 //   - an inspect shows the holder only if it was called before the expiry it
 //     shows (give or take ClockLag), and leaves it out only if it returned
 //     after the expiry (or the release);
-//   - the waiter learns of its grant promptly after the expiry (SPEC 2.3):
+//   - the waiter learns of its grant promptly after the expiry (guarantee 3):
 //     its acquire returns within MaxGrantDelay of the expiry, or of its
 //     call if it asked only after the expiry. (The lease's acquired_at,
 //     when the grant was decided, shows it too, but not when the answer
 //     left.) The bound asserted is loose; the delays seen, and how many missed
-//     the SPEC's target, are reported;
+//     guarantee 3's target, are reported;
 //   - tokens never repeat or go down.
 //
 // The server's clock and the test's must be the same wall clock: run it
@@ -45,9 +45,9 @@ type ExpiryEdges struct {
 	Prefix string
 	// MaxGrantDelay bounds how long after the expiry the waiter's acquire
 	// may return granted. Default 2s: loose, since a busy CI machine
-	// stalls; GrantTarget is the SPEC's figure.
+	// stalls; GrantTarget is guarantee 3's figure.
 	MaxGrantDelay time.Duration
-	// GrantTarget is SPEC 2.3's target for that delay, reported (SlowGrants)
+	// GrantTarget is guarantee 3's target for that delay, reported (SlowGrants)
 	// but not asserted. Default 50ms, the embedded target; runs across
 	// instances set 500ms.
 	GrantTarget time.Duration
@@ -275,7 +275,7 @@ func (x *ExpiryEdges) round(ctx context.Context, t Target, name string, round in
 					st.SlowGrants++
 				}
 				if late > x.MaxGrantDelay {
-					failf("waiter's acquire returned granted %v after the expiry, or after its call if later (SPEC 2.3: promptly)", late)
+					failf("waiter's acquire returned granted %v after the expiry, or after its call if later (guarantee 3: promptly)", late)
 				}
 			}
 		case Inspect:

@@ -4,7 +4,7 @@
 // explainable by some order of atomic steps that respects real time
 // (linearizability), checked with github.com/anishathalye/porcupine.
 //
-// The model is one lock (SPEC §2): holders with modes and fencing tokens and
+// The model is one lock (the guarantees of RELIABILITY.md): holders with modes and fencing tokens and
 // the last token issued. A history is split by lock name and each part is
 // checked on its own. Operations that got no answer (a killed server, a cut
 // connection, 503) have an unknown outcome: the checker considers both that

@@ -17,7 +17,7 @@ import (
 	"github.com/dlmhq/dlm/wire"
 )
 
-// HTTPTarget performs operations over the JSON API of SPEC §3 with a plain
+// HTTPTarget performs operations over the JSON API (README, http/openapi.json) with a plain
 // net/http client of its own, so that what is recorded is exactly what went
 // over the wire: no retries, no keep-alive logic, no SDK in between.
 type HTTPTarget struct {

@@ -3,7 +3,7 @@ package linearize_test
 // Fuzz targets for the query strings of the HTTP API's read routes (list
 // and inspect). The HTTP package fuzzes request bodies and lock names in
 // paths; these cover what comes after the "?": a decoder that must never
-// panic or answer 5xx, must answer in SPEC's error shape, and whose answers
+// panic or answer 5xx, must answer in the API's error shape, and whose answers
 // must keep their promises (sorted, filtered, bounded, paginated without
 // gaps or repeats, isolated between tenants).
 

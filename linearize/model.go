@@ -116,7 +116,7 @@ func (s state) String() string {
 // queue says whether blocking acquires appear in the history. The model has
 // no queue (a waiter's enqueue is invisible to clients), so when there may
 // be one, a shared request may find the lock taken although every holder is
-// shared: an exclusive waiter is ahead of it (SPEC 2.4). Conflicts are
+// shared: an exclusive waiter is ahead of it (guarantee 4). Conflicts are
 // otherwise exact: a request conflicts if and only if a holder is
 // incompatible with it. Committed state never has waiters without holders,
 // since a grant to the queue head happens in the transaction that frees it.

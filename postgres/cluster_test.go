@@ -146,7 +146,7 @@ func TestClusterExclusionAndFencing(t *testing.T) {
 
 // TestClusterFIFO: waiters queued through different instances are granted in
 // queue order, each by the release of the one before it on another instance,
-// and the grant reaches the waiter's instance promptly (SPEC 2.3 targets
+// and the grant reaches the waiter's instance promptly (guarantee 3 targets
 // 500 ms across instances; only a gross failure is asserted).
 func TestClusterFIFO(t *testing.T) {
 	c := newCluster(t, 3, engine.Options{})

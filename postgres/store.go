@@ -12,7 +12,7 @@
 // transaction's lock: a fn that needs one moves to a transaction of its own,
 // which waits (batch.go).
 //
-// The database's clock is the only clock (SPEC §4): each round trip reads
+// The database's clock is the only clock (the deployment model in README): each round trip reads
 // clock_timestamp() after the locks it takes, and each fn uses the value it
 // first sees for every decision and stored time.
 //

@@ -50,7 +50,7 @@ func (e *env) history(q engine.EventQuery) []dlm.Event {
 	}
 }
 
-// testCountRetentionWithinSeconds: SPEC §3 Operations. A log over
+// testCountRetentionWithinSeconds: README's Operations. A log over
 // EventRetentionCount is trimmed back to it while the engine runs, within
 // seconds rather than at the minutely pass.
 func testCountRetentionWithinSeconds(t *testing.T, open Opener) {

@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite every dlm.Store passes. It drives
-// the store through the engine, so it checks the guarantees of SPEC §2 as a
+// the store through the engine, so it checks the guarantees of the guarantees (RELIABILITY.md) as a
 // client sees them: the same tests run on SQLite and on PostgreSQL, and the two
 // cannot drift apart.
 package storetest

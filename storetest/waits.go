@@ -49,7 +49,7 @@ func testSweeperGrantsWaiter(t *testing.T, open Opener) {
 	}
 	// The lease itself starts at the holder's expiry however late the
 	// grant came (expiry hands on in time order), so promptness is
-	// measured by when the waiter's acquire returned. SPEC 2.3 targets
+	// measured by when the waiter's acquire returned. guarantee 3 targets
 	// 50 ms embedded and 500 ms across instances; only a gross failure is
 	// asserted here, since a busy CI machine may stall any process for a
 	// while. The store's clock (PostgreSQL's now()) is taken to be this

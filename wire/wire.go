@@ -1,4 +1,4 @@
-// Package wire holds the JSON shapes of the dlm HTTP API (SPEC §3): the
+// Package wire holds the JSON shapes of the dlm HTTP API (the API (README, http/openapi.json)): the
 // server encodes them, the Go client decodes them, and the command line
 // prints them with --json, so the three cannot drift apart.
 //

@@ -13,7 +13,7 @@ import (
 	"github.com/dlmhq/dlm/wire"
 )
 
-// The --json output: the API's own shapes (SPEC §3), one object per line.
+// The --json output: the API's own shapes (README, http/openapi.json), one object per line.
 
 // leasesOut shows ls as the API does, with their IDs where the client knows
 // them.
@@ -33,7 +33,7 @@ func lockOut(l *client.LockInfo) wire.Lock {
 	return out
 }
 
-// errorOut is the --json form of an error: the API's error object (SPEC §3),
+// errorOut is the --json form of an error: the API's error object (README, http/openapi.json),
 // so that a script reads one shape whether the server or the CLI refused.
 // Errors that carry no API code get the nearest one: invalid_argument for
 // usage, lease_ended for a lost lock, unavailable for a server out of
