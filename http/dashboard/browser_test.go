@@ -346,7 +346,7 @@ func TestDashboard(t *testing.T) {
 	for _, h := range []string{"report-a", "report-b"} {
 		api(t, "POST", acquireURL(srv.URL, "reports/daily"), srv.TenantKey, map[string]any{"holder_id": h, "mode": "shared", "ttl_ms": 90000}, 200)
 	}
-	api(t, "POST", acquireURL(srv.URL, "leader"), srv.TenantKey, map[string]any{"holder_id": "node-1", "scope": "global", "ttl_ms": 15000}, 200)
+	api(t, "POST", acquireURL(srv.URL, "leader"), srv.TenantKey, map[string]any{"holder_id": "node-1", "scope": "global", "ttl_ms": 120000}, 200)
 	queue(t, acquireURL(srv.URL, "jobs/nightly"), srv.TenantKey, map[string]any{"holder_id": "cron-backup", "wait_ms": 60000})
 	user.waitFor("the shared, global and queued locks", `(() => {
 		const shared = document.querySelector(`+row("reports/daily")+`);
