@@ -94,6 +94,9 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 		// Listen before the waiter can be granted, so no grant is missed.
 		sub = e.waiters.subscribe(req.ID, req)
 		defer func() { e.waiters.unsubscribe(sub) }()
+		if err := e.resumeFeed(ctx); err != nil {
+			return dlm.Lease{}, false, err
+		}
 	}
 	start := time.Now()
 	var (
@@ -140,8 +143,11 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 	if waiter.ID != req.ID {
 		// A retry took over the queue entry of an earlier request: listen
 		// on that entry, then look whether it was granted meanwhile.
-		e.waiters.unsubscribe(sub)
+		// (The new subscription comes first, so that the feed never
+		// finds nobody parked here and stops following the log.)
+		old := sub
 		sub = e.waiters.subscribe(waiter.ID, req)
+		e.waiters.unsubscribe(old)
 		if l, ok, err := e.liveLease(ctx, waiter.ID); err != nil || ok {
 			return l, true, err
 		}

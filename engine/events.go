@@ -144,10 +144,10 @@ func (e *Engine) Watch(ctx context.Context, q EventQuery, fromStart bool) (*Watc
 	w := &Watcher{e: e, filter: f, live: make(chan *dlm.Event, e.opts.WatchBuffer), lag: make(chan struct{}, 1), filling: make(chan struct{}, 1), done: make(chan struct{})}
 	e.feed.mu.Lock()
 	defer e.feed.mu.Unlock()
-	if e.feed.last < last && len(e.feed.watchers) == 0 && !e.shared {
+	if e.feed.stale || e.feed.last < last && len(e.feed.watchers) == 0 && !e.shared {
 		// Nobody watched, so the feed did not follow the log: the backlog
 		// read covers what it skipped.
-		e.feed.last = last
+		e.feed.last, e.feed.stale = max(e.feed.last, last), false
 	}
 	select {
 	case <-e.closing:

@@ -18,7 +18,14 @@ type feed struct {
 	watchers []*Watcher    // a slice, not a set: publish runs through it per event
 	poke     chan struct{} // a local commit wrote events
 	behind   int           // Options.WatchBuffer
-	shared   bool          // Engine.shared: listeners are told from the log
+	// stale, on a shared store, says that the feed stopped following the
+	// log because nobody here needed it (no watcher, session or parked
+	// acquire) and last is behind: reading every other instance's commits
+	// for nobody cost each instance a read per commit of the cluster.
+	// Whoever needs the feed again moves last to the log's end first
+	// (resumeFeed, Watch).
+	stale  bool
+	shared bool // Engine.shared: listeners are told from the log
 	// listeners are the Listeners, byKey those that follow each lock.
 	listeners map[*Listener]struct{}
 	byKey     map[dlm.Key]map[*Listener]struct{}
@@ -77,7 +84,10 @@ func (e *Engine) readFeed(ctx context.Context) error {
 	shared := e.shared
 	for {
 		e.feed.mu.Lock()
-		since, active := e.feed.last, len(e.feed.watchers) > 0 || shared
+		if shared && len(e.feed.watchers) == 0 && len(e.feed.listeners) == 0 && e.waiters.empty() {
+			e.feed.stale = true
+		}
+		since, active := e.feed.last, !e.feed.stale && (len(e.feed.watchers) > 0 || shared)
 		e.feed.mu.Unlock()
 		if !active {
 			return nil
@@ -103,6 +113,33 @@ func (e *Engine) readFeed(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// resumeFeed makes a stale feed follow the log again from its end. A parked
+// acquire calls it after subscribing and before it queues, a session when
+// it opens: what they wait for is committed after that.
+func (e *Engine) resumeFeed(ctx context.Context) error {
+	e.feed.mu.Lock()
+	stale := e.feed.stale
+	e.feed.mu.Unlock()
+	if !stale {
+		return nil
+	}
+	var last int64
+	err := e.store.View(ctx, func(tx dlm.ReadTx) error {
+		var err error
+		last, err = tx.LastEventID(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	e.feed.mu.Lock()
+	if e.feed.stale {
+		e.feed.last, e.feed.stale = max(e.feed.last, last), false
+	}
+	e.feed.mu.Unlock()
+	return nil
 }
 
 // publishNext publishes the events of a commit made here, with the IDs the

@@ -57,6 +57,13 @@ func remove[K comparable](m map[K][]*subscription, k K, s *subscription) {
 	}
 }
 
+// empty reports whether no acquire is parked here.
+func (h *hub) empty() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byID) == 0
+}
+
 // deliver hands l to whoever waits for it here, if anybody does.
 func (h *hub) deliver(l dlm.Lease) {
 	h.mu.Lock()

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"sync"
 
 	"github.com/dlmhq/dlm"
@@ -23,17 +24,22 @@ type Listener struct {
 // a Follow returns are delivered, in commit order per lock on a shared
 // store and in the order their commits returned otherwise; a listener that falls Options.WatchBuffer
 // events behind is dropped (ErrSlowConsumer), never slowing the lock path.
-func (e *Engine) Listen() (*Listener, error) {
+func (e *Engine) Listen(ctx context.Context) (*Listener, error) {
 	l := &Listener{e: e, ch: make(chan dlm.Event, e.opts.WatchBuffer), keys: map[dlm.Key]int{}, done: make(chan struct{})}
 	f := &e.feed
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	select {
 	case <-e.closing:
+		f.mu.Unlock()
 		return nil, errShuttingDown
 	default:
 	}
 	f.listeners[l] = struct{}{}
+	f.mu.Unlock()
+	if err := e.resumeFeed(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
 	return l, nil
 }
 

@@ -48,7 +48,7 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request, c *call) error
 		return err
 	}
 	base := context.WithoutCancel(r.Context())
-	ln, err := h.engine.Listen()
+	ln, err := h.engine.Listen(r.Context())
 	if err != nil {
 		return err
 	}
