@@ -400,9 +400,16 @@ func (w *benchWorker) holder() string { return fmt.Sprintf("bench-%s-%d", w.r.ru
 func (w *benchWorker) call(op benchOp, method string, path, body []byte, wait time.Duration) (resp []byte, ok bool) {
 	t0 := time.Now()
 	st, resp, err := w.conn.do(method, path, body, wait+benchTimeout)
-	d := time.Since(t0)
+	return w.record(op, time.Since(t0), err == nil && st == 200, st, resp, err)
+}
+
+// record counts one request of kind op that took d: its latency if it
+// succeeded, else its error code (from status st, answer resp or err).
+// After a network error it pauses a little, so that a dead server is not
+// spun on. It returns resp and ok.
+func (w *benchWorker) record(op benchOp, d time.Duration, ok bool, st int, resp []byte, err error) ([]byte, bool) {
 	w.r.requests.Add(1)
-	if err == nil && st == 200 {
+	if ok {
 		h := w.hists[op]
 		if h == nil {
 			h = new(histogram)

@@ -118,27 +118,7 @@ func (s *benchSession) read(c *websocket.Conn) {
 func (w *benchWorker) sessCall(op benchOp, body []byte, wait time.Duration) (resp []byte, ok bool) {
 	t0 := time.Now()
 	resp, ok, err := w.sess.do(body, wait+benchTimeout)
-	d := time.Since(t0)
-	w.r.requests.Add(1)
-	if ok {
-		h := w.hists[op]
-		if h == nil {
-			h = new(histogram)
-			w.hists[op] = h
-		}
-		h.record(d)
-		return resp, true
-	}
-	w.fails[op]++
-	w.errs[errorCode(0, resp, err)]++
-	w.r.failures.Add(1)
-	if err != nil {
-		select {
-		case <-w.r.stopped:
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return resp, false
+	return w.record(op, time.Since(t0), ok, 0, resp, err)
 }
 
 // releaseBody is the body of a release of the lease in an acquire's reply.
