@@ -170,22 +170,8 @@ func (w *benchWorker) sessionContended() {
 
 // sessionHold is hold over a session.
 func (w *benchWorker) sessionHold() {
-	h := w.r.hold
-	for !w.r.stopping.Load() {
-		k := int(h.next.Add(1) - 1)
-		if k >= len(h.ids) {
-			return
-		}
+	w.hold(func(k int) ([]byte, bool) {
 		body := fmt.Appendf(w.path[:0], `"op":"acquire","name":%q,"holder_id":%q,"ttl_ms":%d`, w.r.prefix+"h/"+strconv.Itoa(k), w.holder(), w.r.cfg.ttl.Milliseconds())
-		resp, ok := w.sessCall(opAcquire, body, 0)
-		if !ok {
-			if code := errorCode(0, resp, nil); code == "limit_exceeded" {
-				w.r.fail("the server's limit on leases per tenant was reached (dlm serve --max-leases-per-tenant)")
-			}
-			continue
-		}
-		h.ids[k] = string(jsonField(resp, `"lease_id"`))
-		n := w.r.done.Add(1)
-		h.times[n-1] = time.Since(w.r.start)
-	}
+		return w.sessCall(opAcquire, body, 0)
+	})
 }

@@ -73,14 +73,22 @@ func newHoldState(n int) *holdState {
 // holdLeases: acquire (try once) distinct names with a long TTL, and keep
 // them.
 func (w *benchWorker) holdLeases() {
-	h := w.r.hold
 	body := fmt.Appendf(nil, `{"holder_id":%q,"ttl_ms":%d}`, w.holder(), w.r.cfg.ttl.Milliseconds())
+	w.hold(func(k int) ([]byte, bool) {
+		return w.call(opAcquire, "POST", w.r.lockPath("h/"+strconv.Itoa(k), "/acquire"), body, 0)
+	})
+}
+
+// hold takes the hold run's next lock names, with acquire, until they run
+// out or the run stops, and records each lease taken.
+func (w *benchWorker) hold(acquire func(k int) ([]byte, bool)) {
+	h := w.r.hold
 	for !w.r.stopping.Load() {
 		k := int(h.next.Add(1) - 1)
 		if k >= len(h.ids) {
 			return
 		}
-		resp, ok := w.call(opAcquire, "POST", w.r.lockPath("h/"+strconv.Itoa(k), "/acquire"), body, 0)
+		resp, ok := acquire(k)
 		if !ok {
 			if code := errorCode(0, resp, nil); code == "limit_exceeded" {
 				w.r.fail("the server's limit on leases per tenant was reached (dlm serve --max-leases-per-tenant)")
