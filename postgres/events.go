@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -75,7 +76,9 @@ func (t *tx) eventsUpTo() (int64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case b.write || b.settled:
+	case b.write:
+		return math.MaxInt64, nil // what it sees: it reads for pruning only
+	case b.settled:
 		return b.upto, nil
 	case b.begun:
 		return 0, errSettleLate
@@ -136,9 +139,6 @@ func (t *tx) LastEventID(ctx context.Context) (n int64, err error) {
 	upto, err := t.eventsUpTo()
 	if err != nil {
 		return 0, err
-	}
-	if t.b.write {
-		upto = 1<<63 - 1
 	}
 	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(max(id), 0) FROM events WHERE id <= $1`, upto)
 	return n, err
