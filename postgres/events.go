@@ -41,6 +41,9 @@ import (
 // transactions a reader waits for have ended.
 const settlePoll = 2 * time.Millisecond
 
+// sqlXmin reads the oldest xid still running.
+const sqlXmin = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
+
 // settle returns the last event id below which the log is complete: see
 // above. It runs on conn outside any transaction.
 func settle(ctx context.Context, conn *pgx.Conn) (int64, error) {
@@ -48,7 +51,7 @@ func settle(ctx context.Context, conn *pgx.Conn) (int64, error) {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT last_value - (NOT is_called)::int FROM event_ids`).QueryRow(func(r pgx.Row) error { return r.Scan(&last) })
 	b.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(r pgx.Row) error { return r.Scan(&xid) })
-	b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).QueryRow(func(r pgx.Row) error { return r.Scan(&xmin) })
+	b.Queue(sqlXmin).QueryRow(func(r pgx.Row) error { return r.Scan(&xmin) })
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
@@ -58,7 +61,7 @@ func settle(ctx context.Context, conn *pgx.Conn) (int64, error) {
 			return 0, context.Cause(ctx)
 		case <-time.After(pause):
 		}
-		if err := conn.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin); err != nil {
+		if err := conn.QueryRow(ctx, sqlXmin).Scan(&xmin); err != nil {
 			return 0, err
 		}
 	}
