@@ -5,24 +5,109 @@ import (
 	"time"
 )
 
-// Store keeps lock state durably. Backends (sqlite, postgres) implement it
-// with a handful of storage primitives; all lock semantics live in LockState
-// and in the engine that drives it, so every backend behaves the same.
+// Store keeps lock state durably. A store is a loader and a committer: the
+// engine groups concurrent operations, asks the store once for everything
+// the group needs (Load), runs every decision in memory on dlm.LockState,
+// and hands the store the results to make durable in one commit
+// (Batch.Commit). All lock semantics live in LockState and the engine, so
+// every backend behaves the same; group commit lives once, in the engine.
+//
+// Errors from the store itself are *Error with code unavailable.
 type Store interface {
-	// Update runs fn in a write transaction and returns once the
-	// transaction is durable (fsynced), or with an error. If fn returns an
-	// error none of its writes take effect. A store may run the fns of
-	// several concurrent Updates in one transaction and commit them
-	// together (group commit); fn must therefore be quick, must not block
-	// on anything but tx, and must not keep tx after it returns.
-	//
-	// An error from the store itself (not from fn) is an *Error with code
-	// unavailable; the change may or may not have been committed.
-	Update(ctx context.Context, fn func(Tx) error) error
+	// Load reads what need names, in one round trip where the store can,
+	// and keeps it from other writers until the batch commits or aborts (a
+	// row lock on PostgreSQL; nothing on a store with one writer, where the
+	// engine runs one batch at a time). The engine never has two batches
+	// loaded whose Needs overlap, unless the store says so (see
+	// ConcurrentBatches).
+	Load(ctx context.Context, need *Need) (Batch, error)
 	// View runs fn in a read-only transaction that sees committed data.
 	View(ctx context.Context, fn func(ReadTx) error) error
+	// CreateTenant adds a tenant with its first API key, in one commit; it
+	// fails with an invalid_argument *Error if the name is taken.
+	CreateTenant(ctx context.Context, t Tenant, first APIKey) error
+	// PutAPIKey stores a new key. It fails with a not_found *Error if the
+	// key's tenant (other than "", the admin's) does not exist.
+	PutAPIKey(ctx context.Context, k APIKey) error
+	// RevokeAPIKey marks a key of tenant revoked; false if there is none.
+	RevokeAPIKey(ctx context.Context, tenant, id string) (bool, error)
+	// PruneEnded forgets up to limit ended leases that ended before t and
+	// returns how many it forgot.
+	PruneEnded(ctx context.Context, before time.Time, limit int) (int, error)
+	// PruneEvents deletes up to limit of the oldest events that are older
+	// than before or not among the newest keep, and returns how many it
+	// deleted. The limit keeps each pruning transaction short.
+	PruneEvents(ctx context.Context, before time.Time, keep int64, limit int) (int, error)
 	// Close releases the store. Calls after Close fail with unavailable.
 	Close() error
+}
+
+// ConcurrentBatches is implemented by stores that can have several batches
+// loaded at once (PostgreSQL, whose row locks order overlapping batches).
+// The engine then keeps up to MaxBatches in flight; a store without it
+// gets one at a time.
+type ConcurrentBatches interface {
+	MaxBatches() int
+}
+
+// Need is what one group of operations reads and writes.
+type Need struct {
+	// Keys are locks the group decides on.
+	Keys []Key
+	// Leases are lease IDs the group looks up (Batch.Lease); the store
+	// also loads the lock each live one is held on.
+	Leases []string
+	// Idempotency are (tenant, idempotency key) pairs the group looks up
+	// (Batch.Idempotent).
+	Idempotency []IdempotencyKey
+	// Tenants are tenants whose usage the group checks (Batch.Usage).
+	Tenants []string
+}
+
+// IdempotencyKey is an idempotency key as a tenant used it.
+type IdempotencyKey struct {
+	Tenant, Key string
+}
+
+// Batch is what Load read, held until Commit or Abort. Its methods other
+// than Commit and Abort do no I/O. It is used by one goroutine.
+type Batch interface {
+	// Now is the batch's single notion of the present: the store's clock
+	// for the embedded store, the database's clock for PostgreSQL.
+	Now() time.Time
+	// Lock returns the state of key as loaded, with every stored holder
+	// and waiter, expired or not: a lock never used has Token 0 and no
+	// holders. It is nil for a key that Load did not load (one not in
+	// Need.Keys nor held by a lease of Need.Leases). The caller decides on
+	// it in place and passes it to Commit.
+	Lock(key Key) *LockState
+	// Lease finds lease id of Need.Leases as loaded: a stored holder
+	// (possibly expired but not yet swept), or an ended lease. Both are nil
+	// if the ID is unknown.
+	Lease(id string) (*Lease, *EndedLease)
+	// Idempotent returns the lock on which tenant has a stored lease or
+	// waiter made with the idempotency key of Need.Idempotency.
+	Idempotent(k IdempotencyKey) (Key, bool)
+	// Usage returns how many leases and waiters a tenant of Need.Tenants
+	// has stored.
+	Usage(tenant string) (leases, waiters int64)
+	// Commit makes saves durable, in one transaction, and ends the batch.
+	// Saves are applied in order; the same lock may appear more than once,
+	// each time with its state after that decision and the Change that
+	// decision made. A store that numbers events when it commits sets the
+	// IDs of the saves' events, in order; one shared with other processes
+	// (PostgreSQL) may leave them 0, to be read back with Events. After an
+	// error the change may or may not have been committed.
+	Commit(ctx context.Context, saves []Save) error
+	// Abort ends the batch without writing anything.
+	Abort()
+}
+
+// Save is one decision's result: the lock's state after it and what it
+// changed.
+type Save struct {
+	State  *LockState
+	Change *Change
 }
 
 // ReadTx reads lock state. Every read answers as of Now.
@@ -32,9 +117,7 @@ type ReadTx interface {
 	Now() time.Time
 	// LoadLock returns the state of key with every stored holder and
 	// waiter, expired or not (callers apply LockState.View or Expire). A
-	// lock never used has Token 0 and no holders. In a write transaction
-	// it also locks key against concurrent writers until the end of the
-	// transaction.
+	// lock never used has Token 0 and no holders.
 	LoadLock(ctx context.Context, key Key) (*LockState, error)
 	// FindLease finds a lease by ID: a stored holder (possibly expired but
 	// not yet swept) or an ended lease. Both are nil if the ID is unknown.
@@ -72,8 +155,7 @@ type ReadTx interface {
 	FirstEventID(ctx context.Context) (int64, error)
 	// Stats counts, across every namespace, the leases live at Now and
 	// the waiters whose deadline is after Now, by mode: for monitoring.
-	// It may cost a scan of every lease, so callers cache its answer. In
-	// a write transaction it need not see that transaction's own saves.
+	// It may cost a scan of every lease, so callers cache its answer.
 	Stats(ctx context.Context) (Stats, error)
 }
 
@@ -96,31 +178,6 @@ func (c *ModeCounts) Add(m Mode, n int64) {
 	case Shared:
 		c.Shared += n
 	}
-}
-
-// Tx is a write transaction.
-type Tx interface {
-	ReadTx
-	// Save persists c, which the operations on s produced since s was
-	// loaded. A store that numbers events when they are written assigns
-	// the IDs of c.Events in order; one that numbers them after commit
-	// (PostgreSQL) leaves them 0, and they are read back from Events.
-	Save(ctx context.Context, s *LockState, c *Change) error
-	// Usage returns how many leases and waiters tenant has stored.
-	Usage(ctx context.Context, tenant string) (leases, waiters int64, err error)
-	// CreateTenant adds a tenant; it fails with an invalid_argument *Error
-	// if the name is taken.
-	CreateTenant(ctx context.Context, t Tenant) error
-	// PutAPIKey stores a new key.
-	PutAPIKey(ctx context.Context, k APIKey) error
-	// RevokeAPIKey marks a key of tenant revoked; false if there is none.
-	RevokeAPIKey(ctx context.Context, tenant, id string) (bool, error)
-	// PruneEnded forgets ended leases that ended before t.
-	PruneEnded(ctx context.Context, before time.Time) error
-	// PruneEvents deletes up to limit of the oldest events that are older
-	// than before or not among the newest keep, and returns how many it
-	// deleted. The limit keeps each pruning transaction short.
-	PruneEvents(ctx context.Context, before time.Time, keep int64, limit int) (int, error)
 }
 
 // Notifier is implemented by stores that other processes write to as well.
