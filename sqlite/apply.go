@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/dlmhq/dlm"
 )
 
 // A batch is acknowledged once the journal holds it; writing its rows into
@@ -25,8 +27,8 @@ type applied struct {
 }
 
 // writer owns the write connection and writes overlays into the file. The
-// applier uses it; the committer uses it only while the applier is idle (see
-// committer.take).
+// applier uses it; the store's direct writes use it only while the applier
+// is idle (see Store.direct).
 type writer struct {
 	conn     *sql.Conn
 	stmts    stmtCache
@@ -200,8 +202,9 @@ func (p *progress) advance(seq int64) {
 	p.signal()
 }
 
-// decide records that batch seq takes its now, and returns that now.
-func (p *progress) decide(seq int64) time.Time {
+// decide records that batch seq takes its now from clock, and returns that
+// now.
+func (p *progress) decide(seq int64, clock dlm.Clock) time.Time {
 	slot := &p.nows[seq%unappliedMax]
 	// Invalidate the slot, mark it taking, then publish it: a reader that
 	// sees seq in the slot before and after reading the now has this
@@ -210,10 +213,14 @@ func (p *progress) decide(seq int64) time.Time {
 	slot.now.Store(takingNow)
 	slot.seq.Store(seq)
 	p.decided.Store(seq)
-	now := time.Now()
+	now := clock.Now()
 	slot.now.Store(now.UnixNano())
 	return now
 }
+
+// undecide records that the batch after seq, which took its now, ended
+// without a commit: readers need not wait for its now any more.
+func (p *progress) undecide(seq int64) { p.decided.Store(seq) }
 
 // readNow is the time a read of the file judges expiry at: now, but no
 // later than the now of the oldest batch that may be missing from the
@@ -221,8 +228,8 @@ func (p *progress) decide(seq int64) time.Time {
 // judging later could show a lease expired that the batch is renewing, and
 // then live again once it is applied. The read's snapshot must start after
 // readNow returns.
-func (p *progress) readNow() time.Time {
-	now := time.Now()
+func (p *progress) readNow(clock dlm.Clock) time.Time {
+	now := clock.Now()
 	for {
 		a := p.applied.Load()
 		if p.decided.Load() <= a {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"strings"
-	"time"
 
 	"github.com/dlmhq/dlm"
 )
@@ -60,18 +59,4 @@ func (tx *readTx) FirstEventID(ctx context.Context) (int64, error) {
 func (tx *readTx) scalar(ctx context.Context, query string, args ...any) (n int64, err error) {
 	err = tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&n) }, query, args...)
 	return n, err
-}
-
-func (tx *writeTx) PruneEvents(ctx context.Context, before time.Time, keep int64, limit int) (int, error) {
-	last, err := tx.LastEventID(ctx)
-	if err != nil {
-		return 0, err
-	}
-	res, err := tx.exec(ctx, `DELETE FROM events WHERE id IN (
-		SELECT id FROM events WHERE at < ? OR id <= ? ORDER BY id LIMIT ?)`, nanos(before), last-keep, limit)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	return int(n), err
 }

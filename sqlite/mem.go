@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"maps"
 	"slices"
 	"time"
 
@@ -12,9 +11,8 @@ import (
 
 // memTable is the committer's copy of every lock that has holders or
 // waiters, exactly as last committed. The committer is the only writer of the
-// file, so the copy cannot go stale: write transactions read locks from here
-// instead of the file, which saves most of an operation's statements. It is
-// loaded once when the committer starts.
+// file, so the copy cannot go stale: batches load locks from here instead of
+// the file, with no I/O. It is loaded once when the committer starts.
 type memTable struct {
 	locks  map[dlm.Key]*memLock // locks with holders or waiters
 	leases map[string]dlm.Key   // live lease ID → its lock
@@ -182,14 +180,14 @@ func (m *memTable) put(s *dlm.LockState) {
 	}
 }
 
-// overlay is what a batch (or one Update in it) changed on top of the
-// committed memTable: the new states of the locks it saved, and the rows to
-// write for them. Rows are written once per batch, table by table, in a few
-// multi-row statements (see flush), instead of statement by statement.
+// overlay is what one committed batch changed: the new states of the
+// locks it saved, for the memTable, and the rows to write for them. Rows are
+// written table by table, in a few multi-row statements (see flush), for
+// many batches at once. Until the applier has written it, the overlay also
+// answers for the fencing tokens and ended leases that are not in the file
+// yet (see committer.token and committer.ended).
 type overlay struct {
-	locks     map[dlm.Key]*dlm.LockState
-	leases    map[string]dlm.Key         // leases granted in the overlay
-	idem      map[idemKey]dlm.Key        // idempotency keys added in the overlay
+	locks     map[dlm.Key]*dlm.LockState // the last saved state of each lock, until the commit
 	endedByID map[string]*dlm.EndedLease // leases ended in the overlay
 	usage     map[string]usage           // change to each tenant's counts
 	tokens    map[dlm.Key]int64          // new fencing high-water marks
@@ -205,15 +203,13 @@ type overlay struct {
 
 func newOverlay() *overlay {
 	return &overlay{
-		locks: map[dlm.Key]*dlm.LockState{}, leases: map[string]dlm.Key{}, idem: map[idemKey]dlm.Key{},
-		endedByID: map[string]*dlm.EndedLease{}, usage: map[string]usage{}, tokens: map[dlm.Key]int64{},
+		locks: map[dlm.Key]*dlm.LockState{}, endedByID: map[string]*dlm.EndedLease{},
+		usage: map[string]usage{}, tokens: map[dlm.Key]int64{},
 	}
 }
 
 func (o *overlay) reset() {
 	clear(o.locks)
-	clear(o.leases)
-	clear(o.idem)
 	clear(o.endedByID)
 	clear(o.usage)
 	clear(o.tokens)
@@ -238,17 +234,14 @@ func (o *overlay) count(tenant string, leases, waiters int64) {
 }
 
 // save records s as saved with what c did to it. The events of c must
-// already have their IDs.
+// already have their IDs. s is kept, not copied: the commit puts it into
+// the memTable, which copies it, before it returns.
 func (o *overlay) save(s *dlm.LockState, c *dlm.Change) {
-	o.locks[s.Key] = clone(s)
+	o.locks[s.Key] = s
 	if len(c.Granted) > 0 {
 		o.tokens[s.Key] = s.Token
 	}
 	for _, l := range c.Granted {
-		o.leases[l.ID] = s.Key
-		if l.IdempotencyKey != "" {
-			o.idem[idemKey{l.Tenant, l.IdempotencyKey}] = s.Key
-		}
 		o.count(l.Tenant, 1, 0)
 	}
 	for _, e := range c.Ended {
@@ -256,9 +249,6 @@ func (o *overlay) save(s *dlm.LockState, c *dlm.Change) {
 		o.count(e.Tenant, -1, 0)
 	}
 	for _, w := range c.Queued {
-		if w.IdempotencyKey != "" {
-			o.idem[idemKey{w.Tenant, w.IdempotencyKey}] = s.Key
-		}
 		o.count(w.Tenant, 0, 1)
 	}
 	for _, w := range c.Dequeued {
@@ -271,32 +261,4 @@ func (o *overlay) save(s *dlm.LockState, c *dlm.Change) {
 	o.queued = append(o.queued, c.Queued...)
 	o.retaken = append(o.retaken, c.Retaken...)
 	o.events = append(o.events, c.Events...)
-}
-
-// merge adds what o recorded on top of dst's records.
-func (dst *overlay) merge(o *overlay) {
-	maps.Copy(dst.locks, o.locks)
-	maps.Copy(dst.leases, o.leases)
-	maps.Copy(dst.idem, o.idem)
-	maps.Copy(dst.endedByID, o.endedByID)
-	maps.Copy(dst.tokens, o.tokens)
-	for t, d := range o.usage {
-		dst.count(t, d.leases, d.waiters)
-	}
-	dst.granted = append(dst.granted, o.granted...)
-	dst.renewed = append(dst.renewed, o.renewed...)
-	dst.ended = append(dst.ended, o.ended...)
-	dst.queued = append(dst.queued, o.queued...)
-	dst.retaken = append(dst.retaken, o.retaken...)
-	dst.dequeued = append(dst.dequeued, o.dequeued...)
-	dst.events = append(dst.events, o.events...)
-}
-
-// clone copies s deeply enough that changing the copy's holders and waiters
-// leaves s as it was.
-func clone(s *dlm.LockState) *dlm.LockState {
-	c := *s
-	c.Holders = slices.Clone(s.Holders)
-	c.Waiters = slices.Clone(s.Waiters)
-	return &c
 }

@@ -1,15 +1,14 @@
 // Package sqlite is the embedded dlm.Store: one SQLite file in WAL mode,
 // through the pure-Go modernc.org/sqlite driver (no cgo).
 //
-// One goroutine, the committer, decides every write. Concurrent Updates
-// queue up while it commits, and it runs the next queue as one batch (group
-// commit) on an in-memory copy of the live locks: an Update that fails
-// leaves nothing behind, and all of them share one fdatasync of the journal
-// (see journal), after which they are answered. A second goroutine, the
-// applier, writes the answered batches into SQLite on the write connection
-// (see apply.go). Reads run on a pool of read-only connections; they wait
-// for the applier to reach the last batch answered, so they see every
-// acknowledged change and nothing that is not durable.
+// The live locks are kept in memory (memTable), which is the state: Load
+// answers from it without I/O. Commit makes a batch durable with one append
+// and fdatasync of the journal (see journal), and only then applies it to
+// memory. A goroutine, the applier, writes the committed batches into
+// SQLite on the write connection afterwards (see apply.go). Reads run on a
+// pool of read-only connections; they wait for the applier to reach the
+// last batch committed, so they see every acknowledged change and nothing
+// that is not durable.
 package sqlite
 
 import (
@@ -32,41 +31,31 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// MaxBatch bounds how many Updates share one commit, so that one commit's
-// latency stays bounded under any load.
-const MaxBatch = 512
-
 // Store is a dlm.Store on one SQLite file.
 type Store struct {
 	path      string
 	opts      Options
+	clock     dlm.Clock
 	log       *slog.Logger
 	logs      lograte.Limiter // the restart's repeated failures
-	restarted time.Time       // the last restart of a broken committer (commitLoop)
-	wdb       *sql.DB         // one connection, owned by the committer
+	restarted time.Time       // the last restart of a broken committer (restart)
+	wdb       *sql.DB         // one connection, the committer's
 	rdb       *sql.DB         // read-only pool
 	lock      *os.File
 
-	reqs     chan *request
-	quit     chan struct{}
-	progress atomic.Pointer[progress] // the committer's, for reads
-	stopped  chan struct{}
-	closeMu  sync.RWMutex // held for reading by Updates in flight
-	closed   bool
+	// mu is the writer's: a loaded batch holds it until it commits or
+	// aborts, and direct writes, restarts and Close take it too.
+	mu       sync.Mutex
+	c        *committer
+	lazy     *time.Timer // syncs lazy batches no later batch synced (see syncLazy)
+	closed   atomic.Bool
 	closeErr error
+	progress atomic.Pointer[progress] // the committer's, for reads
 
 	commits atomic.Pointer[func(ops int, d time.Duration)] // see ObserveCommits
 }
 
 var _ dlm.Store = (*Store)(nil)
-
-// request is one Update waiting for its commit.
-type request struct {
-	ctx  context.Context
-	fn   func(dlm.Tx) error
-	err  error
-	done chan struct{}
-}
 
 // Options configure a Store. The zero value of each field means its default.
 type Options struct {
@@ -82,6 +71,9 @@ type Options struct {
 	// batches behind the damage are lost; fencing tokens still grow, since
 	// a process grants no token below its floor (dlm.TokenFloor).
 	AcceptDataLoss bool
+	// Clock is the store's notion of the present (Batch.Now, ReadTx.Now).
+	// Default dlm.SystemClock{}.
+	Clock dlm.Clock
 }
 
 // Open opens (creating if needed) the database file at path with default
@@ -89,7 +81,7 @@ type Options struct {
 func Open(path string) (*Store, error) { return OpenWith(path, Options{}) }
 
 // OpenWith opens (creating if needed) the database file at path, migrates
-// its schema and starts the committer. The file is locked so that no other
+// its schema and recovers the journals. The file is locked so that no other
 // process can open it at the same time; waiters left by an earlier process
 // are dropped, since the requests that queued them died with it.
 //
@@ -113,13 +105,9 @@ func OpenWith(path string, opts Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s := &Store{
-		path:    path,
-		opts:    opts,
-		lock:    lock,
-		reqs:    make(chan *request, MaxBatch),
-		quit:    make(chan struct{}),
-		stopped: make(chan struct{}),
+	s := &Store{path: path, opts: opts, lock: lock, clock: opts.Clock}
+	if s.clock == nil {
+		s.clock = dlm.SystemClock{}
 	}
 	if s.log = opts.Logger; s.log == nil {
 		s.log = slog.Default()
@@ -135,12 +123,12 @@ func OpenWith(path string, opts Options) (*Store, error) {
 		s.closeDBs()
 		return nil, err
 	}
-	c, err := s.newCommitter()
-	if err != nil {
+	if s.c, err = s.newCommitter(); err != nil {
 		s.closeDBs()
 		return nil, err
 	}
-	go s.commitLoop(c)
+	s.lazy = time.AfterFunc(time.Hour, s.syncLazy)
+	s.lazy.Stop()
 	return s, nil
 }
 
@@ -200,16 +188,14 @@ func (s *Store) newCommitter() (*committer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.observe = &s.commits
 	s.progress.Store(c.progress)
 	return c, nil
 }
 
-// ObserveCommits makes the committer call f after each batch it committed
-// durably, with the number of Updates the batch carried and the time from
-// the batch's start to its durable commit. f runs on the committer, so it
-// must be quick and must not block; it may be set at any time, and nil
-// stops the calls.
+// ObserveCommits makes the store call f after each batch it committed
+// durably, with the number of saves the batch carried and the time from
+// its Load to its durable commit. f runs in Commit, so it must be quick and
+// must not block; it may be set at any time, and nil stops the calls.
 func (s *Store) ObserveCommits(f func(ops int, d time.Duration)) {
 	if f == nil {
 		s.commits.Store(nil)
@@ -252,19 +238,48 @@ func (s *Store) open(path string) (created bool, err error) {
 	return created, nil
 }
 
-// Close stops the committer after the Updates in flight and closes the file.
+// Close waits for the batch in flight, makes the lazy batches durable, lets
+// the applier finish and closes the file.
 func (s *Store) Close() error {
-	s.closeMu.Lock()
-	if s.closed {
-		s.closeMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
 		return s.closeErr
 	}
-	s.closed = true
-	s.closeMu.Unlock()
-	close(s.quit)
-	<-s.stopped
+	s.closed.Store(true)
+	s.lazy.Stop()
+	s.c.syncLazy()
+	s.c.stopApplier()
+	s.c.close()
 	s.closeErr = s.closeDBs()
 	return s.closeErr
+}
+
+// writer takes the writer (mu) for a batch or a direct write, replacing a
+// broken committer first if it is time to (see restart). It returns with
+// mu held, unless it fails.
+func (s *Store) writer() (*committer, error) {
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return nil, errClosed
+	}
+	s.c = s.restart(s.c)
+	if s.c.broken != nil {
+		s.mu.Unlock()
+		return nil, unavailable(s.c.broken)
+	}
+	return s.c, nil
+}
+
+// syncLazy makes the lazy batches durable once lazyDelay has passed
+// without a later batch doing it.
+func (s *Store) syncLazy() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed.Load() {
+		s.c.syncLazy()
+	}
 }
 
 func (s *Store) closeDBs() error {
@@ -280,42 +295,18 @@ func (s *Store) closeDBs() error {
 
 var errClosed = dlm.Errorf(dlm.CodeUnavailable, "store is closed")
 
-// Update implements dlm.Store: fn runs in the next group commit.
-func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
-	r := &request{ctx: ctx, fn: fn, done: make(chan struct{})}
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return errClosed
-	}
-	select {
-	case s.reqs <- r:
-		s.closeMu.RUnlock()
-	case <-ctx.Done():
-		s.closeMu.RUnlock()
-		return context.Cause(ctx)
-	}
-	// Once queued, wait for the outcome even if ctx ends: the change may
-	// commit, and the caller must learn whether it did.
-	<-r.done
-	return r.err
-}
-
 // View implements dlm.Store on a read-only connection. It first waits for
 // the applier to write every batch acknowledged so far, so that a read sees
 // whatever any caller has been told.
 func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
-	s.closeMu.RLock()
-	closed := s.closed
-	s.closeMu.RUnlock()
-	if closed {
+	if s.closed.Load() {
 		return errClosed
 	}
 	p := s.progress.Load()
 	if err := p.wait(ctx, p.answered.Load()); err != nil {
 		return err
 	}
-	now := p.readNow()
+	now := p.readNow(s.clock)
 	tx, err := s.rdb.BeginTx(ctx, nil)
 	if err != nil {
 		return unavailable(err)

@@ -3,14 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"slices"
 	"time"
 
 	"github.com/dlmhq/dlm"
 )
 
-// querier is what a read needs: the write connection's statement cache or a
-// read-only transaction.
+// querier is what a read or a direct write needs: a connection's statement
+// cache or a read-only transaction.
 type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -21,29 +20,7 @@ type readTx struct {
 	now time.Time
 }
 
-// writeTx is the committer's transaction. Locks are read from the
-// committer's memTable under the overlays of the batch so far and of this
-// Update. The few reads of lock state that memory cannot answer (the token
-// of a lock long idle, an ended lease) look at the batches the applier has
-// not yet written, then at the file through a read connection (file). Any
-// other read or write of the file takes the write connection (readTx.q is
-// a takingQuerier).
-type writeTx struct {
-	readTx
-	file      readTx
-	c         *committer
-	op        *overlay // this Update's saves
-	batch     *overlay // the saves of earlier Updates in the batch
-	lastEvent int64    // the last event ID given out in this batch
-	savepoint bool     // this Update has opened its savepoint
-	direct    bool     // this Update changed rows directly (see exec)
-}
-
-var (
-	_ dlm.ReadTx = (*readTx)(nil)
-	_ dlm.Tx     = (*writeTx)(nil)
-)
-
+var _ dlm.ReadTx = (*readTx)(nil)
 func (tx *readTx) Now() time.Time { return tx.now }
 
 func nanos(t time.Time) int64     { return t.UnixNano() }
@@ -240,201 +217,6 @@ func (tx *readTx) APIKey(ctx context.Context, id string) (k dlm.APIKey, ok bool,
 		return err
 	}, `SELECT id, tenant, hash, created_at, revoked FROM api_keys WHERE id = ?`, id)
 	return k, ok, err
-}
-
-func (tx *writeTx) Usage(ctx context.Context, tenant string) (leases, waiters int64, err error) {
-	u := tx.c.usage[tenant]
-	b, o := tx.batch.usage[tenant], tx.op.usage[tenant]
-	return u.leases + b.leases + o.leases, u.waiters + b.waiters + o.waiters, nil
-}
-
-// begin resets tx for the next Update of the batch.
-func (tx *writeTx) begin() {
-	tx.op.reset()
-	tx.savepoint, tx.direct = false, false
-}
-
-// exec runs a write at once, for the rare writes that are not lock state
-// (tenants, keys, pruning). The first one of an Update opens a savepoint, so
-// that the Update's failure can undo its own writes alone. Savepoints are
-// released all at once by COMMIT. A write that changed rows marks the
-// Update direct: the journal does not record it, so its batch is synced.
-func (tx *writeTx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if !tx.savepoint {
-		if _, err := tx.q.ExecContext(ctx, `SAVEPOINT op`); err != nil {
-			return nil, unavailable(err)
-		}
-		tx.savepoint = true
-	}
-	res, err := tx.q.ExecContext(ctx, query, args...)
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n > 0 {
-		tx.direct = true
-	}
-	return res, nil
-}
-
-// write is exec for writes whose result is not needed.
-func (tx *writeTx) write(ctx context.Context, query string, args ...any) error {
-	_, err := tx.exec(ctx, query, args...)
-	return err
-}
-
-// saved returns the state of k that this Update or an earlier one of the
-// batch saved, or nil.
-func (tx *writeTx) saved(k dlm.Key) *dlm.LockState {
-	if s := tx.op.locks[k]; s != nil {
-		return s
-	}
-	return tx.batch.locks[k]
-}
-
-// LoadLock implements dlm.Tx from memory. A lock that is not there has no
-// holders or waiters; only its fencing token may be in a pending batch or
-// the file, and only if the key filter has seen it.
-func (tx *writeTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
-	if s := tx.saved(key); s != nil {
-		return clone(s), nil
-	}
-	if s := tx.c.mem.state(key); s != nil {
-		return s, nil
-	}
-	s := &dlm.LockState{Key: key}
-	if !tx.c.known.mayHave(key) {
-		return s, nil
-	}
-	for _, b := range slices.Backward(tx.c.pending) {
-		if t, ok := b.o.tokens[key]; ok {
-			s.Token = t
-			return s, nil
-		}
-	}
-	err := tx.file.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
-		`SELECT token FROM locks WHERE ns = ? AND name = ?`, key.Namespace, key.Name)
-	return s, err
-}
-
-// FindLease implements dlm.Tx: live leases from memory, ended ones from the
-// file (where this batch's own writes are visible).
-func (tx *writeTx) FindLease(ctx context.Context, id string) (*dlm.Lease, *dlm.EndedLease, error) {
-	k, ok := tx.op.leases[id]
-	if !ok {
-		k, ok = tx.batch.leases[id]
-	}
-	if !ok {
-		k, ok = tx.c.mem.leases[id]
-	}
-	if ok {
-		if s := tx.saved(k); s != nil {
-			for _, h := range s.Holders {
-				if h.ID == id {
-					return &h, nil, nil
-				}
-			}
-		} else if l := tx.c.mem.lease(k, id); l != nil {
-			return l, nil, nil
-		}
-	}
-	if e := tx.op.endedByID[id]; e != nil {
-		return nil, e, nil
-	}
-	if e := tx.batch.endedByID[id]; e != nil {
-		return nil, e, nil
-	}
-	for _, b := range slices.Backward(tx.c.pending) {
-		if e := b.o.endedByID[id]; e != nil {
-			return nil, e, nil
-		}
-	}
-	_, ended, err := tx.file.FindLease(ctx, id)
-	return nil, ended, err
-}
-
-// DueLocks implements dlm.Tx from the file, which may lag the pending
-// batches: the answer is a hint, and the engine expires each lock it names
-// on its current state.
-func (tx *writeTx) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
-	return tx.file.DueLocks(ctx, limit)
-}
-
-// takingQuerier runs the write transaction's other reads and its writes on
-// the write connection, taking it from the applier first (committer.take).
-type takingQuerier struct{ c *committer }
-
-func (q takingQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if err := q.c.take(ctx); err != nil {
-		return nil, err
-	}
-	return q.c.w.stmts.ExecContext(ctx, query, args...)
-}
-
-func (q takingQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := q.c.take(ctx); err != nil {
-		return nil, err
-	}
-	return q.c.w.stmts.QueryContext(ctx, query, args...)
-}
-
-// FindIdempotent implements dlm.Tx from memory.
-func (tx *writeTx) FindIdempotent(ctx context.Context, tenant, idem string) (dlm.Key, bool, error) {
-	ik := idemKey{tenant, idem}
-	for _, m := range []map[idemKey]dlm.Key{tx.op.idem, tx.batch.idem, tx.c.mem.idem} {
-		k, ok := m[ik]
-		if !ok {
-			continue
-		}
-		// The index may name a lock whose lease or waiter has since gone.
-		if s := tx.saved(k); s != nil {
-			for _, h := range s.Holders {
-				if h.Tenant == tenant && h.IdempotencyKey == idem {
-					return k, true, nil
-				}
-			}
-			for _, w := range s.Waiters {
-				if w.Tenant == tenant && w.IdempotencyKey == idem {
-					return k, true, nil
-				}
-			}
-		} else if tx.c.mem.hasIdem(k, tenant, idem) {
-			return k, true, nil
-		}
-	}
-	return dlm.Key{}, false, nil
-}
-
-// Save implements dlm.Tx. The rows are written when the batch commits
-// (committer.flush); until then the overlays answer for them.
-func (tx *writeTx) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
-	for i := range c.Events {
-		tx.lastEvent++
-		c.Events[i].ID = tx.lastEvent
-	}
-	tx.op.save(s, c)
-	return nil
-}
-
-func (tx *writeTx) CreateTenant(ctx context.Context, t dlm.Tenant) error {
-	return tx.write(ctx, `INSERT INTO tenants (name, created_at) VALUES (?, ?)`, t.Name, nanos(t.CreatedAt))
-}
-
-func (tx *writeTx) PutAPIKey(ctx context.Context, k dlm.APIKey) error {
-	return tx.write(ctx, `INSERT INTO api_keys (id, tenant, hash, created_at) VALUES (?, ?, ?, ?)`,
-		k.ID, k.Tenant, k.Hash, nanos(k.CreatedAt))
-}
-
-func (tx *writeTx) RevokeAPIKey(ctx context.Context, tenant, id string) (bool, error) {
-	res, err := tx.exec(ctx, `UPDATE api_keys SET revoked = 1 WHERE tenant = ? AND id = ?`, tenant, id)
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	return n > 0, err
-}
-
-func (tx *writeTx) PruneEnded(ctx context.Context, before time.Time) error {
-	return tx.write(ctx, `DELETE FROM ended_leases WHERE ended_at < ?`, nanos(before))
 }
 
 // Stats implements dlm.ReadTx with one scan of each table's expiry index.

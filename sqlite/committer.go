@@ -5,21 +5,17 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/dlmhq/dlm"
 )
 
-// committer is the state of the goroutine that decides and journals every
-// batch. The applier (applyLoop) writes the batches into the file after
-// they are acknowledged.
+// committer is the writer's state: the live locks in memory, the journals
+// that make each batch durable, and the applier (applyLoop) that writes the
+// batches into the file after they are acknowledged. One batch at a time
+// uses it (Store.mu).
 type committer struct {
-	w *writer // the write connection: the applier's, unless taken
-	// taken is set while the committer holds the write connection in a
-	// transaction of its own, for a batch that reads or writes the file
-	// directly (see take).
-	taken  bool
+	w      *writer   // the write connection: the applier's, but see direct
 	rconn  *sql.Conn // reads of the committed file on the hot path
 	rstmts stmtCache
 	// journals: records go to journals[active]; the other one is empty,
@@ -31,12 +27,10 @@ type committer struct {
 	nextGen  uint64        // the last journal generation given out
 	files    []string      // the database and its SQLite log, to fsync
 	// usage counts each tenant's stored leases and waiters, so that the
-	// per-tenant caps cost no query. Only the committer touches it.
+	// per-tenant caps cost no query.
 	usage map[string]usage
 	mem   *memTable
-	known *keyFilter // every lock that has a row in the file (see LoadLock)
-	batch *overlay
-	tx    *writeTx
+	known *keyFilter // every lock that has a row in the file (see token)
 
 	record []byte // reused journal record
 	// lastEvent is the last event ID committed: IDs are given out by the
@@ -44,83 +38,19 @@ type committer struct {
 	lastEvent int64
 	// broken is set when durability can no longer be vouched for (a failed
 	// fsync, or a journaled batch that could not be written to the file).
-	// Every later Update fails with it; a restart recovers from the journal.
+	// Every later batch fails with it; a restart recovers from the journal.
 	broken error
 
-	seq         int64     // the last batch decided
+	seq         int64     // the last batch committed
 	lazy        []applied // journaled but not yet synced: see syncLazy
 	pending     []applied // handed to the applier, maybe not yet in the file, oldest first
 	free        []*overlay
 	applyQueue  chan applied
 	applierDone chan struct{}
 	progress    *progress
-	// observe holds the Store's commit observer (Store.ObserveCommits).
-	observe *atomic.Pointer[func(ops int, d time.Duration)]
 }
 
 type usage struct{ leases, waiters int64 }
-
-// commitLoop takes whatever Updates are queued, runs them in one
-// transaction, commits once and answers them all; then the next queue.
-// While a commit is in flight new Updates queue up, so the batch grows with
-// the load and one fsync serves many operations.
-//
-// A committer that broke (a full disk, a failed fsync) answers unavailable
-// until the loop replaces it with a new one (see restart), which recovers
-// from the journals as a restarted process would.
-func (s *Store) commitLoop(c *committer) {
-	defer close(s.stopped)
-	defer func() { c.close() }()
-	defer func() { c.stopApplier() }()
-	batch := make([]*request, 0, MaxBatch)
-	lazy := time.NewTimer(lazyDelay)
-	lazy.Stop()
-	retry := time.NewTicker(restartEvery)
-	defer retry.Stop()
-	for {
-		batch = batch[:0]
-		select {
-		case r := <-s.reqs:
-			batch = append(batch, r)
-		case <-lazy.C:
-			c.syncLazy()
-			continue
-		case <-retry.C:
-			c = s.restart(c)
-			continue
-		case <-s.quit:
-			// Close waits for every Update already queued.
-			for {
-				select {
-				case r := <-s.reqs:
-					batch = append(batch, r)
-					continue
-				default:
-				}
-				break
-			}
-			if len(batch) > 0 {
-				c.answer(batch)
-			}
-			c.syncLazy()
-			return
-		}
-	fill:
-		for len(batch) < MaxBatch {
-			select {
-			case r := <-s.reqs:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		c = s.restart(c)
-		c.answer(batch)
-		if len(c.lazy) == 1 {
-			lazy.Reset(lazyDelay)
-		}
-	}
-}
 
 // restartEvery is how often a broken committer is replaced while it stays
 // broken: often enough to come back within a second or two of the disk
@@ -154,8 +84,8 @@ func (s *Store) restart(c *committer) *committer {
 	return nc
 }
 
-// deadCommitter answers every Update with err and fails every read, until
-// the next restart.
+// deadCommitter fails every batch and every read with err, until the next
+// restart.
 func (s *Store) deadCommitter(err error) *committer {
 	c := &committer{
 		broken:      err,
@@ -167,24 +97,6 @@ func (s *Store) deadCommitter(err error) *committer {
 	c.progress.fail(err)
 	s.progress.Store(c.progress)
 	return c
-}
-
-// lazyDelay bounds how long a batch that only queued waiters waits for a
-// later batch's fdatasync to make it durable (see syncLazy).
-const lazyDelay = time.Millisecond
-
-// answer runs batch and wakes its Updates.
-func (c *committer) answer(batch []*request) {
-	if c.broken != nil {
-		for _, r := range batch {
-			r.err = unavailable(c.broken)
-		}
-	} else {
-		c.run(batch)
-	}
-	for _, r := range batch {
-		close(r.done)
-	}
 }
 
 // newCommitter takes the write connection and a read connection, brings the
@@ -201,16 +113,13 @@ func newCommitter(ctx context.Context, wdb, rdb *sql.DB, path string, opts Optio
 		usage:       map[string]usage{},
 		mem:         newMemTable(),
 		known:       newKeyFilter(),
-		batch:       newOverlay(),
 		applyQueue:  make(chan applied, unappliedMax),
 		applierDone: make(chan struct{}),
 		retired:     make(chan struct{}, 1),
 		progress:    newProgress(),
 	}
-	c.tx = &writeTx{readTx: readTx{q: takingQuerier{c}}, c: c, op: newOverlay(), batch: c.batch}
 	if c.rconn, err = rdb.Conn(ctx); err == nil {
 		c.rstmts = stmtCache{conn: c.rconn, stmts: map[string]*sql.Stmt{}}
-		c.tx.file.q = &c.rstmts
 		err = c.recover(ctx, opts, journalPaths(path)...)
 	}
 	if err == nil {
@@ -400,117 +309,6 @@ func (c *committer) countUsage(ctx context.Context) error {
 	return nil
 }
 
-// run decides batch and makes it durable: each Update's fn decides on the
-// in-memory state, the journal takes what they all saved in one fdatasync,
-// and the batch is handed to the applier. An fn that fails leaves nothing
-// behind: its saves are dropped and its rare direct writes rolled back to
-// its savepoint.
-func (c *committer) run(batch []*request) {
-	start := time.Now()
-	ctx := context.Background()
-	seq := c.seq + 1
-	// Keep the applier within reach: readers need the now of every batch
-	// not yet in the file (progress.readNow).
-	if c.progress.applied.Load() < seq-unappliedMax {
-		if err := c.syncLazy(); err != nil {
-			c.fail(batch, err)
-			return
-		}
-	}
-	if err := c.progress.wait(ctx, seq-unappliedMax); err != nil {
-		c.fail(batch, err)
-		return
-	}
-	c.forgetApplied()
-	tx := c.tx
-	tx.now = c.progress.decide(seq)
-	tx.file.now = tx.now
-	tx.lastEvent = c.lastEvent
-	direct := false // a direct write, which the journal does not record
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.err = context.Cause(r.ctx)
-			continue
-		}
-		tx.begin()
-		lastEvent := tx.lastEvent
-		if r.err = r.fn(tx); r.err != nil {
-			tx.lastEvent = lastEvent
-			if tx.savepoint {
-				if err := c.w.exec(ctx, `ROLLBACK TO op`); err != nil {
-					// The batch cannot be trusted any more.
-					c.fail(batch, err)
-					return
-				}
-			}
-			continue
-		}
-		direct = direct || tx.direct
-		c.batch.merge(tx.op)
-	}
-	changed := !c.batch.empty()
-	lazy := changed && !c.taken && c.batch.onlyWaiters()
-	switch {
-	case c.taken:
-		if err := c.commitTaken(direct); err != nil {
-			c.broken = err
-			c.fail(batch, err)
-			return
-		}
-	case changed:
-		c.record = encodeRecord(c.record, c.batch)
-		if err := c.durable(lazy); err != nil {
-			c.broken = fmt.Errorf("journal: %w", err)
-			c.fail(batch, c.broken)
-			return
-		}
-	}
-	c.lastEvent = tx.lastEvent
-	for k := range c.batch.tokens {
-		c.known.add(k)
-	}
-	for _, s := range c.batch.locks {
-		c.mem.put(s)
-	}
-	for t, d := range c.batch.usage {
-		u := c.usage[t]
-		u.leases += d.leases
-		u.waiters += d.waiters
-		c.usage[t] = u
-	}
-	c.seq = seq
-	switch {
-	case c.taken:
-		// The file has the batch already, and the applier is idle.
-		c.taken = false
-		c.batch.reset()
-		c.progress.advance(seq)
-	case lazy:
-		c.lazy = append(c.lazy, applied{seq: seq, o: c.batch})
-		c.batch = c.newOverlay()
-		tx.batch = c.batch
-	case changed:
-		// The fdatasync made the lazy batches before it durable too.
-		c.handOver(append(c.lazy, applied{seq: seq, o: c.batch}))
-		c.lazy = c.lazy[:0]
-		c.batch = c.newOverlay()
-		tx.batch = c.batch
-	case len(c.lazy) > 0:
-		// Nothing to write, but it must not reach the file before them.
-		c.lazy = append(c.lazy, applied{seq: seq})
-	default:
-		c.handOver([]applied{{seq: seq}})
-	}
-	// Reads from now on must see this batch: they wait for the applier to
-	// write it, and so for a lazy batch's fdatasync too.
-	c.progress.answered.Store(seq)
-	if c.observe != nil {
-		if f := c.observe.Load(); f != nil {
-			(*f)(len(batch), time.Since(start))
-		}
-	}
-}
-
 // handOver queues durable batches for the applier.
 func (c *committer) handOver(batches []applied) {
 	for _, b := range batches {
@@ -539,57 +337,6 @@ func (c *committer) syncLazy() error {
 	}
 	c.handOver(c.lazy)
 	c.lazy = c.lazy[:0]
-	return nil
-}
-
-// take gives the committer the write connection for the rest of the batch,
-// in a transaction: the batch reads or writes the file directly (tenants,
-// keys, pruning). It waits for the applier to write every earlier batch, so
-// that the file is current.
-func (c *committer) take(ctx context.Context) error {
-	if c.taken {
-		return nil
-	}
-	if err := c.syncLazy(); err != nil {
-		return err
-	}
-	if err := c.progress.wait(ctx, c.seq); err != nil {
-		return err
-	}
-	if err := c.w.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return unavailable(err)
-	}
-	c.taken = true
-	return nil
-}
-
-// commitTaken finishes a batch that took the write connection: its saved
-// rows join its direct writes, the journal takes them while SQLite does,
-// and SQLite commits once the journal holds them. Direct writes are not in
-// the journal, so a batch with any is synced to the disk.
-func (c *committer) commitTaken(direct bool) error {
-	ctx := context.Background()
-	c.record = encodeRecord(c.record, c.batch)
-	journaled := make(chan error, 1)
-	go func() { journaled <- c.durable(false) }()
-	c.w.rows.gather([]applied{{o: c.batch}}, true)
-	flushErr := c.w.flush(ctx, &c.w.rows)
-	if err := <-journaled; err != nil {
-		return fmt.Errorf("journal: %w", err)
-	}
-	if flushErr != nil {
-		// The journal has the batch, so a restart would apply it: say
-		// nothing definite about it until then.
-		return fmt.Errorf("writing a journaled batch: %w", flushErr)
-	}
-	if err := c.w.exec(ctx, `COMMIT`); err != nil {
-		return fmt.Errorf("commit after journaling: %w", err)
-	}
-	if direct {
-		if err := c.checkpoint(); err != nil {
-			return fmt.Errorf("sync: %w", err)
-		}
-	}
 	return nil
 }
 
@@ -635,21 +382,6 @@ func (c *committer) newOverlay() *overlay {
 		return o
 	}
 	return newOverlay()
-}
-
-// fail fails every request of the batch that had succeeded, rolls back a
-// transaction of its own and drops what the batch saved.
-func (c *committer) fail(batch []*request, err error) {
-	if c.taken {
-		_ = c.w.exec(context.Background(), `ROLLBACK`)
-		c.taken = false
-	}
-	c.batch.reset()
-	for _, r := range batch {
-		if r.err == nil {
-			r.err = unavailable(err)
-		}
-	}
 }
 
 // stmtCache prepares each statement once on the write connection.
