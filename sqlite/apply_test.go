@@ -92,39 +92,47 @@ func TestAcknowledgedBeforeApplied(t *testing.T) {
 // acquire takes an hour's exclusive lease on name for holder, straight on
 // the store.
 func acquire(ctx context.Context, s dlm.Store, name, holder string) (l dlm.Lease, err error) {
-	err = s.Update(ctx, func(tx dlm.Tx) error {
-		k := dlm.Key{Namespace: "t", Name: name}
-		st, err := tx.LoadLock(ctx, k)
-		if err != nil {
-			return err
-		}
-		var c dlm.Change
-		var out dlm.Outcome
-		out, l, _, err = st.Acquire(tx.Now(), dlm.Request{ID: name, Tenant: "t", Key: k, Mode: dlm.Exclusive, HolderID: holder, TTL: time.Hour}, &c)
+	k := dlm.Key{Namespace: "t", Name: name}
+	err = decide(ctx, s, &dlm.Need{Keys: []dlm.Key{k}}, func(b dlm.Batch, c *dlm.Change) (*dlm.LockState, error) {
+		st := b.Lock(k)
+		out, lease, _, err := st.Acquire(b.Now(), dlm.Request{ID: name, Tenant: "t", Key: k, Mode: dlm.Exclusive, HolderID: holder, TTL: time.Hour}, c)
 		if err == nil && out != dlm.Granted {
 			err = fmt.Errorf("acquire %s: outcome %v", name, out)
 		}
-		if err != nil {
-			return err
-		}
-		return tx.Save(ctx, st, &c)
+		l = lease
+		return st, err
 	})
 	return l, err
 }
 
 // release ends l, straight on the store.
 func release(ctx context.Context, s dlm.Store, l dlm.Lease) error {
-	return s.Update(ctx, func(tx dlm.Tx) error {
-		st, err := tx.LoadLock(ctx, l.Key)
-		if err != nil {
-			return err
+	return decide(ctx, s, &dlm.Need{Leases: []string{l.ID}}, func(b dlm.Batch, c *dlm.Change) (*dlm.LockState, error) {
+		st := b.Lock(l.Key)
+		if st == nil {
+			return nil, errors.New("not held")
 		}
-		var c dlm.Change
-		if _, ok := st.Release(tx.Now(), l.ID, &c); !ok {
-			return errors.New("not held")
+		if _, ok := st.Release(b.Now(), l.ID, c); !ok {
+			return nil, errors.New("not held")
 		}
-		return tx.Save(ctx, st, &c)
+		return st, nil
 	})
+}
+
+// decide runs one decision in a batch of its own, as the engine's group of
+// one would, and commits what it changed.
+func decide(ctx context.Context, s dlm.Store, need *dlm.Need, fn func(dlm.Batch, *dlm.Change) (*dlm.LockState, error)) error {
+	b, err := s.Load(ctx, need)
+	if err != nil {
+		return err
+	}
+	var c dlm.Change
+	st, err := fn(b, &c)
+	if err != nil {
+		b.Abort()
+		return err
+	}
+	return b.Commit(ctx, []dlm.Save{{State: st, Change: &c}})
 }
 
 // checkHeld checks that a read of s finds every lease of leases held, and

@@ -21,6 +21,7 @@ type readTx struct {
 }
 
 var _ dlm.ReadTx = (*readTx)(nil)
+
 func (tx *readTx) Now() time.Time { return tx.now }
 
 func nanos(t time.Time) int64     { return t.UnixNano() }
