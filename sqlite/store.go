@@ -265,9 +265,9 @@ func (s *Store) writer() (*committer, error) {
 		return nil, errClosed
 	}
 	s.c = s.restart(s.c)
-	if s.c.broken != nil {
+	if err := s.c.broken; err != nil {
 		s.mu.Unlock()
-		return nil, unavailable(s.c.broken)
+		return nil, unavailable(err)
 	}
 	return s.c, nil
 }
@@ -303,6 +303,13 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 		return errClosed
 	}
 	p := s.progress.Load()
+	if p.failed() != nil {
+		// Reads come back by themselves too, not only with the next write.
+		if _, err := s.writer(); err == nil {
+			s.mu.Unlock()
+		}
+		p = s.progress.Load()
+	}
 	if err := p.wait(ctx, p.answered.Load()); err != nil {
 		return err
 	}
