@@ -45,8 +45,7 @@ var (
 	// commitBuckets run from 50µs (an fdatasync of a preallocated block
 	// takes about 90µs) to 1s.
 	commitBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
-	// batchBuckets count Updates per commit: 1, 2, 4 … 512, the most one
-	// batch takes (sqlite.MaxBatch).
+	// batchBuckets count the saves of one commit: 1, 2, 4 … 512.
 	batchBuckets = prometheus.ExponentialBuckets(1, 2, 10)
 )
 
