@@ -2,241 +2,370 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"math/rand/v2"
 	"slices"
+	"time"
 
 	"github.com/dlmhq/dlm"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Group commit.
+var errBatchEnded = errors.New("postgres: the batch has already committed or aborted")
+
+// Commit implements dlm.Batch in one round trip: the saves folded into a
+// few multi-row statements, the events with ids from the sequence, and
+// COMMIT, so that one WAL flush makes the whole group durable. Event IDs
+// are left 0 (see events.go). The rows it writes are those of locks the
+// batch holds, new rows, and last the usage counters, in tenant order: a
+// commit then waits for nothing but other commits' counters, which they
+// take in the same order, so commits never wait for each other in a cycle.
 //
-// One committer goroutine per instance takes every Update queued while its
-// previous group was running and runs their fns in one transaction (a batch
-// in group mode, see batch.go): the fns share its round trips, their writes
-// travel as a few multi-row statements, and one COMMIT, one WAL flush, makes
-// them all durable. A group costs two round trips (read the locks, write and
-// commit; an idempotency key or a second lock adds one) whatever its size,
-// where one transaction per Update cost two round trips and a flush each;
-// and each group's reads overlap the commit of the one before (commitLoop).
-//
-// A fn that cannot go on in its group (its lock is held by another
-// transaction, it writes directly, or another fn of the group uses its
-// idempotency key) moves to a transaction of its own and goes on there
-// (tx.moveOut); the group goes on without it. A fn is never run twice.
-
-// maxGroup bounds the Updates of one group, so that one transaction and its
-// statements stay a manageable size.
-const maxGroup = 256
-
-// request is an Update waiting for, or running in, a group.
-type request struct {
-	ctx   context.Context // the caller's: a request that has ended is not run
-	octx  context.Context // the operation's, bounded by OpTimeout
-	start chan *tx        // the fn's tx, or nil if it is not to run
-	done  chan struct{}
-	// Set before done is closed:
-	err error
-}
-
-// commitLoop runs groups until Close. While a group commits, the next one
-// runs on another connection: its reads overlap the commit, and it commits
-// as soon as the commit before it has returned. Commits thus follow one
-// another within an instance (those of other instances run alongside); a
-// round of the next group that would load a lock of the committing one
-// waits for that commit (committing.overlaps), so that it sees its writes.
-func (s *Store) commitLoop() {
-	var (
-		prev *committing // the group committing, if any
-		reqs = make([]*request, 0, maxGroup)
-	)
-	for {
-		reqs = reqs[:0]
-		select {
-		case r := <-s.reqs:
-			reqs = append(reqs, r)
-		case <-s.quit:
-			if prev != nil {
-				<-prev.done
-			}
-			return
-		}
-	fill:
-		for len(reqs) < maxGroup {
-			select {
-			case r := <-s.reqs:
-				reqs = append(reqs, r)
-			default:
-				break fill
-			}
-		}
-		conn, err := s.acquire()
-		if err != nil {
-			answer(reqs, unavailable(err))
-			continue
-		}
-		b := s.runGroup(conn, reqs)
-		if prev != nil {
-			select {
-			case <-prev.done:
-			default:
-				b.behind = prev
-			}
-		}
-		b.drive()
-		if prev != nil {
-			<-prev.done
-		}
-		prev = newCommitting(b)
-		go func(c *committing) {
-			defer close(c.done)
-			defer conn.Release() // the pool drops it if a transaction is left open
-			c.b.committed(c.b.commit())
-		}(prev)
+// If the connection is lost, the answer is unavailable and the connection
+// is discarded; the transaction may or may not have committed.
+func (b *batch) Commit(ctx context.Context, saves []dlm.Save) error {
+	if b.closed {
+		return unavailable(errBatchEnded)
 	}
-}
-
-// committing is a group whose commit is in flight: the locks it holds and
-// the leases on them, so that the next group can tell whether a round would
-// touch them.
-type committing struct {
-	b      *batch
-	locks  map[dlm.Key]bool
-	leases map[string]bool
-	done   chan struct{}
-}
-
-func newCommitting(b *batch) *committing {
-	c := &committing{b: b, locks: map[dlm.Key]bool{}, leases: map[string]bool{}, done: make(chan struct{})}
-	for k, h := range b.locks {
-		if h.state == nil {
-			continue
-		}
-		c.locks[k] = true
-		for _, l := range h.state.Holders {
-			c.leases[l.ID] = true
-		}
+	defer b.end()
+	w := newWrites()
+	for _, sv := range saves {
+		w.apply(sv.State.Key, sv.State.Token, sv.Change)
 	}
-	for id := range b.w.leases {
-		c.leases[id] = true
-	}
-	return c
-}
-
-// overlaps reports whether asks load a lock that c holds, or find a lease
-// on one.
-func (c *committing) overlaps(asks []*ask) bool {
-	for _, a := range asks {
-		for _, k := range a.keys {
-			if c.locks[k] {
-				return true
-			}
+	pb := &pgx.Batch{}
+	if len(b.dead) > 0 {
+		// First, so that a waiter queued again under the same ID is
+		// inserted after the dead one is gone.
+		ids := make([]string, len(b.dead))
+		for i, q := range b.dead {
+			ids[i] = q.ID
+			w.waiterUsage[q.Tenant]--
 		}
-		for _, id := range a.ids {
-			if c.leases[id] {
-				return true
-			}
-		}
+		pb.Queue(`DELETE FROM waiters WHERE id = ANY($1)`, ids)
 	}
-	return false
-}
-
-func (s *Store) acquire() (*pgxpool.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+	w.queue(pb, b.s.instance, rand.Int32N(usageShards))
+	if len(w.events) > 0 {
+		w.queueEvents(pb)
+	}
+	committed := false
+	pb.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
+		committed = ct.String() == "COMMIT"
+		if !committed {
+			return errors.New("transaction rolled back: " + ct.String())
+		}
+		return nil
+	})
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.s.opts.OpTimeout)
 	defer cancel()
-	return s.pool.Acquire(ctx)
-}
-
-// answer fails the requests that could not run.
-func answer(reqs []*request, err error) {
-	for _, r := range reqs {
-		close(r.start)
-		r.err = err
-		close(r.done)
-	}
-}
-
-// runGroup starts the fns of reqs in a group on conn. The group's committed
-// answers them.
-func (s *Store) runGroup(conn *pgxpool.Conn, reqs []*request) *batch {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
-	b := newBatch(ctx, s, conn.Conn(), true, true)
-	reqs = slices.Clone(reqs)
-	txs := make([]*tx, len(reqs))
-	for i, r := range reqs {
-		if err := r.ctx.Err(); err != nil {
-			r.err = context.Cause(r.ctx)
-			continue
+	err := b.conn.Conn().SendBatch(octx, pb).Close()
+	if !committed {
+		if err == nil {
+			err = errors.New("transaction not committed")
 		}
-		txs[i] = b.newTx(r.octx)
-		b.running++
-	}
-	b.committed = func(err error) {
-		defer cancel()
-		if err != nil {
-			b.rollback()
-		}
-		for i, r := range reqs {
-			if t := txs[i]; t != nil && err != nil {
-				r.err = unavailable(err)
-			} else if t != nil {
-			}
-			close(r.done)
-		}
-		if err == nil && len(b.w.tokens)+len(b.w.leases)+len(b.w.waiters)+len(b.w.events) > 0 {
-			s.changed()
-		}
-	}
-	if b.running == 0 {
-		b.kick <- struct{}{}
-	}
-	for i, r := range reqs {
-		if txs[i] != nil {
-			r.start <- txs[i]
-		}
-		close(r.start)
-	}
-	return b
-}
-
-// Update implements dlm.Store. fn runs in a group with the Updates queued at
-// the same time (see above). Once it has begun it runs to its end even if
-// ctx ends, bounded by OpTimeout, so that a caller that gives up cannot leave
-// a commit half-known; an error from the store itself is unavailable.
-func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return errClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return context.Cause(ctx)
-	}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
-	defer cancel()
-	r := &request{ctx: ctx, octx: octx, start: make(chan *tx, 1), done: make(chan struct{})}
-	s.reqs <- r
-	t := <-r.start
-	if t == nil {
-		<-r.done
-		return r.err
-	}
-	err := fn(t)
-	if err == nil {
-		// A fn may note a store error and return nil (the engine keeps
-		// such errors for after the Update); its writes are void all
-		// the same.
-		err = t.err
-	}
-	if t.moved {
-		if t.conn == nil {
-			return unavailable(err)
-		}
-		return s.end(octx, t, t.conn, err)
-	}
-	t.finish(err)
-	<-r.done
-	if err != nil {
 		return unavailable(err)
 	}
-	return r.err
+	if w.any() {
+		b.s.changed()
+	}
+	return nil
+}
+
+// Abort implements dlm.Batch.
+func (b *batch) Abort() {
+	if !b.closed {
+		b.end()
+	}
+}
+
+// end ends the transaction, if it is still open, and gives the connection
+// back. A connection that cannot roll back (it is lost, or the ROLLBACK
+// fails) is left in its transaction, and the pool discards it.
+func (b *batch) end() {
+	b.closed = true
+	defer b.conn.Release()
+	c := b.conn.Conn()
+	if c.IsClosed() || c.PgConn().TxStatus() == 'I' {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = c.Exec(ctx, `ROLLBACK`)
+}
+
+// usageShards is how many rows each tenant's counts are spread over. A
+// commit updates a shard drawn at random, so two concurrent commits of one
+// tenant collide on a counter row (and one waits for the other's) once in
+// usageShards, whichever instances and connections they run on. Reading the
+// usage sums at most this many rows.
+const usageShards = 64
+
+// writes is the net effect of a batch's saves, folded so that each lease
+// and waiter is written once, by a few multi-row statements.
+type writes struct {
+	tokens  map[dlm.Key]int64
+	leases  map[string]*leaseWrite
+	lorder  []string
+	waiters map[string]*waiterWrite
+	worder  []string
+	events  []dlm.Event
+	// usage deltas, by tenant
+	leaseUsage, waiterUsage map[string]int64
+}
+
+type leaseWrite struct {
+	live   dlm.Lease // as granted or last renewed
+	insert bool      // granted here
+	ended  *dlm.EndedLease
+}
+
+type waiterWrite struct {
+	w       dlm.Waiter
+	insert  bool // queued here
+	retaken bool
+	deleted bool
+}
+
+func newWrites() writes {
+	return writes{
+		tokens: map[dlm.Key]int64{}, leases: map[string]*leaseWrite{}, waiters: map[string]*waiterWrite{},
+		leaseUsage: map[string]int64{}, waiterUsage: map[string]int64{},
+	}
+}
+
+// any reports whether w writes anything that other instances hear of.
+func (w *writes) any() bool {
+	return len(w.tokens)+len(w.leases)+len(w.waiters)+len(w.events) > 0
+}
+
+func (w *writes) lease(id string) *leaseWrite {
+	lw := w.leases[id]
+	if lw == nil {
+		lw = &leaseWrite{}
+		w.leases[id] = lw
+		w.lorder = append(w.lorder, id)
+	}
+	return lw
+}
+
+func (w *writes) waiter(id string) *waiterWrite {
+	ww := w.waiters[id]
+	if ww == nil {
+		ww = &waiterWrite{}
+		w.waiters[id] = ww
+		w.worder = append(w.worder, id)
+	}
+	return ww
+}
+
+// apply folds in c, which left k's lock with token. Granted comes first: a
+// lease that expiry granted in the past may end again in the same change.
+func (w *writes) apply(k dlm.Key, token int64, c *dlm.Change) {
+	if len(c.Granted) > 0 {
+		w.tokens[k] = token
+	}
+	for _, l := range c.Granted {
+		lw := w.lease(l.ID)
+		lw.live, lw.insert = l, true
+		w.leaseUsage[l.Tenant]++
+	}
+	for _, l := range c.Renewed {
+		w.lease(l.ID).live = l
+	}
+	for _, e := range c.Ended {
+		w.lease(e.ID).ended = &e
+		w.leaseUsage[e.Tenant]--
+	}
+	for _, q := range c.Queued {
+		ww := w.waiter(q.ID)
+		ww.w, ww.insert = q, true
+		w.waiterUsage[q.Tenant]++
+	}
+	for _, q := range c.Retaken {
+		ww := w.waiter(q.ID)
+		ww.w, ww.retaken = q, true
+	}
+	for _, q := range c.Dequeued {
+		w.waiter(q.ID).deleted = true
+		w.waiterUsage[q.Tenant]--
+	}
+	w.events = append(w.events, c.Events...)
+}
+
+// queue queues the statements that write w. The usage counters come last
+// and in tenant order: a transaction that updates one then waits for
+// nothing, so two never wait for each other's counters.
+func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
+	if len(w.tokens) > 0 {
+		var ns, names []string
+		var tokens []int64
+		for k, t := range w.tokens {
+			ns, names, tokens = append(ns, k.Namespace), append(names, k.Name), append(tokens, t)
+		}
+		pb.Queue(`UPDATE locks l SET token = v.token FROM unnest($1::text[], $2::text[], $3::bigint[]) v (ns, name, token)
+			WHERE l.ns = v.ns AND l.name = v.name`, ns, names, tokens)
+	}
+	var (
+		ins, ended       leaseRows
+		renewed, deleted []string
+		ttls             []int64
+		expires          []time.Time
+	)
+	for _, id := range w.lorder {
+		lw := w.leases[id]
+		switch {
+		case lw.ended != nil:
+			ended.add(&lw.ended.Lease)
+			ended.reasons = append(ended.reasons, int16(lw.ended.Reason))
+			ended.endedAt = append(ended.endedAt, lw.ended.EndedAt)
+			if !lw.insert {
+				deleted = append(deleted, id)
+			}
+		case lw.insert:
+			ins.add(&lw.live)
+		default:
+			renewed = append(renewed, id)
+			ttls = append(ttls, int64(lw.live.TTL))
+			expires = append(expires, lw.live.ExpiresAt)
+		}
+	}
+	if len(ins.ids) > 0 {
+		pb.Queue(`INSERT INTO leases (`+holderCols+`) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],
+			$4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[],
+			$12::bigint[])`,
+			ins.args()...)
+	}
+	if len(renewed) > 0 {
+		pb.Queue(`UPDATE leases l SET ttl = v.ttl, expires_at = v.expires_at
+			FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) v (id, ttl, expires_at) WHERE l.id = v.id`,
+			renewed, ttls, expires)
+	}
+	if len(deleted) > 0 {
+		pb.Queue(`DELETE FROM leases WHERE id = ANY($1)`, deleted)
+	}
+	if len(ended.ids) > 0 {
+		pb.Queue(`INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at) SELECT * FROM unnest($1::text[], $2::text[],
+			$3::text[], $4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
+			$11::smallint[], $12::timestamptz[])`,
+			append(ended.args()[:10], ended.reasons, ended.endedAt)...)
+	}
+	w.queueWaiters(pb, instance)
+	queueUsage(pb, "lease_usage", w.leaseUsage, shard)
+	queueUsage(pb, "waiter_usage", w.waiterUsage, shard)
+}
+
+// leaseRows are leases as columns, for unnest.
+type leaseRows struct {
+	ids, tenants, ns, names, holders []string
+	modes                            []int16
+	tokens, ttls, requested          []int64
+	acquired, expires                []time.Time
+	idems                            []*string
+	reasons                          []int16
+	endedAt                          []time.Time
+}
+
+func (r *leaseRows) add(l *dlm.Lease) {
+	r.ids, r.tenants = append(r.ids, l.ID), append(r.tenants, l.Tenant)
+	r.ns, r.names = append(r.ns, l.Key.Namespace), append(r.names, l.Key.Name)
+	r.modes, r.holders = append(r.modes, int16(l.Mode)), append(r.holders, l.HolderID)
+	r.tokens, r.ttls = append(r.tokens, l.Token), append(r.ttls, int64(l.TTL))
+	r.acquired, r.expires = append(r.acquired, l.AcquiredAt), append(r.expires, l.ExpiresAt)
+	r.idems, r.requested = append(r.idems, nullable(l.IdempotencyKey)), append(r.requested, int64(l.RequestedTTL))
+}
+
+// args returns the columns in the order of holderCols; the first ten are
+// leaseCols.
+func (r *leaseRows) args() []any {
+	return []any{r.ids, r.tenants, r.ns, r.names, r.modes, r.holders, r.tokens, r.ttls, r.acquired, r.expires, r.idems, r.requested}
+}
+
+func (w *writes) queueWaiters(pb *pgx.Batch, instance string) {
+	var (
+		ins                       []*dlm.Waiter
+		retaken, deleted, tickets []string
+		deadlines                 []time.Time
+	)
+	for _, id := range w.worder {
+		ww := w.waiters[id]
+		switch {
+		case ww.insert && ww.deleted:
+		case ww.deleted:
+			deleted = append(deleted, id)
+		case ww.insert:
+			ins = append(ins, &ww.w)
+		case ww.retaken:
+			retaken, tickets, deadlines = append(retaken, id), append(tickets, ww.w.Ticket), append(deadlines, ww.w.Deadline)
+		}
+	}
+	if len(deleted) > 0 {
+		pb.Queue(`DELETE FROM waiters WHERE id = ANY($1)`, deleted)
+	}
+	if len(ins) > 0 {
+		var (
+			ids, tenants, ns, names, holders, tks []string
+			seqs, ttls                            []int64
+			modes                                 []int16
+			idems                                 []*string
+			queued, dls                           []time.Time
+		)
+		for _, q := range ins {
+			ids, tenants, ns, names = append(ids, q.ID), append(tenants, q.Tenant), append(ns, q.Key.Namespace), append(names, q.Key.Name)
+			seqs, modes, holders, ttls = append(seqs, q.Seq), append(modes, int16(q.Mode)), append(holders, q.HolderID), append(ttls, int64(q.TTL))
+			idems, tks, queued, dls = append(idems, nullable(q.IdempotencyKey)), append(tks, q.Ticket), append(queued, q.QueuedAt), append(dls, q.Deadline)
+		}
+		pb.Queue(`INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, instance)
+			SELECT *, $13 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::smallint[], $7::text[],
+			$8::bigint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])`,
+			ids, tenants, ns, names, seqs, modes, holders, ttls, idems, tks, queued, dls, instance)
+	}
+	if len(retaken) > 0 {
+		// The retry waits here now: the entry lives as long as this instance.
+		pb.Queue(`UPDATE waiters w SET ticket = v.ticket, deadline = v.deadline, instance = $4
+			FROM unnest($1::text[], $2::text[], $3::timestamptz[]) v (id, ticket, deadline) WHERE w.id = v.id`,
+			retaken, tickets, deadlines, instance)
+	}
+}
+
+// queueEvents inserts the events in order, with ids from the sequence
+// event_ids. The transaction takes its xid before the ids, as readers
+// require (events.go).
+func (w *writes) queueEvents(pb *pgx.Batch) {
+	n := len(w.events)
+	types, modes := make([]int16, n), make([]int16, n)
+	ns, names, holders := make([]string, n), make([]string, n), make([]string, n)
+	tokens, at := make([]int64, n), make([]time.Time, n)
+	for i, e := range w.events {
+		types[i], modes[i] = int16(e.Type), int16(e.Mode)
+		ns[i], names[i], holders[i] = e.Key.Namespace, e.Key.Name, e.HolderID
+		tokens[i], at[i] = e.Token, e.At
+	}
+	pb.Queue(`SELECT pg_current_xact_id()`)
+	// The outer query numbers the rows as the sorted subquery yields them,
+	// so that ids follow the order the events were saved in.
+	pb.Queue(`INSERT INTO events (id, type, ns, name, holder, mode, token, at)
+		SELECT nextval('event_ids'), v.type, v.ns, v.name, v.holder, v.mode, v.token, v.at FROM (
+			SELECT * FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::timestamptz[])
+				WITH ORDINALITY u (type, ns, name, holder, mode, token, at, i)
+			ORDER BY i) v`, types, ns, names, holders, modes, tokens, at)
+}
+
+// queueUsage adds delta to the counters of table, tenants in order.
+func queueUsage(pb *pgx.Batch, table string, delta map[string]int64, shard int32) {
+	var tenants []string
+	for tn, d := range delta {
+		if d != 0 {
+			tenants = append(tenants, tn)
+		}
+	}
+	if len(tenants) == 0 {
+		return
+	}
+	slices.Sort(tenants)
+	ds := make([]int64, len(tenants))
+	for i, tn := range tenants {
+		ds[i] = delta[tn]
+	}
+	pb.Queue(`INSERT INTO `+table+` (tenant, shard, n) SELECT t, $2, d FROM unnest($1::text[], $3::bigint[]) v (t, d)
+		ON CONFLICT (tenant, shard) DO UPDATE SET n = `+table+`.n + excluded.n`, tenants, shard, ds)
 }
