@@ -93,8 +93,9 @@ type Batch interface {
 	Usage(tenant string) (leases, waiters int64)
 	// Commit makes saves durable, in one transaction, and ends the batch.
 	// Saves are applied in order; the same lock may appear more than once,
-	// each time with its state after that decision and the Change that
-	// decision made. A store that numbers events when it commits sets the
+	// once per decision with the Change that decision made. State is the
+	// same *LockState each time: the lock as the batch's last decision on
+	// it left it. A store that numbers events when it commits sets the
 	// IDs of the saves' events, in order; one shared with other processes
 	// (PostgreSQL) may leave them 0, to be read back with Events. After an
 	// error the change may or may not have been committed.
@@ -103,7 +104,7 @@ type Batch interface {
 	Abort()
 }
 
-// Save is one decision's result: the lock's state after it and what it
+// Save is one decision's result: the lock it decided on and what it
 // changed.
 type Save struct {
 	State  *LockState

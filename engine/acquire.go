@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -98,36 +99,49 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 			return dlm.Lease{}, false, err
 		}
 	}
-	start := time.Now()
+	start := e.now()
 	var (
 		out     dlm.Outcome
 		waiter  dlm.Waiter
 		holders []dlm.Lease
 	)
-	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
+	need := dlm.Need{Keys: []dlm.Key{req.Key}, Tenants: []string{req.Tenant}}
+	if req.IdempotencyKey != "" {
+		need.Idempotency = []dlm.IdempotencyKey{{Tenant: req.Tenant, Key: req.IdempotencyKey}}
+	}
+	err = e.write(ctx, need, func(v *view) error {
 		if req.IdempotencyKey != "" {
-			k, ok, err := tx.FindIdempotent(ctx, req.Tenant, req.IdempotencyKey)
-			if err != nil {
-				return nil, err
-			}
-			if ok && k != req.Key {
-				return nil, dlm.Errorf(dlm.CodeIdempotencyKeyReused, "idempotency key was used for lock %q", k.Name)
+			if k, ok := v.idempotent(req.Tenant, req.IdempotencyKey); ok && k != req.Key {
+				return dlm.Errorf(dlm.CodeIdempotencyKeyReused, "idempotency key was used for lock %q", k.Name)
 			}
 		}
-		return e.saveOne(ctx, tx, req.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
-			var err error
-			out, lease, waiter, err = s.Acquire(now, req, c)
-			if err != nil {
-				return err
+		s := v.lock(req.Key)
+		leases, waiters := v.tenantUsage(req.Tenant)
+		atLimit := leases >= e.opts.MaxLeasesPerTenant || waiters >= e.opts.MaxWaitersPerTenant
+		var backup dlm.LockState
+		if atLimit {
+			// The decision may be refused after it changed s: keep what
+			// to put back.
+			backup = *s
+			backup.Holders, backup.Waiters = slices.Clone(s.Holders), slices.Clone(s.Waiters)
+		}
+		c := new(dlm.Change)
+		var err error
+		out, lease, waiter, err = s.Acquire(v.now, req, c)
+		if err == nil && atLimit {
+			err = e.checkUsage(leases, waiters, out, len(c.Queued) > 0)
+		}
+		if err != nil {
+			if atLimit {
+				*s = backup
 			}
-			if err := e.checkUsage(ctx, tx, req.Tenant, out, len(c.Queued) > 0); err != nil {
-				return err
-			}
-			if out == dlm.Conflict {
-				holders = s.View(now).Holders
-			}
-			return nil
-		})
+			return err
+		}
+		if out == dlm.Conflict {
+			holders = s.View(v.now).Holders
+		}
+		v.save(s, c)
+		return nil
 	})
 	if err != nil {
 		return dlm.Lease{}, false, err
@@ -155,20 +169,14 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 	}
 	lease, outcome, err := e.park(ctx, req, waiter, sub, start.Add(req.Wait))
 	if e.opts.Observer != nil {
-		e.opts.Observer.Waited(time.Since(start), outcome)
+		e.opts.Observer.Waited(e.now().Sub(start), outcome)
 	}
 	return lease, replayed && err == nil, err
 }
 
-// checkUsage enforces the per-tenant caps on a new lease or a new waiter.
-func (e *Engine) checkUsage(ctx context.Context, tx dlm.Tx, tenant string, out dlm.Outcome, newWaiter bool) error {
-	if out != dlm.Granted && !newWaiter {
-		return nil
-	}
-	leases, waiters, err := tx.Usage(ctx, tenant)
-	if err != nil {
-		return err
-	}
+// checkUsage enforces the per-tenant caps on a new lease or a new waiter,
+// given the tenant's usage before the decision.
+func (e *Engine) checkUsage(leases, waiters int64, out dlm.Outcome, newWaiter bool) error {
 	if out == dlm.Granted && leases >= e.opts.MaxLeasesPerTenant {
 		return dlm.Errorf(dlm.CodeLimitExceeded, "tenant holds %d leases, the most allowed", leases)
 	}
@@ -182,7 +190,7 @@ func (e *Engine) checkUsage(ctx context.Context, tx dlm.Tx, tenant string, out d
 // Close, and takes it out of the queue if it gives up. outcome says which
 // ended the wait; a grant found while leaving the queue counts as granted.
 func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *subscription, deadline time.Time) (_ dlm.Lease, outcome WaitOutcome, _ error) {
-	timer := time.NewTimer(time.Until(deadline))
+	timer := e.opts.Clock.NewTimer(deadline.Sub(e.now()))
 	defer timer.Stop()
 	var poll <-chan time.Time
 	if e.opts.WaitPoll > 0 {
@@ -202,7 +210,7 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
 				return l, WaitGranted, nil
 			}
-		case <-timer.C:
+		case <-timer.C():
 			l, granted, holders, err := e.leaveQueue(w, req.ID)
 			if err == nil && granted {
 				return l, WaitGranted, nil
@@ -233,10 +241,6 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 	}
 }
 
-// leaveQueueTimeout bounds the cleanup of a request that stopped waiting:
-// its own context may be over, and cleanup must not hang forever.
-const leaveQueueTimeout = 10 * time.Second
-
 // leaveQueue removes the waiter w if ticket still owns it. If w was granted
 // in the meantime it returns that lease and granted true — even if the lease
 // has already ended again (say, force-released before the waiter looked):
@@ -245,23 +249,20 @@ const leaveQueueTimeout = 10 * time.Second
 // carries an expires_at in the past. Otherwise it returns the current
 // holders.
 func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, granted bool, holders []dlm.Lease, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), leaveQueueTimeout)
-	defer cancel()
-	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
-		return e.saveOne(ctx, tx, w.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
-			lease, granted = s.CancelWait(now, w.ID, ticket, c)
-			holders = s.View(now).Holders
-			if !granted {
-				_, ended, err := tx.FindLease(ctx, w.ID)
-				if err != nil {
-					return err
-				}
-				if ended != nil && ended.ExpiresAt.After(now) {
-					lease, granted = ended.Lease, true
-				}
+	need := dlm.Need{Keys: []dlm.Key{w.Key}, Leases: []string{w.ID}}
+	// The request's own context may be over: the cleanup runs anyway.
+	err = e.write(context.Background(), need, func(v *view) error {
+		s := v.lock(w.Key)
+		c := new(dlm.Change)
+		lease, granted = s.CancelWait(v.now, w.ID, ticket, c)
+		holders = s.View(v.now).Holders
+		if !granted {
+			if _, ended := v.findLease(w.ID); ended != nil && ended.ExpiresAt.After(v.now) {
+				lease, granted = ended.Lease, true
 			}
-			return nil
-		})
+		}
+		v.save(s, c)
+		return nil
 	})
 	return lease, granted, holders, err
 }

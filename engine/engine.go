@@ -56,6 +56,9 @@ type Options struct {
 	// StatsMaxAge is how long Stats reuses a count. Default
 	// DefaultStatsMaxAge.
 	StatsMaxAge time.Duration
+	// Clock times the sweep and parked acquires. Give the embedded store
+	// the same one. Default dlm.SystemClock.
+	Clock dlm.Clock
 }
 
 func (o *Options) setDefaults() {
@@ -89,6 +92,9 @@ func (o *Options) setDefaults() {
 	if o.StatsMaxAge == 0 {
 		o.StatsMaxAge = DefaultStatsMaxAge
 	}
+	if o.Clock == nil {
+		o.Clock = dlm.SystemClock{}
+	}
 }
 
 // Engine is the lock service over one Store. Its methods are safe for
@@ -99,6 +105,7 @@ type Engine struct {
 	floor   int64 // dlm.TokenFloor of when it started: see LockState.Floor
 	opts    Options
 	log     *slog.Logger
+	group   grouper
 	waiters hub
 	sweeper sweeper
 	pruner  pruner
@@ -128,7 +135,11 @@ func New(store dlm.Store, opts Options) *Engine {
 		closing: make(chan struct{}),
 	}
 	_, e.shared = store.(dlm.Notifier)
-	e.floor = dlm.TokenFloor(time.Now())
+	e.floor = dlm.TokenFloor(time.Now()) // the real clock: see LockState.Floor
+	e.group.max = 1
+	if c, ok := store.(dlm.ConcurrentBatches); ok {
+		e.group.max = max(1, c.MaxBatches())
+	}
 	e.waiters.init()
 	e.sweeper.init()
 	e.pruner.init(e.opts.EventRetentionCount)
@@ -206,25 +217,6 @@ func newID() string {
 // errShuttingDown answers requests that arrive or wait while Close runs.
 var errShuttingDown = dlm.Errorf(dlm.CodeUnavailable, "server is shutting down")
 
-// update runs fn in a write transaction and then tells waiters and the
-// sweeper what it changed. fn reports the change it saved through the
-// returned pointer so that work after the commit can see it.
-func (e *Engine) update(ctx context.Context, fn func(tx dlm.Tx) ([]dlm.Change, error)) error {
-	var changes []dlm.Change
-	err := e.store.Update(ctx, func(tx dlm.Tx) error {
-		var err error
-		changes, err = fn(tx)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	for i := range changes {
-		e.afterCommit(&changes[i])
-	}
-	return nil
-}
-
 // afterCommit tells the observer about c, hands grants to the acquires
 // parked on them, tells the feed and the pruner about new events and makes
 // sure the sweeper wakes for the earliest new expiry.
@@ -256,30 +248,12 @@ func (e *Engine) afterCommit(c *dlm.Change) {
 	}
 }
 
+// now reads the engine's clock.
+func (e *Engine) now() time.Time { return e.opts.Clock.Now() }
+
 func earliest(a, b time.Time) time.Time {
 	if a.IsZero() || b.Before(a) {
 		return b
 	}
 	return a
-}
-
-// saveOne loads key, applies op to it and saves the result: the shape of every
-// single-lock operation. Its grants carry tokens at least the engine's floor.
-func (e *Engine) saveOne(ctx context.Context, tx dlm.Tx, key dlm.Key, op func(s *dlm.LockState, now time.Time, c *dlm.Change) error) ([]dlm.Change, error) {
-	s, err := tx.LoadLock(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	s.Floor = e.floor
-	var c dlm.Change
-	if err := op(s, tx.Now(), &c); err != nil {
-		return nil, err
-	}
-	if c.Empty() {
-		return nil, nil
-	}
-	if err := tx.Save(ctx, s, &c); err != nil {
-		return nil, err
-	}
-	return []dlm.Change{c}, nil
 }

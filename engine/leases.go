@@ -10,11 +10,7 @@ import (
 // findOwn looks up lease id for tenant. A lease of another tenant is reported
 // exactly like an unknown one (not_found); an ended one as lease_ended with
 // its reason. The lease returned may have expired without being swept.
-func findOwn(ctx context.Context, tx dlm.ReadTx, tenant, id string) (*dlm.Lease, error) {
-	l, ended, err := tx.FindLease(ctx, id)
-	if err != nil {
-		return nil, err
-	}
+func findOwn(l *dlm.Lease, ended *dlm.EndedLease, tenant, id string) (*dlm.Lease, error) {
 	switch {
 	case l != nil && l.Tenant == tenant:
 		return l, nil
@@ -29,16 +25,14 @@ func leaseEnded(why dlm.EndReason) *dlm.Error {
 }
 
 // whyEnded explains why lease id, found a moment ago, no longer holds: it
-// expired just now (in c), or another transaction ended it in between.
-func whyEnded(ctx context.Context, tx dlm.ReadTx, id string, c *dlm.Change) error {
+// expired just now (in c), or an earlier decision ended it.
+func whyEnded(v *view, id string, c *dlm.Change) error {
 	for _, e := range c.Ended {
 		if e.ID == id {
 			return leaseEnded(e.Reason)
 		}
 	}
-	if _, ended, err := tx.FindLease(ctx, id); err != nil {
-		return err
-	} else if ended != nil {
+	if _, ended := v.findLease(id); ended != nil {
 		return leaseEnded(ended.Reason)
 	}
 	return leaseEnded(dlm.Expired)
@@ -50,7 +44,11 @@ func whyEnded(ctx context.Context, tx dlm.ReadTx, id string, c *dlm.Change) erro
 // reason; a lease past its expiry is expired even before the sweeper ends it).
 func (e *Engine) Lease(ctx context.Context, tenant, id string) (l dlm.Lease, err error) {
 	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
-		found, err := findOwn(ctx, tx, tenant, id)
+		live, ended, err := tx.FindLease(ctx, id)
+		if err != nil {
+			return err
+		}
+		found, err := findOwn(live, ended, tenant, id)
 		if err != nil {
 			return err
 		}
@@ -74,24 +72,22 @@ func (e *Engine) Renew(ctx context.Context, tenant, id string, ttl time.Duration
 			return dlm.Lease{}, err
 		}
 	}
-	var result error
-	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
-		found, err := findOwn(ctx, tx, tenant, id)
+	err = e.write(ctx, dlm.Need{Leases: []string{id}}, func(v *view) error {
+		live, ended := v.findLease(id)
+		found, err := findOwn(live, ended, tenant, id)
 		if err != nil {
-			result = err
-			return nil, nil
+			return err
 		}
-		return e.saveOne(ctx, tx, found.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
-			var ok bool
-			if l, ok = s.Renew(now, id, ttl, c); !ok {
-				result = whyEnded(ctx, tx, id, c)
-			}
-			return nil
-		})
+		s := v.lock(found.Key)
+		c := new(dlm.Change)
+		var ok bool
+		l, ok = s.Renew(v.now, id, ttl, c)
+		v.save(s, c)
+		if !ok {
+			return whyEnded(v, id, c)
+		}
+		return nil
 	})
-	if err == nil {
-		err = result
-	}
 	return l, err
 }
 
@@ -102,25 +98,22 @@ func (e *Engine) Renew(ctx context.Context, tenant, id string, ttl time.Duration
 // or force-released). After an unavailable error the release may have
 // happened; retrying then answers lease_ended.
 func (e *Engine) Release(ctx context.Context, tenant, id string) (l dlm.Lease, err error) {
-	var result error
-	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
-		found, err := findOwn(ctx, tx, tenant, id)
+	err = e.write(ctx, dlm.Need{Leases: []string{id}}, func(v *view) error {
+		live, ended := v.findLease(id)
+		found, err := findOwn(live, ended, tenant, id)
 		if err != nil {
-			result = err
-			return nil, nil
+			return err
 		}
-		return e.saveOne(ctx, tx, found.Key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
-			ended, ok := s.Release(now, id, c)
-			if !ok {
-				result = whyEnded(ctx, tx, id, c)
-			}
-			l = ended.Lease
-			return nil
-		})
+		s := v.lock(found.Key)
+		c := new(dlm.Change)
+		gone, ok := s.Release(v.now, id, c)
+		v.save(s, c)
+		if !ok {
+			return whyEnded(v, id, c)
+		}
+		l = gone.Lease
+		return nil
 	})
-	if err == nil {
-		err = result
-	}
 	return l, err
 }
 
@@ -130,11 +123,12 @@ func (e *Engine) ForceRelease(ctx context.Context, key dlm.Key) (ended []dlm.End
 	if err := dlm.ValidateName(key.Name); err != nil {
 		return nil, err
 	}
-	err = e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
-		return e.saveOne(ctx, tx, key, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
-			ended = s.ForceRelease(now, c)
-			return nil
-		})
+	err = e.write(ctx, dlm.Need{Keys: []dlm.Key{key}}, func(v *view) error {
+		s := v.lock(key)
+		c := new(dlm.Change)
+		ended = s.ForceRelease(v.now, c)
+		v.save(s, c)
+		return nil
 	})
 	return ended, err
 }

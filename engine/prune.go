@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
-
-	"github.com/dlmhq/dlm"
 )
 
 // Pruning tuning.
@@ -97,20 +95,23 @@ func (e *Engine) Prune(ctx context.Context) error {
 
 // pruneEvents deletes the events past retention, pruneBatch at a time.
 func (e *Engine) pruneEvents(ctx context.Context) error {
-	var err error
-	for n := pruneBatch; err == nil && n == pruneBatch; {
-		err = e.store.Update(ctx, func(tx dlm.Tx) error {
-			var err error
-			n, err = tx.PruneEvents(ctx, tx.Now().Add(-e.opts.EventRetention), e.opts.EventRetentionCount, pruneBatch)
+	before := e.now().Add(-e.opts.EventRetention)
+	for {
+		n, err := e.store.PruneEvents(ctx, before, e.opts.EventRetentionCount, pruneBatch)
+		if err != nil || n < pruneBatch {
 			return err
-		})
+		}
 	}
-	return err
 }
 
-// pruneEnded forgets the ended leases past Options.EndedRetention.
+// pruneEnded forgets the ended leases past Options.EndedRetention,
+// pruneBatch at a time.
 func (e *Engine) pruneEnded(ctx context.Context) error {
-	return e.store.Update(ctx, func(tx dlm.Tx) error {
-		return tx.PruneEnded(ctx, tx.Now().Add(-e.opts.EndedRetention))
-	})
+	before := e.now().Add(-e.opts.EndedRetention)
+	for {
+		n, err := e.store.PruneEnded(ctx, before, pruneBatch)
+		if err != nil || n < pruneBatch {
+			return err
+		}
+	}
 }

@@ -49,13 +49,13 @@ const (
 // granting the waiters behind them, even when no client touches the lock.
 func (e *Engine) sweep(ctx context.Context) {
 	defer e.wg.Done()
-	timer := time.NewTimer(0)
+	timer := e.opts.Clock.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-timer.C:
+		case <-timer.C():
 		case <-e.sweeper.kick:
 			timer.Stop()
 		}
@@ -75,7 +75,7 @@ func (e *Engine) sweep(ctx context.Context) {
 			wait = retryPause
 		}
 		wait = min(wait, sweepIdle)
-		e.sweeper.target.Store(time.Now().Add(wait).UnixNano())
+		e.sweeper.target.Store(e.now().Add(wait).UnixNano())
 		timer.Reset(wait)
 	}
 }
@@ -84,30 +84,27 @@ func (e *Engine) sweep(ctx context.Context) {
 // is due, measured on the store's clock.
 func (e *Engine) sweepOnce(ctx context.Context) (time.Duration, error) {
 	for {
-		var n int
-		err := e.update(ctx, func(tx dlm.Tx) ([]dlm.Change, error) {
-			keys, err := tx.DueLocks(ctx, sweepBatch)
-			if err != nil {
-				return nil, err
-			}
-			n = len(keys)
-			var changes []dlm.Change
-			for _, k := range keys {
-				c, err := e.saveOne(ctx, tx, k, func(s *dlm.LockState, now time.Time, c *dlm.Change) error {
-					s.Expire(now, c)
-					return nil
-				})
-				if err != nil {
-					return nil, err
-				}
-				changes = append(changes, c...)
-			}
-			return changes, nil
+		var keys []dlm.Key
+		err := e.store.View(ctx, func(tx dlm.ReadTx) error {
+			var err error
+			keys, err = tx.DueLocks(ctx, sweepBatch)
+			return err
 		})
+		if err == nil && len(keys) > 0 {
+			err = e.write(ctx, dlm.Need{Keys: keys}, func(v *view) error {
+				for _, k := range keys {
+					s := v.lock(k)
+					c := new(dlm.Change)
+					s.Expire(v.now, c)
+					v.save(s, c)
+				}
+				return nil
+			})
+		}
 		if err != nil {
 			return 0, err
 		}
-		if n < sweepBatch {
+		if len(keys) < sweepBatch {
 			break
 		}
 	}

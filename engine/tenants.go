@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"strings"
+	"time"
 
 	"github.com/dlmhq/dlm"
 )
@@ -101,41 +103,51 @@ func (e *Engine) Bootstrap(ctx context.Context, adminKey string) (creds *Credent
 	if adminKey != "" && len(adminKey) < MinAdminKeyLen {
 		return nil, dlm.Invalid("DLM_ADMIN_KEY", "must be at least %d characters", MinAdminKeyLen)
 	}
-	err = e.store.Update(ctx, func(tx dlm.Tx) error {
-		creds = nil
-		if _, found, err := tx.APIKey(ctx, adminKeyID); err != nil || found {
-			return err
+	if found, err := e.hasAdminKey(ctx); err != nil || found {
+		return nil, err
+	}
+	c := &Credentials{AdminKey: adminKey, Tenant: DefaultTenant}
+	if c.AdminKey == "" {
+		c.AdminKey = newKey(adminKeyID)
+	}
+	// The default tenant and its key first, the admin key last: a
+	// bootstrap cut short is done again at the next start, and two
+	// processes bootstrapping one new database at once agree on the
+	// admin key, since only one can store it.
+	now := e.now()
+	var first dlm.APIKey
+	first, c.TenantKeyID, c.TenantKey = newAPIKey(DefaultTenant, now)
+	err = e.store.CreateTenant(ctx, dlm.Tenant{Name: DefaultTenant, CreatedAt: now}, first)
+	if de := (*dlm.Error)(nil); errors.As(err, &de) && de.Code == dlm.CodeInvalidArgument {
+		err = e.store.PutAPIKey(ctx, first) // a start cut short made the tenant
+	}
+	if err != nil {
+		return nil, err
+	}
+	err = e.store.PutAPIKey(ctx, dlm.APIKey{ID: adminKeyID, Hash: hashKey(c.AdminKey), CreatedAt: now})
+	if err != nil {
+		if found, ferr := e.hasAdminKey(ctx); ferr == nil && found {
+			return nil, nil // another process bootstrapped first
 		}
-		c := &Credentials{AdminKey: adminKey, Tenant: DefaultTenant}
-		if c.AdminKey == "" {
-			c.AdminKey = newKey(adminKeyID)
-		}
-		now := tx.Now()
-		if err := tx.PutAPIKey(ctx, dlm.APIKey{ID: adminKeyID, Hash: hashKey(c.AdminKey), CreatedAt: now}); err != nil {
-			return err
-		}
-		if _, ok, err := tx.Tenant(ctx, DefaultTenant); err != nil {
-			return err
-		} else if !ok {
-			if err := tx.CreateTenant(ctx, dlm.Tenant{Name: DefaultTenant, CreatedAt: now}); err != nil {
-				return err
-			}
-		}
-		var err error
-		if c.TenantKeyID, c.TenantKey, err = putKey(ctx, tx, DefaultTenant); err != nil {
-			return err
-		}
-		creds = c
-		return nil
-	})
-	return creds, err
+		return nil, err
+	}
+	return c, nil
 }
 
-func putKey(ctx context.Context, tx dlm.Tx, tenant string) (id, key string, err error) {
+func (e *Engine) hasAdminKey(ctx context.Context) (found bool, err error) {
+	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
+		_, found, err = tx.APIKey(ctx, adminKeyID)
+		return err
+	})
+	return found, err
+}
+
+// newAPIKey makes a key of tenant: what the store keeps, and the ID and
+// secret the caller is shown once.
+func newAPIKey(tenant string, now time.Time) (k dlm.APIKey, id, key string) {
 	id = strings.ToLower(rand.Text()[:12])
 	key = newKey(id)
-	err = tx.PutAPIKey(ctx, dlm.APIKey{ID: id, Tenant: tenant, Hash: hashKey(key), CreatedAt: tx.Now()})
-	return id, key, err
+	return dlm.APIKey{ID: id, Tenant: tenant, Hash: hashKey(key), CreatedAt: now}, id, key
 }
 
 // CreateTenant adds a tenant and its first API key, shown only now.
@@ -144,20 +156,16 @@ func (e *Engine) CreateTenant(ctx context.Context, name string) (t dlm.Tenant, k
 	if err := dlm.ValidateTenantName(name); err != nil {
 		return t, "", "", err
 	}
-	err = e.store.Update(ctx, func(tx dlm.Tx) error {
-		t = dlm.Tenant{Name: name, CreatedAt: tx.Now()}
-		if _, ok, err := tx.Tenant(ctx, name); err != nil {
-			return err
-		} else if ok {
-			return dlm.Invalid("name", "tenant %q exists", name)
-		}
-		if err := tx.CreateTenant(ctx, t); err != nil {
-			return err
-		}
-		keyID, key, err = putKey(ctx, tx, name)
-		return err
-	})
-	return t, keyID, key, err
+	if _, err := e.Tenant(ctx, name); err == nil {
+		return t, "", "", dlm.Invalid("name", "tenant %q exists", name)
+	}
+	t = dlm.Tenant{Name: name, CreatedAt: e.now()}
+	var first dlm.APIKey
+	first, keyID, key = newAPIKey(name, t.CreatedAt)
+	if err := e.store.CreateTenant(ctx, t, first); err != nil {
+		return dlm.Tenant{}, "", "", err
+	}
+	return t, keyID, key, nil
 }
 
 // Tenants lists every tenant by name.
@@ -187,29 +195,25 @@ func (e *Engine) Tenant(ctx context.Context, name string) (t dlm.Tenant, err err
 
 // CreateKey adds an API key to tenant, shown only now. Errors: not_found.
 func (e *Engine) CreateKey(ctx context.Context, tenant string) (keyID, key string, err error) {
-	err = e.store.Update(ctx, func(tx dlm.Tx) error {
-		if _, ok, err := tx.Tenant(ctx, tenant); err != nil {
-			return err
-		} else if !ok {
-			return dlm.Errorf(dlm.CodeNotFound, "no tenant %q", tenant)
-		}
-		keyID, key, err = putKey(ctx, tx, tenant)
-		return err
-	})
-	return keyID, key, err
+	if _, err := e.Tenant(ctx, tenant); err != nil {
+		return "", "", err
+	}
+	var k dlm.APIKey
+	k, keyID, key = newAPIKey(tenant, e.now())
+	if err := e.store.PutAPIKey(ctx, k); err != nil {
+		return "", "", err
+	}
+	return keyID, key, nil
 }
 
 // RevokeKey refuses tenant's key keyID from now on, and ends what it holds
 // open here: its watches and queued acquires (see KeyContext). Other
 // processes on a shared store follow within KeyCacheTTL. Errors: not_found.
 func (e *Engine) RevokeKey(ctx context.Context, tenant, keyID string) error {
-	err := e.store.Update(ctx, func(tx dlm.Tx) error {
-		ok, err := tx.RevokeAPIKey(ctx, tenant, keyID)
-		if err == nil && !ok {
-			err = dlm.Errorf(dlm.CodeNotFound, "tenant %q has no key %q", tenant, keyID)
-		}
-		return err
-	})
+	ok, err := e.store.RevokeAPIKey(ctx, tenant, keyID)
+	if err == nil && !ok {
+		err = dlm.Errorf(dlm.CodeNotFound, "tenant %q has no key %q", tenant, keyID)
+	}
 	if err == nil {
 		e.keys.forget(keyID)
 		e.holds.revoke(keyID, true)

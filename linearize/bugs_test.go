@@ -3,6 +3,7 @@ package linearize_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -35,39 +36,35 @@ func (g *gateStore) arm(match func(*dlm.Change) bool) {
 	g.mu.Unlock()
 }
 
-func (g *gateStore) Update(ctx context.Context, fn func(dlm.Tx) error) error {
-	return g.Store.Update(ctx, func(tx dlm.Tx) error {
-		spy := &changeSpy{Tx: tx}
-		g.mu.Lock()
-		spy.match = g.match
-		g.mu.Unlock()
-		err := fn(spy)
-		hold := false
-		if spy.matched {
-			g.mu.Lock()
-			hold = g.match != nil
-			g.match = nil
-			g.mu.Unlock()
-		}
-		if hold {
-			g.decided <- tx.Now()
-			<-g.proceed
-		}
-		return err
-	})
-}
-
-type changeSpy struct {
-	dlm.Tx
-	match   func(*dlm.Change) bool
-	matched bool
-}
-
-func (r *changeSpy) Save(ctx context.Context, s *dlm.LockState, c *dlm.Change) error {
-	if r.match != nil && r.match(c) {
-		r.matched = true
+func (g *gateStore) Load(ctx context.Context, need *dlm.Need) (dlm.Batch, error) {
+	b, err := g.Store.Load(ctx, need)
+	if err != nil {
+		return nil, err
 	}
-	return r.Tx.Save(ctx, s, c)
+	return &gateBatch{Batch: b, g: g}, nil
+}
+
+// gateBatch is a batch whose commit waits at the gate if it saves a
+// matching Change.
+type gateBatch struct {
+	dlm.Batch
+	g *gateStore
+}
+
+func (b *gateBatch) Commit(ctx context.Context, saves []dlm.Save) error {
+	g := b.g
+	g.mu.Lock()
+	match := g.match
+	hold := match != nil && slices.ContainsFunc(saves, func(s dlm.Save) bool { return match(s.Change) })
+	if hold {
+		g.match = nil
+	}
+	g.mu.Unlock()
+	if hold {
+		g.decided <- b.Now()
+		<-g.proceed
+	}
+	return b.Batch.Commit(ctx, saves)
 }
 
 func renews(c *dlm.Change) bool { return len(c.Renewed) > 0 }

@@ -89,24 +89,21 @@ func testLateGrantStartsNow(t *testing.T, open Opener) {
 	req := func(id string, ttl, wait time.Duration) dlm.Request {
 		return dlm.Request{ID: id, Tenant: tenant, Key: key, Mode: dlm.Exclusive, HolderID: id, TTL: ttl, Wait: wait, IdempotencyKey: id + "-key"}
 	}
-	// write runs op on the lock in one write transaction, as the engine
-	// does, and returns the Change it saved and the transaction's now.
+	// write runs op on the lock in one batch, as the engine does, and
+	// returns the Change it saved and the batch's now.
 	write := func(what string, op func(s *dlm.LockState, now time.Time, c *dlm.Change) error) (dlm.Change, time.Time) {
 		t.Helper()
-		var c dlm.Change
-		var at time.Time
-		err := st.Update(ctx, func(tx dlm.Tx) error {
-			c, at = dlm.Change{}, tx.Now()
-			s, err := tx.LoadLock(ctx, key)
-			if err != nil {
-				return err
-			}
-			if err := op(s, at, &c); err != nil {
-				return err
-			}
-			return tx.Save(ctx, s, &c)
-		})
+		b, err := st.Load(ctx, &dlm.Need{Keys: []dlm.Key{key}})
 		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var c dlm.Change
+		s, at := b.Lock(key), b.Now()
+		if err := op(s, at, &c); err != nil {
+			b.Abort()
+			t.Fatalf("%s: %v", what, err)
+		}
+		if err := b.Commit(ctx, []dlm.Save{{State: s, Change: &c}}); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		return c, at
