@@ -71,9 +71,19 @@ func (b *batch) Commit(ctx context.Context, saves []dlm.Save) error {
 	return nil
 }
 
-// Abort implements dlm.Batch.
+// Abort implements dlm.Batch: none of the group's decisions is written.
+// The waiters of gone instances that Load found are deleted all the same
+// (in the round trip a ROLLBACK would take): nobody waits on them, and a
+// sweep that decides nothing on their lock must still clear them, or the
+// lock stays due for ever.
 func (b *batch) Abort() {
-	if !b.closed {
+	switch {
+	case b.closed:
+	case len(b.dead) > 0:
+		if err := b.Commit(context.Background(), nil); err != nil {
+			b.s.log.Debug("dlm: dropping the waiters of gone instances failed", "err", err)
+		}
+	default:
 		b.end()
 	}
 }
