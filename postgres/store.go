@@ -50,7 +50,7 @@ type Options struct {
 	// in different schemas of one database are independent.
 	Schema string
 	// MaxConns caps the pool, unless the URL sets pool_max_conns. Default
-	// 16: half for the engine's groups in flight (see MaxBatches), half for
+	// 16: the engine's groups in flight (see MaxBatches), and enough for
 	// reads and the rest.
 	MaxConns int32
 	// OpTimeout bounds one Load, Commit, View or other call, including
