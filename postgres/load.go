@@ -43,7 +43,7 @@ const maxBatches = 2
 // other instances hold; at least half the pool is left to Views (watchers,
 // reads, the sweeper's scans), the publisher, the heartbeat and the admin
 // transactions.
-func (s *Store) MaxBatches() int { return max(1, min(maxBatches, int(s.opts.MaxConns)/2)) }
+func (s *Store) MaxBatches() int { return max(1, min(maxBatches, int(s.pool.Config().MaxConns)/2)) }
 
 // Load implements dlm.Store in one round trip. In order, each kind of lock
 // sorted, so that no two transactions (of this instance or another) wait
