@@ -13,19 +13,15 @@ import (
 // The writes outside lock state: tenants, keys and pruning, each a plain
 // transaction of its own.
 
-// write runs fn in a transaction on a pooled connection and commits it.
-func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return errClosed
+// write runs fn in a transaction on a pooled connection, with the call's
+// context, and commits it.
+func (s *Store) write(ctx context.Context, fn func(context.Context, pgx.Tx) error) error {
+	octx, done, err := s.call(ctx)
+	if err != nil {
+		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return context.Cause(ctx)
-	}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
-	defer cancel()
-	return unavailable(pgx.BeginFunc(octx, s.pool, fn))
+	defer done()
+	return unavailable(pgx.BeginFunc(octx, s.pool, func(tx pgx.Tx) error { return fn(octx, tx) }))
 }
 
 // isUniqueViolation reports whether err is a unique_violation.
@@ -36,7 +32,7 @@ func isUniqueViolation(err error) bool {
 
 // CreateTenant implements dlm.Store.
 func (s *Store) CreateTenant(ctx context.Context, t dlm.Tenant, first dlm.APIKey) error {
-	return s.write(ctx, func(tx pgx.Tx) error {
+	return s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO tenants (name, created_at) VALUES ($1, $2)`, t.Name, t.CreatedAt)
 		if isUniqueViolation(err) {
 			return dlm.Invalid("name", "tenant %q exists", t.Name)
@@ -50,7 +46,7 @@ func (s *Store) CreateTenant(ctx context.Context, t dlm.Tenant, first dlm.APIKey
 
 // PutAPIKey implements dlm.Store.
 func (s *Store) PutAPIKey(ctx context.Context, k dlm.APIKey) error {
-	return s.write(ctx, func(tx pgx.Tx) error { return putKey(ctx, tx, k) })
+	return s.write(ctx, func(ctx context.Context, tx pgx.Tx) error { return putKey(ctx, tx, k) })
 }
 
 // putKey inserts k if its tenant exists (or it is the admin's). A key whose
@@ -70,7 +66,7 @@ func putKey(ctx context.Context, tx pgx.Tx, k dlm.APIKey) error {
 
 // RevokeAPIKey implements dlm.Store.
 func (s *Store) RevokeAPIKey(ctx context.Context, tenant, id string) (found bool, err error) {
-	err = s.write(ctx, func(tx pgx.Tx) error {
+	err = s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE api_keys SET revoked = true WHERE tenant = $1 AND id = $2`, tenant, id)
 		found = tag.RowsAffected() > 0
 		return err
@@ -80,7 +76,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenant, id string) (found bool
 
 // PruneEnded implements dlm.Store.
 func (s *Store) PruneEnded(ctx context.Context, before time.Time, limit int) (n int, err error) {
-	err = s.write(ctx, func(tx pgx.Tx) error {
+	err = s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM ended_leases WHERE id IN (
 			SELECT id FROM ended_leases WHERE ended_at < $1 ORDER BY ended_at LIMIT $2)`, before, limit)
 		n = int(tag.RowsAffected())
@@ -92,7 +88,7 @@ func (s *Store) PruneEnded(ctx context.Context, before time.Time, limit int) (n 
 // PruneEvents implements dlm.Store. The newest keep are counted back from
 // the largest id committed.
 func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int64, limit int) (n int, err error) {
-	err = s.write(ctx, func(tx pgx.Tx) error {
+	err = s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM events WHERE seq IN (
 			SELECT seq FROM events WHERE at < $1 OR id <= (SELECT coalesce(max(id), 0) FROM events) - $2
 			ORDER BY id LIMIT $3)`, before, keep, limit)

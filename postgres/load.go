@@ -59,16 +59,11 @@ func (s *Store) MaxBatches() int { return max(1, min(maxBatches, int(s.pool.Conf
 // it locked: one granted by a transaction that committed after the locks
 // were taken is not found, as if asked for just before its grant.
 func (s *Store) Load(ctx context.Context, need *dlm.Need) (dlm.Batch, error) {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return nil, errClosed
+	octx, done, err := s.call(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, context.Cause(ctx)
-	}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
-	defer cancel()
+	defer done()
 	conn, err := s.pool.Acquire(octx)
 	if err != nil {
 		return nil, unavailable(err)

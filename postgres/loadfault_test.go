@@ -2,9 +2,12 @@ package postgres_test
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/engine"
 	"github.com/dlmhq/dlm/postgres"
 )
 
@@ -83,5 +86,84 @@ func TestConnectionCut(t *testing.T) {
 	}
 	if l := grant(t, s, key, fmt.Sprint("after"), ""); l.Token != 1 {
 		t.Errorf("the first grant after the cuts has token %d", l.Token)
+	}
+}
+
+// TestConnectionCutUnderEngine: concurrent acquires of two locks through the
+// engine, in whatever groups it forms, while every Load that names either
+// lock has its connection cut. Every acquire fails with unavailable, none
+// is granted, and once the cuts stop the next acquires succeed on the same
+// locks, as never used, and the lease granted before is still held.
+func TestConnectionCutUnderEngine(t *testing.T) {
+	url, schema := freshSchema(t)
+	ctx := t.Context()
+	killer := adminConn(t, url)
+	var (
+		mu      sync.Mutex // guards killer and the two below
+		cutting = true
+		cuts    []error // one per cut: nil if the backend was terminated
+	)
+	var opts postgres.Options
+	postgres.BeforeLoad(&opts, func(pid uint32, keys []dlm.Key) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !cutting || !slices.ContainsFunc(keys, func(k dlm.Key) bool { return k == ckey("a") || k == ckey("b") }) {
+			return
+		}
+		var ok bool
+		err := killer.QueryRow(ctx, `SELECT pg_terminate_backend($1, 10000)`, pid).Scan(&ok)
+		if err == nil && !ok {
+			err = fmt.Errorf("backend %d was not terminated", pid)
+		}
+		cuts = append(cuts, err)
+	})
+	s := open(t, url, schema, opts)
+	e := engine.New(s, engine.Options{})
+	t.Cleanup(e.Close)
+	held, _, err := e.Acquire(ctx, creq("held", "h", dlm.Exclusive, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	names := []string{"a", "a", "a", "a", "b", "b"}
+	errs := make(chan error, len(names))
+	for i, name := range names {
+		go func() {
+			l, _, err := e.Acquire(ctx, creq(name, fmt.Sprint("c", i), dlm.Exclusive, 0))
+			if err == nil {
+				err = fmt.Errorf("granted %+v", l)
+			}
+			errs <- err
+		}()
+	}
+	for range names {
+		if err := <-errs; dlm.ErrorCode(err) != dlm.CodeUnavailable {
+			t.Errorf("an acquire while its Loads are cut: %v; want unavailable", err)
+		}
+	}
+	mu.Lock()
+	cutting = false
+	if len(cuts) == 0 {
+		t.Error("no Load of a or b was cut")
+	}
+	for _, err := range cuts {
+		if err != nil {
+			t.Errorf("cutting the connection: %v", err)
+		}
+	}
+	mu.Unlock()
+
+	for _, name := range []string{"a", "b"} {
+		l, _, err := e.Acquire(ctx, creq(name, "after", dlm.Exclusive, 0))
+		if err != nil {
+			t.Fatalf("acquire of %s after the cuts: %v", name, err)
+		}
+		v, err := e.Inspect(ctx, ckey(name))
+		if err != nil || len(v.Holders) != 1 || v.Holders[0].HolderID != "after" || l.Token < 1 {
+			t.Errorf("%s after the cuts: token %d, view %+v, %v; want only the new lease", name, l.Token, v, err)
+		}
+	}
+	if _, err := e.Release(ctx, ctenant, held.ID); err != nil {
+		t.Errorf("release of the lease granted before the cuts: %v", err)
 	}
 }

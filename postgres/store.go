@@ -257,6 +257,27 @@ func (s *Store) Close() error {
 
 var errClosed = dlm.Errorf(dlm.CodeUnavailable, "store is closed")
 
+// call begins a call of the store, which fails if the store is closed or
+// ctx has ended. It returns the call's context, bounded by OpTimeout but not
+// ended with ctx, so that a caller that gives up cannot leave a transaction
+// half-known; done ends the call.
+func (s *Store) call(ctx context.Context) (octx context.Context, done func(), err error) {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, nil, errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		s.closeMu.RUnlock()
+		return nil, nil, context.Cause(ctx)
+	}
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
+	return octx, func() {
+		cancel()
+		s.closeMu.RUnlock()
+	}, nil
+}
+
 // changed is called after a commit that saved a change: the publisher tells
 // the other instances.
 func (s *Store) changed() { kick(s.kickPub) }

@@ -27,16 +27,11 @@ var _ dlm.ReadTx = (*view)(nil)
 
 // View implements dlm.Store.
 func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return errClosed
+	octx, done, err := s.call(ctx)
+	if err != nil {
+		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return context.Cause(ctx)
-	}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
-	defer cancel()
+	defer done()
 	conn, err := s.pool.Acquire(octx)
 	if err != nil {
 		return unavailable(err)
