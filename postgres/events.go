@@ -27,7 +27,7 @@ import (
 // was read, hence before X: once those have all ended, every id up to M is
 // committed or never will be. The reader then reads, in a snapshot taken
 // after that, only ids up to M. Readers thus see a prefix of the log that
-// only grows, and a read that starts after an Update returned sees its
+// only grows, and a read that starts after a Commit returned sees its
 // events. The wait lasts as long as the commits in flight when the read
 // began (one round trip and a WAL flush, usually).
 //
