@@ -2,241 +2,109 @@ package postgres
 
 import (
 	"context"
-	"slices"
+	"errors"
+	"math/rand/v2"
+	"time"
 
 	"github.com/dlmhq/dlm"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Group commit.
+var errBatchEnded = errors.New("postgres: the batch has already committed or aborted")
+
+// Commit implements dlm.Batch in one round trip: the saves folded into a
+// few multi-row statements, the events with ids from the sequence, and
+// COMMIT, so that one WAL flush makes the whole group durable. Event IDs
+// are left 0 (see events.go). The rows it writes are those of locks the
+// batch holds, new rows, and last the usage counters, in tenant order: a
+// commit then waits for nothing but other commits' counters, which they
+// take in the same order, so commits never wait for each other in a cycle.
 //
-// One committer goroutine per instance takes every Update queued while its
-// previous group was running and runs their fns in one transaction (a batch
-// in group mode, see batch.go): the fns share its round trips, their writes
-// travel as a few multi-row statements, and one COMMIT, one WAL flush, makes
-// them all durable. A group costs two round trips (read the locks, write and
-// commit; an idempotency key or a second lock adds one) whatever its size,
-// where one transaction per Update cost two round trips and a flush each;
-// and each group's reads overlap the commit of the one before (commitLoop).
-//
-// A fn that cannot go on in its group (its lock is held by another
-// transaction, it writes directly, or another fn of the group uses its
-// idempotency key) moves to a transaction of its own and goes on there
-// (tx.moveOut); the group goes on without it. A fn is never run twice.
-
-// maxGroup bounds the Updates of one group, so that one transaction and its
-// statements stay a manageable size.
-const maxGroup = 256
-
-// request is an Update waiting for, or running in, a group.
-type request struct {
-	ctx   context.Context // the caller's: a request that has ended is not run
-	octx  context.Context // the operation's, bounded by OpTimeout
-	start chan *tx        // the fn's tx, or nil if it is not to run
-	done  chan struct{}
-	// Set before done is closed:
-	err error
-}
-
-// commitLoop runs groups until Close. While a group commits, the next one
-// runs on another connection: its reads overlap the commit, and it commits
-// as soon as the commit before it has returned. Commits thus follow one
-// another within an instance (those of other instances run alongside); a
-// round of the next group that would load a lock of the committing one
-// waits for that commit (committing.overlaps), so that it sees its writes.
-func (s *Store) commitLoop() {
-	var (
-		prev *committing // the group committing, if any
-		reqs = make([]*request, 0, maxGroup)
-	)
-	for {
-		reqs = reqs[:0]
-		select {
-		case r := <-s.reqs:
-			reqs = append(reqs, r)
-		case <-s.quit:
-			if prev != nil {
-				<-prev.done
-			}
-			return
-		}
-	fill:
-		for len(reqs) < maxGroup {
-			select {
-			case r := <-s.reqs:
-				reqs = append(reqs, r)
-			default:
-				break fill
-			}
-		}
-		conn, err := s.acquire()
-		if err != nil {
-			answer(reqs, unavailable(err))
-			continue
-		}
-		b := s.runGroup(conn, reqs)
-		if prev != nil {
-			select {
-			case <-prev.done:
-			default:
-				b.behind = prev
-			}
-		}
-		b.drive()
-		if prev != nil {
-			<-prev.done
-		}
-		prev = newCommitting(b)
-		go func(c *committing) {
-			defer close(c.done)
-			defer conn.Release() // the pool drops it if a transaction is left open
-			c.b.committed(c.b.commit())
-		}(prev)
+// If the connection is lost, the answer is unavailable and the connection
+// is discarded; the transaction may or may not have committed.
+func (b *batch) Commit(ctx context.Context, saves []dlm.Save) error {
+	if b.closed {
+		return unavailable(errBatchEnded)
 	}
-}
-
-// committing is a group whose commit is in flight: the locks it holds and
-// the leases on them, so that the next group can tell whether a round would
-// touch them.
-type committing struct {
-	b      *batch
-	locks  map[dlm.Key]bool
-	leases map[string]bool
-	done   chan struct{}
-}
-
-func newCommitting(b *batch) *committing {
-	c := &committing{b: b, locks: map[dlm.Key]bool{}, leases: map[string]bool{}, done: make(chan struct{})}
-	for k, h := range b.locks {
-		if h.state == nil {
-			continue
-		}
-		c.locks[k] = true
-		for _, l := range h.state.Holders {
-			c.leases[l.ID] = true
-		}
+	defer b.end()
+	w := newWrites()
+	for _, sv := range saves {
+		w.apply(sv.State.Key, sv.State.Token, sv.Change)
 	}
-	for id := range b.w.leases {
-		c.leases[id] = true
-	}
-	return c
-}
-
-// overlaps reports whether asks load a lock that c holds, or find a lease
-// on one.
-func (c *committing) overlaps(asks []*ask) bool {
-	for _, a := range asks {
-		for _, k := range a.keys {
-			if c.locks[k] {
-				return true
-			}
+	pb := &pgx.Batch{}
+	if len(b.dead) > 0 {
+		// First, so that a waiter queued again under the same ID is
+		// inserted after the dead one is gone.
+		ids := make([]string, len(b.dead))
+		for i, q := range b.dead {
+			ids[i] = q.ID
+			w.waiterUsage[q.Tenant]--
 		}
-		for _, id := range a.ids {
-			if c.leases[id] {
-				return true
-			}
-		}
+		pb.Queue(`DELETE FROM waiters WHERE id = ANY($1)`, ids)
 	}
-	return false
-}
-
-func (s *Store) acquire() (*pgxpool.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
+	w.queue(pb, b.s.instance, rand.Int32N(usageShards))
+	if len(w.events) > 0 {
+		w.queueEvents(pb)
+	}
+	committed := false
+	pb.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
+		committed = ct.String() == "COMMIT"
+		if !committed {
+			return errors.New("transaction rolled back: " + ct.String())
+		}
+		return nil
+	})
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.s.opts.OpTimeout)
 	defer cancel()
-	return s.pool.Acquire(ctx)
-}
-
-// answer fails the requests that could not run.
-func answer(reqs []*request, err error) {
-	for _, r := range reqs {
-		close(r.start)
-		r.err = err
-		close(r.done)
-	}
-}
-
-// runGroup starts the fns of reqs in a group on conn. The group's committed
-// answers them.
-func (s *Store) runGroup(conn *pgxpool.Conn, reqs []*request) *batch {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
-	b := newBatch(ctx, s, conn.Conn(), true, true)
-	reqs = slices.Clone(reqs)
-	txs := make([]*tx, len(reqs))
-	for i, r := range reqs {
-		if err := r.ctx.Err(); err != nil {
-			r.err = context.Cause(r.ctx)
-			continue
+	err := b.conn.Conn().SendBatch(octx, pb).Close()
+	if !committed {
+		if err == nil {
+			err = errors.New("transaction not committed")
 		}
-		txs[i] = b.newTx(r.octx)
-		b.running++
-	}
-	b.committed = func(err error) {
-		defer cancel()
-		if err != nil {
-			b.rollback()
-		}
-		for i, r := range reqs {
-			if t := txs[i]; t != nil && err != nil {
-				r.err = unavailable(err)
-			} else if t != nil {
-			}
-			close(r.done)
-		}
-		if err == nil && len(b.w.tokens)+len(b.w.leases)+len(b.w.waiters)+len(b.w.events) > 0 {
-			s.changed()
-		}
-	}
-	if b.running == 0 {
-		b.kick <- struct{}{}
-	}
-	for i, r := range reqs {
-		if txs[i] != nil {
-			r.start <- txs[i]
-		}
-		close(r.start)
-	}
-	return b
-}
-
-// Update implements dlm.Store. fn runs in a group with the Updates queued at
-// the same time (see above). Once it has begun it runs to its end even if
-// ctx ends, bounded by OpTimeout, so that a caller that gives up cannot leave
-// a commit half-known; an error from the store itself is unavailable.
-func (s *Store) Update(ctx context.Context, fn func(dlm.Tx) error) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return errClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return context.Cause(ctx)
-	}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
-	defer cancel()
-	r := &request{ctx: ctx, octx: octx, start: make(chan *tx, 1), done: make(chan struct{})}
-	s.reqs <- r
-	t := <-r.start
-	if t == nil {
-		<-r.done
-		return r.err
-	}
-	err := fn(t)
-	if err == nil {
-		// A fn may note a store error and return nil (the engine keeps
-		// such errors for after the Update); its writes are void all
-		// the same.
-		err = t.err
-	}
-	if t.moved {
-		if t.conn == nil {
-			return unavailable(err)
-		}
-		return s.end(octx, t, t.conn, err)
-	}
-	t.finish(err)
-	<-r.done
-	if err != nil {
 		return unavailable(err)
 	}
-	return r.err
+	if w.any() {
+		b.s.changed()
+	}
+	return nil
 }
+
+// Abort implements dlm.Batch: none of the group's decisions is written.
+// The waiters of gone instances that Load found are deleted all the same
+// (in the round trip a ROLLBACK would take): nobody waits on them, and a
+// sweep that decides nothing on their lock must still clear them, or the
+// lock stays due for ever.
+func (b *batch) Abort() {
+	switch {
+	case b.closed:
+	case len(b.dead) > 0:
+		if err := b.Commit(context.Background(), nil); err != nil {
+			b.s.log.Debug("dlm: dropping the waiters of gone instances failed", "err", err)
+		}
+	default:
+		b.end()
+	}
+}
+
+// end ends the transaction, if it is still open, and gives the connection
+// back. A connection that cannot roll back (it is lost, or the ROLLBACK
+// fails) is left in its transaction, and the pool discards it.
+func (b *batch) end() {
+	b.closed = true
+	defer b.conn.Release()
+	c := b.conn.Conn()
+	if c.IsClosed() || c.PgConn().TxStatus() == 'I' {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = c.Exec(ctx, `ROLLBACK`)
+}
+
+// usageShards is how many rows each tenant's counts are spread over. A
+// commit updates a shard drawn at random, so two concurrent commits of one
+// tenant collide on a counter row (and one waits for the other's) once in
+// usageShards, whichever instances and connections they run on. Reading the
+// usage sums at most this many rows.
+const usageShards = 64

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -28,7 +27,7 @@ import (
 // was read, hence before X: once those have all ended, every id up to M is
 // committed or never will be. The reader then reads, in a snapshot taken
 // after that, only ids up to M. Readers thus see a prefix of the log that
-// only grows, and a read that starts after an Update returned sees its
+// only grows, and a read that starts after a Commit returned sees its
 // events. The wait lasts as long as the commits in flight when the read
 // began (one round trip and a WAL flush, usually).
 //
@@ -72,32 +71,25 @@ var errSettleLate = errors.New("postgres: an event read must come first in its V
 
 // eventsUpTo returns the id up to which this View may read the log: the
 // log is settled before the View's snapshot is taken, so event reads come
-// first in a View (the engine's do). A write transaction reads what it
-// sees, which only pruning does.
-func (t *tx) eventsUpTo() (int64, error) {
-	b := t.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// first in a View (the engine's do).
+func (v *view) eventsUpTo() (int64, error) {
 	switch {
-	case b.write:
-		return math.MaxInt64, nil // what it sees: it reads for pruning only
-	case b.settled:
-		return b.upto, nil
-	case b.begun:
+	case v.settled:
+		return v.upto, nil
+	case !v.now.IsZero():
 		return 0, errSettleLate
 	}
-	upto, err := settle(t.ctx, b.conn)
+	upto, err := settle(v.ctx, v.conn)
 	if err != nil {
-		b.err = err
 		return 0, err
 	}
-	b.upto, b.settled = upto, true
+	v.upto, v.settled = upto, true
 	return upto, nil
 }
 
 // Events implements dlm.ReadTx: the settled log after f.Since.
-func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error) {
-	upto, err := t.eventsUpTo()
+func (v *view) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error) {
+	upto, err := v.eventsUpTo()
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +117,7 @@ func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error)
 	}
 	args = append(args, limit)
 	events := []dlm.Event{}
-	err = t.query(func(r pgx.Rows) error {
+	err = v.query(func(r pgx.Rows) error {
 		var e dlm.Event
 		var typ, mode int16
 		err := r.Scan(&e.ID, &typ, &e.Key.Namespace, &e.Key.Name, &e.HolderID, &mode, &e.Token, &e.At)
@@ -138,32 +130,20 @@ func (t *tx) Events(ctx context.Context, f dlm.EventFilter) ([]dlm.Event, error)
 }
 
 // LastEventID implements dlm.ReadTx: the last id of the settled log.
-func (t *tx) LastEventID(ctx context.Context) (n int64, err error) {
-	upto, err := t.eventsUpTo()
+func (v *view) LastEventID(ctx context.Context) (n int64, err error) {
+	upto, err := v.eventsUpTo()
 	if err != nil {
 		return 0, err
 	}
-	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(max(id), 0) FROM events WHERE id <= $1`, upto)
+	err = v.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(max(id), 0) FROM events WHERE id <= $1`, upto)
 	return n, err
 }
 
 // FirstEventID implements dlm.ReadTx.
-func (t *tx) FirstEventID(ctx context.Context) (n int64, err error) {
-	if _, err := t.eventsUpTo(); err != nil {
+func (v *view) FirstEventID(ctx context.Context) (n int64, err error) {
+	if _, err := v.eventsUpTo(); err != nil {
 		return 0, err
 	}
-	err = t.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(min(id), 0) FROM events`)
+	err = v.query(func(r pgx.Rows) error { return r.Scan(&n) }, `SELECT coalesce(min(id), 0) FROM events`)
 	return n, err
-}
-
-// PruneEvents implements dlm.Tx.
-func (t *tx) PruneEvents(ctx context.Context, before time.Time, keep int64, limit int) (int, error) {
-	last, err := t.LastEventID(ctx)
-	if err != nil {
-		return 0, err
-	}
-	tag, err := t.exec(`DELETE FROM events WHERE seq IN (
-		SELECT seq FROM events WHERE at < $1 OR id <= $2 ORDER BY id LIMIT $3)`,
-		before, last-keep, limit)
-	return int(tag.RowsAffected()), err
 }

@@ -11,7 +11,7 @@ import (
 // instance commits a change (its events are numbered by then), and once after
 // the LISTEN connection is re-established (notifications may have been
 // missed meanwhile). Values are coalesced. Changes made through this Store
-// are not announced here: its caller knows of them when Update returns, and
+// are not announced here: its caller knows of them when Commit returns, and
 // hearing them again would only make it read the log twice.
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 

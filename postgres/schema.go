@@ -15,7 +15,7 @@ import (
 // cursors and prefixes expect, whatever the database's locale.
 //
 // Times are timestamptz (microseconds); every time the store writes comes
-// from the database's clock (see tx.Now), and TTLs are whole milliseconds, so
+// from the database's clock (see batch.Now), and TTLs are whole milliseconds, so
 // nothing is rounded. TTLs are nanoseconds. Modes, reasons and event types
 // are the dlm constants.
 //

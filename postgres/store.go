@@ -2,19 +2,17 @@
 // instances share one PostgreSQL database, which is the single source of
 // truth and of time.
 //
-// An instance commits in groups (commit.go): the Updates that queue while
-// its previous group is in flight run together in one transaction, their
-// reads merged into a few multi-row statements per round trip and their
-// writes into a few more that travel with COMMIT, so that one WAL flush
-// makes them all durable. Operations on one lock are serialised by a row
-// lock on its locks row, across instances; within a group, by handing the
-// loaded lock from one fn to the next. A group never waits for another
-// transaction's lock: a fn that needs one moves to a transaction of its own,
-// which waits (batch.go).
+// The engine groups concurrent operations and gives the store each group's
+// needs at once: Load (load.go) reads them in one round trip and locks the
+// group's locks rows FOR UPDATE, in key order, so that operations on one
+// lock are serialised across instances and across this instance's own
+// concurrent groups without ever deadlocking; Commit (commit.go) writes the
+// group's decisions as a few multi-row statements that travel with COMMIT,
+// so that one WAL flush makes them all durable.
 //
-// The database's clock is the only clock (the deployment model in README): each round trip reads
-// clock_timestamp() after the locks it takes, and each fn uses the value it
-// first sees for every decision and stored time.
+// The database's clock is the only clock (the deployment model in README):
+// Load reads clock_timestamp() after the locks it takes, and the group uses
+// that value for every decision and stored time.
 //
 // Event ids come from a sequence, and readers read only up to an id below
 // which every transaction has ended (events.go), so that a reader tailing
@@ -24,7 +22,7 @@
 // instance that died are dropped (janitor in notify.go).
 //
 // It uses github.com/jackc/pgx/v5 (pgxpool): the PostgreSQL driver and pool,
-// whose batches pipeline a round's statements into one round trip.
+// whose batches pipeline a round trip's statements.
 package postgres
 
 import (
@@ -34,6 +32,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	mrand "math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -50,12 +49,13 @@ type Options struct {
 	// "public"). Instances of one cluster must use the same schema; clusters
 	// in different schemas of one database are independent.
 	Schema string
-	// MaxConns caps the pool, unless the URL sets pool_max_conns. Default 16:
-	// the group commit's two connections, and enough for reads and for the
-	// operations that run alone.
+	// MaxConns caps the pool, unless the URL sets pool_max_conns. Default
+	// 16: the engine's groups in flight (see MaxBatches), and enough for
+	// reads and the rest.
 	MaxConns int32
-	// OpTimeout bounds one Update or View, including waiting for a
-	// connection, so that no call hangs when the database does. Default 10s.
+	// OpTimeout bounds one Load, Commit, View or other call, including
+	// waiting for a connection, so that no call hangs when the database
+	// does. Default 10s.
 	OpTimeout time.Duration
 	// Heartbeat is how often the instance records that it is alive.
 	// Default 1s.
@@ -66,11 +66,9 @@ type Options struct {
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 
-	// beforeLoad, if set, is called just before a round that loads locks
-	// is sent, with the backend PID of its connection and the locks it
-	// names: tests cut the connection there (export_test.go). A store
-	// written on another design calls it where it sends a group's reads,
-	// and TestConnectionCutWhileLoading carries over as it is.
+	// beforeLoad, if set, is called just before Load sends its round trip,
+	// with the backend PID of its connection and the keys of the Need:
+	// tests cut the connection there (export_test.go).
 	beforeLoad func(pid uint32, keys []dlm.Key)
 }
 
@@ -102,11 +100,7 @@ type Store struct {
 	schema   string
 	channel  string // NOTIFY channel of this schema
 	instance string // this instance's ID, recorded with its waiters
-	// newLockKey is the first half of the advisory lock under which a
-	// missing locks row is inserted (see batch.queueLoad).
-	newLockKey int32
 
-	reqs    chan *request // Updates for the committer (commit.go)
 	changes chan struct{} // Notifier.Changes, buffered 1: coalesced
 	kickPub chan struct{} // asks the publisher to NOTIFY other instances
 
@@ -117,8 +111,9 @@ type Store struct {
 }
 
 var (
-	_ dlm.Store    = (*Store)(nil)
-	_ dlm.Notifier = (*Store)(nil)
+	_ dlm.Store             = (*Store)(nil)
+	_ dlm.Notifier          = (*Store)(nil)
+	_ dlm.ConcurrentBatches = (*Store)(nil)
 )
 
 // Open connects to the database at url (a PostgreSQL URL or DSN, as pgx
@@ -172,7 +167,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		opts:     opts,
 		log:      opts.Logger,
 		instance: rand.Text(),
-		reqs:     make(chan *request, maxGroup),
 		changes:  make(chan struct{}, 1),
 		kickPub:  make(chan struct{}, 1),
 		quit:     make(chan struct{}),
@@ -196,7 +190,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err := migrate(octx, conn, s.schema); err != nil {
 		return nil, fmt.Errorf("migrating schema %s: %w", s.schema, err)
 	}
-	s.newLockKey = int32(lockKey("new lock", s.schema))
 	s.channel = "dlm:" + s.schema
 	if len(s.channel) > 63 { // NAMEDATALEN-1; longer names are truncated
 		s.channel = s.channel[:63]
@@ -212,7 +205,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.start(&s.bg, s.listen)
 	s.start(&s.bg, s.publish)
 	s.start(&s.bg, s.janitor)
-	s.start(&s.bg, s.commitLoop)
 	return s, nil
 }
 
@@ -246,11 +238,14 @@ func (s *Store) Close() error {
 	s.bg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.OpTimeout)
 	defer cancel()
-	err := s.run(ctx, true, func(t *tx) error {
-		if err := t.dropWaiters(`w.instance = $1`, s.instance); err != nil {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `WITH d AS (DELETE FROM waiters WHERE instance = $1 RETURNING tenant)
+			INSERT INTO waiter_usage (tenant, shard, n) SELECT tenant, $2, -count(*) FROM d GROUP BY tenant
+			ON CONFLICT (tenant, shard) DO UPDATE SET n = waiter_usage.n + excluded.n`, s.instance, mrand.Int32N(usageShards))
+		if err != nil {
 			return err
 		}
-		_, err := t.exec(`DELETE FROM instances WHERE id = $1`, s.instance)
+		_, err = tx.Exec(ctx, `DELETE FROM instances WHERE id = $1`, s.instance)
 		return err
 	})
 	s.pool.Close()
@@ -262,50 +257,25 @@ func (s *Store) Close() error {
 
 var errClosed = dlm.Errorf(dlm.CodeUnavailable, "store is closed")
 
-// View implements dlm.Store: fn runs in a read-only REPEATABLE READ
-// transaction, so all its reads see one snapshot.
-func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
+// call begins a call of the store, which fails if the store is closed or
+// ctx has ended. It returns the call's context, bounded by OpTimeout but not
+// ended with ctx, so that a caller that gives up cannot leave a transaction
+// half-known; done ends the call.
+func (s *Store) call(ctx context.Context) (octx context.Context, done func(), err error) {
 	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
 	if s.closed {
-		return errClosed
+		s.closeMu.RUnlock()
+		return nil, nil, errClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return context.Cause(ctx)
+		s.closeMu.RUnlock()
+		return nil, nil, context.Cause(ctx)
 	}
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
-	defer cancel()
-	return s.run(octx, false, func(t *tx) error { return fn(t) })
-}
-
-// run runs fn alone in a transaction on a pooled connection and commits it.
-func (s *Store) run(ctx context.Context, write bool, fn func(*tx) error) error {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return unavailable(err)
-	}
-	t := newBatch(ctx, s, conn.Conn(), write, false).newTx(ctx)
-	return s.end(ctx, t, conn, fn(t))
-}
-
-// end ends the transaction of t, a fn that ran alone on conn and returned
-// err: it commits unless err is set and gives conn back.
-func (s *Store) end(ctx context.Context, t *tx, conn *pgxpool.Conn, err error) error {
-	defer conn.Release() // the pool drops it if a transaction is left open
-	b := t.b
-	t.finish(err)
-	if err != nil {
-		b.rollback()
-		return unavailable(err)
-	}
-	if err := b.commit(); err != nil {
-		b.rollback()
-		return unavailable(err)
-	}
-	if len(t.saves) > 0 {
-		s.changed()
-	}
-	return nil
+	return octx, func() {
+		cancel()
+		s.closeMu.RUnlock()
+	}, nil
 }
 
 // changed is called after a commit that saved a change: the publisher tells
@@ -322,7 +292,7 @@ func kick(c chan struct{}) {
 // unavailable wraps a storage failure in the code callers act on.
 func unavailable(err error) error {
 	var de *dlm.Error
-	if errors.As(err, &de) || errors.Is(err, context.Canceled) {
+	if err == nil || errors.As(err, &de) || errors.Is(err, context.Canceled) {
 		return err
 	}
 	return dlm.Unavailable(err)

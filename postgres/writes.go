@@ -1,0 +1,279 @@
+package postgres
+
+import (
+	"slices"
+	"time"
+
+	"github.com/dlmhq/dlm"
+	"github.com/jackc/pgx/v5"
+)
+
+// writes is the net effect of a batch's saves, folded so that each lease
+// and waiter is written once, by a few multi-row statements.
+type writes struct {
+	tokens  map[dlm.Key]int64
+	leases  map[string]*leaseWrite
+	lorder  []string
+	waiters map[string]*waiterWrite
+	worder  []string
+	events  []dlm.Event
+	// usage deltas, by tenant
+	leaseUsage, waiterUsage map[string]int64
+}
+
+type leaseWrite struct {
+	live   dlm.Lease // as granted or last renewed
+	insert bool      // granted here
+	ended  *dlm.EndedLease
+}
+
+type waiterWrite struct {
+	w       dlm.Waiter
+	insert  bool // queued here
+	retaken bool
+	deleted bool
+}
+
+func newWrites() writes {
+	return writes{
+		tokens: map[dlm.Key]int64{}, leases: map[string]*leaseWrite{}, waiters: map[string]*waiterWrite{},
+		leaseUsage: map[string]int64{}, waiterUsage: map[string]int64{},
+	}
+}
+
+// any reports whether w writes anything that other instances hear of.
+func (w *writes) any() bool {
+	return len(w.tokens)+len(w.leases)+len(w.waiters)+len(w.events) > 0
+}
+
+func (w *writes) lease(id string) *leaseWrite {
+	lw := w.leases[id]
+	if lw == nil {
+		lw = &leaseWrite{}
+		w.leases[id] = lw
+		w.lorder = append(w.lorder, id)
+	}
+	return lw
+}
+
+func (w *writes) waiter(id string) *waiterWrite {
+	ww := w.waiters[id]
+	if ww == nil {
+		ww = &waiterWrite{}
+		w.waiters[id] = ww
+		w.worder = append(w.worder, id)
+	}
+	return ww
+}
+
+// apply folds in c, which left k's lock with token. Granted comes first: a
+// lease that expiry granted in the past may end again in the same change.
+func (w *writes) apply(k dlm.Key, token int64, c *dlm.Change) {
+	if len(c.Granted) > 0 {
+		w.tokens[k] = token
+	}
+	for _, l := range c.Granted {
+		lw := w.lease(l.ID)
+		lw.live, lw.insert = l, true
+		w.leaseUsage[l.Tenant]++
+	}
+	for _, l := range c.Renewed {
+		w.lease(l.ID).live = l
+	}
+	for _, e := range c.Ended {
+		w.lease(e.ID).ended = &e
+		w.leaseUsage[e.Tenant]--
+	}
+	for _, q := range c.Queued {
+		ww := w.waiter(q.ID)
+		ww.w, ww.insert = q, true
+		w.waiterUsage[q.Tenant]++
+	}
+	for _, q := range c.Retaken {
+		ww := w.waiter(q.ID)
+		ww.w, ww.retaken = q, true
+	}
+	for _, q := range c.Dequeued {
+		w.waiter(q.ID).deleted = true
+		w.waiterUsage[q.Tenant]--
+	}
+	w.events = append(w.events, c.Events...)
+}
+
+// queue queues the statements that write w. The usage counters come last
+// and in tenant order: a transaction that updates one then waits for
+// nothing, so two never wait for each other's counters.
+func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
+	if len(w.tokens) > 0 {
+		var ns, names []string
+		var tokens []int64
+		for k, t := range w.tokens {
+			ns, names, tokens = append(ns, k.Namespace), append(names, k.Name), append(tokens, t)
+		}
+		pb.Queue(`UPDATE locks l SET token = v.token FROM unnest($1::text[], $2::text[], $3::bigint[]) v (ns, name, token)
+			WHERE l.ns = v.ns AND l.name = v.name`, ns, names, tokens)
+	}
+	var (
+		ins, ended       leaseRows
+		renewed, deleted []string
+		ttls             []int64
+		expires          []time.Time
+	)
+	for _, id := range w.lorder {
+		lw := w.leases[id]
+		switch {
+		case lw.ended != nil:
+			ended.add(&lw.ended.Lease)
+			ended.reasons = append(ended.reasons, int16(lw.ended.Reason))
+			ended.endedAt = append(ended.endedAt, lw.ended.EndedAt)
+			if !lw.insert {
+				deleted = append(deleted, id)
+			}
+		case lw.insert:
+			ins.add(&lw.live)
+		default:
+			renewed = append(renewed, id)
+			ttls = append(ttls, int64(lw.live.TTL))
+			expires = append(expires, lw.live.ExpiresAt)
+		}
+	}
+	if len(ins.ids) > 0 {
+		pb.Queue(`INSERT INTO leases (`+holderCols+`) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],
+			$4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[],
+			$12::bigint[])`,
+			ins.args()...)
+	}
+	if len(renewed) > 0 {
+		pb.Queue(`UPDATE leases l SET ttl = v.ttl, expires_at = v.expires_at
+			FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) v (id, ttl, expires_at) WHERE l.id = v.id`,
+			renewed, ttls, expires)
+	}
+	if len(deleted) > 0 {
+		pb.Queue(`DELETE FROM leases WHERE id = ANY($1)`, deleted)
+	}
+	if len(ended.ids) > 0 {
+		pb.Queue(`INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at) SELECT * FROM unnest($1::text[], $2::text[],
+			$3::text[], $4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
+			$11::smallint[], $12::timestamptz[])`,
+			append(ended.args()[:10], ended.reasons, ended.endedAt)...)
+	}
+	w.queueWaiters(pb, instance)
+	queueUsage(pb, "lease_usage", w.leaseUsage, shard)
+	queueUsage(pb, "waiter_usage", w.waiterUsage, shard)
+}
+
+// leaseRows are leases as columns, for unnest.
+type leaseRows struct {
+	ids, tenants, ns, names, holders []string
+	modes                            []int16
+	tokens, ttls, requested          []int64
+	acquired, expires                []time.Time
+	idems                            []*string
+	reasons                          []int16
+	endedAt                          []time.Time
+}
+
+func (r *leaseRows) add(l *dlm.Lease) {
+	r.ids, r.tenants = append(r.ids, l.ID), append(r.tenants, l.Tenant)
+	r.ns, r.names = append(r.ns, l.Key.Namespace), append(r.names, l.Key.Name)
+	r.modes, r.holders = append(r.modes, int16(l.Mode)), append(r.holders, l.HolderID)
+	r.tokens, r.ttls = append(r.tokens, l.Token), append(r.ttls, int64(l.TTL))
+	r.acquired, r.expires = append(r.acquired, l.AcquiredAt), append(r.expires, l.ExpiresAt)
+	r.idems, r.requested = append(r.idems, nullable(l.IdempotencyKey)), append(r.requested, int64(l.RequestedTTL))
+}
+
+// args returns the columns in the order of holderCols; the first ten are
+// leaseCols.
+func (r *leaseRows) args() []any {
+	return []any{r.ids, r.tenants, r.ns, r.names, r.modes, r.holders, r.tokens, r.ttls, r.acquired, r.expires, r.idems, r.requested}
+}
+
+func (w *writes) queueWaiters(pb *pgx.Batch, instance string) {
+	var (
+		ins                       []*dlm.Waiter
+		retaken, deleted, tickets []string
+		deadlines                 []time.Time
+	)
+	for _, id := range w.worder {
+		ww := w.waiters[id]
+		switch {
+		case ww.insert && ww.deleted:
+		case ww.deleted:
+			deleted = append(deleted, id)
+		case ww.insert:
+			ins = append(ins, &ww.w)
+		case ww.retaken:
+			retaken, tickets, deadlines = append(retaken, id), append(tickets, ww.w.Ticket), append(deadlines, ww.w.Deadline)
+		}
+	}
+	if len(deleted) > 0 {
+		pb.Queue(`DELETE FROM waiters WHERE id = ANY($1)`, deleted)
+	}
+	if len(ins) > 0 {
+		var (
+			ids, tenants, ns, names, holders, tks []string
+			seqs, ttls                            []int64
+			modes                                 []int16
+			idems                                 []*string
+			queued, dls                           []time.Time
+		)
+		for _, q := range ins {
+			ids, tenants, ns, names = append(ids, q.ID), append(tenants, q.Tenant), append(ns, q.Key.Namespace), append(names, q.Key.Name)
+			seqs, modes, holders, ttls = append(seqs, q.Seq), append(modes, int16(q.Mode)), append(holders, q.HolderID), append(ttls, int64(q.TTL))
+			idems, tks, queued, dls = append(idems, nullable(q.IdempotencyKey)), append(tks, q.Ticket), append(queued, q.QueuedAt), append(dls, q.Deadline)
+		}
+		pb.Queue(`INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, instance)
+			SELECT *, $13 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::smallint[], $7::text[],
+			$8::bigint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])`,
+			ids, tenants, ns, names, seqs, modes, holders, ttls, idems, tks, queued, dls, instance)
+	}
+	if len(retaken) > 0 {
+		// The retry waits here now: the entry lives as long as this instance.
+		pb.Queue(`UPDATE waiters w SET ticket = v.ticket, deadline = v.deadline, instance = $4
+			FROM unnest($1::text[], $2::text[], $3::timestamptz[]) v (id, ticket, deadline) WHERE w.id = v.id`,
+			retaken, tickets, deadlines, instance)
+	}
+}
+
+// queueEvents inserts the events in order, with ids from the sequence
+// event_ids. The transaction takes its xid before the ids, as readers
+// require (events.go).
+func (w *writes) queueEvents(pb *pgx.Batch) {
+	n := len(w.events)
+	types, modes := make([]int16, n), make([]int16, n)
+	ns, names, holders := make([]string, n), make([]string, n), make([]string, n)
+	tokens, at := make([]int64, n), make([]time.Time, n)
+	for i, e := range w.events {
+		types[i], modes[i] = int16(e.Type), int16(e.Mode)
+		ns[i], names[i], holders[i] = e.Key.Namespace, e.Key.Name, e.HolderID
+		tokens[i], at[i] = e.Token, e.At
+	}
+	pb.Queue(`SELECT pg_current_xact_id()`)
+	// The outer query numbers the rows as the sorted subquery yields them,
+	// so that ids follow the order the events were saved in.
+	pb.Queue(`INSERT INTO events (id, type, ns, name, holder, mode, token, at)
+		SELECT nextval('event_ids'), v.type, v.ns, v.name, v.holder, v.mode, v.token, v.at FROM (
+			SELECT * FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::timestamptz[])
+				WITH ORDINALITY u (type, ns, name, holder, mode, token, at, i)
+			ORDER BY i) v`, types, ns, names, holders, modes, tokens, at)
+}
+
+// queueUsage adds delta to the counters of table, tenants in order.
+func queueUsage(pb *pgx.Batch, table string, delta map[string]int64, shard int32) {
+	var tenants []string
+	for tn, d := range delta {
+		if d != 0 {
+			tenants = append(tenants, tn)
+		}
+	}
+	if len(tenants) == 0 {
+		return
+	}
+	slices.Sort(tenants)
+	ds := make([]int64, len(tenants))
+	for i, tn := range tenants {
+		ds[i] = delta[tn]
+	}
+	pb.Queue(`INSERT INTO `+table+` (tenant, shard, n) SELECT t, $2, d FROM unnest($1::text[], $3::bigint[]) v (t, d)
+		ON CONFLICT (tenant, shard) DO UPDATE SET n = `+table+`.n + excluded.n`, tenants, shard, ds)
+}
