@@ -82,6 +82,11 @@ func TestExpiryOnTheManualClock(t *testing.T) {
 	if _, err := e.Lease(ctx, tenant, a.ID); err != nil {
 		t.Fatalf("A at 9 s of 10: %v", err)
 	}
+	// The advance woke the sweeper (it sleeps at most a second); once it
+	// sleeps again, the next advance wakes it at A's expiry.
+	if !clock.WaitTimers(2, ctx.Done()) {
+		t.Fatal(ctx.Err())
+	}
 	clock.Advance(time.Second)
 	b := <-got
 	if !b.AcquiredAt.Equal(epoch.Add(10*time.Second)) || b.Token <= a.Token {
