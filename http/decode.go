@@ -91,45 +91,67 @@ func decodeObject(b []byte, allowed ...string) (object, error) {
 }
 
 // duplicateKey returns the first key that appears twice in one object of
-// the valid JSON document b, at any depth, and whether there is one.
+// the valid JSON document b, at any depth, and whether there is one. It is
+// a plain scan, not a tokenizer: b has been parsed already, so only braces,
+// brackets, commas and strings need telling apart.
 func duplicateKey(b []byte) (string, bool) {
 	type open struct {
-		keys    map[string]bool // nil in an array
-		wantKey bool
+		keys   [][]byte // in an object; nil in an array
+		object bool
 	}
-	var stack []open
-	d := json.NewDecoder(bytes.NewReader(b))
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			return "", false // the end: b is valid
-		}
-		top := len(stack) - 1
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{':
-				stack = append(stack, open{keys: map[string]bool{}, wantKey: true})
-				continue
-			case '[':
-				stack = append(stack, open{})
-				continue
-			}
-			stack, top = stack[:top], top-1 // a value ends
-		case string:
-			if top >= 0 && stack[top].wantKey {
-				if stack[top].keys[t] {
-					return t, true
+	var buf [4]open
+	stack := buf[:0]
+	wantKey := false
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{':
+			stack = append(stack, open{object: true})
+			wantKey = true
+		case '[':
+			stack = append(stack, open{})
+			wantKey = false
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+			wantKey = false
+		case ',':
+			wantKey = stack[len(stack)-1].object
+		case '"':
+			end, escaped := stringEnd(b, i)
+			if wantKey {
+				key := b[i+1 : end]
+				if escaped {
+					var k string
+					json.Unmarshal(b[i:end+1], &k) // valid: b was parsed
+					key = []byte(k)
 				}
-				stack[top].keys[t], stack[top].wantKey = true, false
-				continue
+				top := &stack[len(stack)-1]
+				for _, seen := range top.keys {
+					if bytes.Equal(seen, key) {
+						return string(key), true
+					}
+				}
+				top.keys = append(top.keys, key)
+				wantKey = false
 			}
-		}
-		// A value ended: in an object, a key comes next.
-		if top >= 0 && stack[top].keys != nil {
-			stack[top].wantKey = true
+			i = end
 		}
 	}
+	return "", false
+}
+
+// stringEnd returns the index of the quote that closes the JSON string
+// opening at b[start], and whether the string has escapes.
+func stringEnd(b []byte, start int) (end int, escaped bool) {
+	for i := start + 1; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			escaped = true
+			i++
+		case '"':
+			return i, escaped
+		}
+	}
+	return len(b) - 1, escaped
 }
 
 func tooLarge() error {
