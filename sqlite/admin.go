@@ -10,11 +10,10 @@ import (
 // direct runs fn in a SQLite transaction on the write connection, for the
 // rare writes that are not lock state (tenants, keys, pruning), and returns
 // how many rows fn changed. It holds the writer and first waits for the
-// applier to write every batch committed and finish a retirement, so that
-// the applier is idle. The journal does not record these writes, so a
+// applier to write every batch committed, so that the applier is idle and
+// the file current. The journal does not record these writes, so a
 // transaction that changed rows is made durable by syncing SQLite
-// (checkpoint) before direct returns; the active journal then starts over,
-// so the transaction writes the locks it holds first.
+// (checkpoint) before direct returns.
 func (s *Store) direct(ctx context.Context, fn func(q querier) (int64, error)) (int64, error) {
 	c, err := s.writer()
 	if err != nil {
@@ -28,20 +27,10 @@ func (s *Store) direct(ctx context.Context, fn func(q querier) (int64, error)) (
 		return 0, err
 	}
 	c.forgetApplied()
-	c.retirement(true)
 	if err := c.w.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return 0, unavailable(err)
 	}
 	n, err := fn(&c.w.stmts)
-	if err == nil && n > 0 {
-		keys := c.mem.startSnapshot()
-		if err = c.writeLocks(ctx, keys); err != nil {
-			// Memory may forget dirty locks now: only a restart, from
-			// the journals, knows them again.
-			c.broken = err
-		}
-		c.mem.endSnapshot()
-	}
 	if err != nil {
 		if rerr := c.w.exec(ctx, `ROLLBACK`); rerr != nil {
 			c.broken = rerr

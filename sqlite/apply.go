@@ -23,8 +23,7 @@ type applied struct {
 	seq    int64
 	o      *overlay
 	retire *journal
-	gen    uint64               // the retired journal's next generation
-	snap   map[dlm.Key]struct{} // the locks the retired journal changed
+	gen    uint64 // the retired journal's next generation
 }
 
 // writer owns the write connection and writes overlays into the file. The
@@ -47,10 +46,10 @@ func (w *writer) exec(ctx context.Context, query string) error {
 	return err
 }
 
-// apply writes batches into the file in one SQLite transaction: all their
-// rows, or only their history (see rows.gather). A batch without an overlay
-// changed nothing.
-func (w *writer) apply(batches []applied, all bool) error {
+// apply writes batches into the file in one SQLite transaction. A batch
+// without an overlay changed nothing. fresh says that the file holds none
+// of the batches yet (see rows.gather).
+func (w *writer) apply(batches []applied, fresh bool) error {
 	if !slices.ContainsFunc(batches, func(b applied) bool { return b.o != nil }) {
 		return nil
 	}
@@ -58,7 +57,7 @@ func (w *writer) apply(batches []applied, all bool) error {
 	if err := w.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return err
 	}
-	w.rows.gather(batches, all)
+	w.rows.gather(batches, fresh)
 	if err := w.flush(ctx, &w.rows); err != nil {
 		_ = w.exec(ctx, `ROLLBACK`)
 		return err
@@ -66,11 +65,12 @@ func (w *writer) apply(batches []applied, all bool) error {
 	return w.exec(ctx, `COMMIT`)
 }
 
-// applyLoop writes the history of the batches the committer hands over
-// until the queue is closed. It lingers after the first batch of a group,
-// gathering more, until applyLinger has passed, half the queue is full, or
-// a reader (or the committer) waits for the file: one SQLite commit then
-// writes many batches, each page it touches once. After a failure it applies nothing more: the journal
+// applyLoop applies the batches the committer hands over until the queue
+// is closed. It lingers after the first batch of a group, gathering more,
+// until applyLinger has passed, half the queue is full, or a reader (or the
+// committer) waits for the file: one SQLite commit then writes many
+// batches, each page it touches once, and more short leases never need a
+// row (rows.gather). After a failure it applies nothing more: the journal
 // still holds those batches, and the Store refuses work until a restart
 // replays them.
 func (c *committer) applyLoop() {
@@ -82,7 +82,6 @@ func (c *committer) applyLoop() {
 		if !ok {
 			return
 		}
-		clear(batches) // let go of the last group's overlays and snapshot
 		batches = append(batches[:0], b)
 		linger.Reset(applyLinger)
 	gather:
@@ -121,7 +120,7 @@ func (c *committer) applyLoop() {
 		}
 		if len(batches) > 0 {
 			if c.progress.failed() == nil {
-				if err := c.w.apply(batches, false); err != nil {
+				if err := c.w.apply(batches, true); err != nil {
 					c.progress.fail(err)
 				}
 			}
@@ -135,19 +134,14 @@ func (c *committer) applyLoop() {
 	}
 }
 
-// retire writes the locks journal r.retire changed into the file, syncs
-// SQLite, which then holds every batch of the journal, and starts that
-// journal over, off the path of requests.
+// retire syncs SQLite, which now holds every batch of journal r.retire, and
+// starts that journal over, off the path of requests.
 func (c *committer) retire(r applied) {
 	defer func() { c.retired <- struct{}{} }()
 	if c.progress.failed() != nil {
 		return
 	}
-	ctx := context.Background()
-	err := inTx(ctx, c.w.conn, func() error { return c.writeLocks(ctx, r.snap) })
-	if err == nil {
-		err = syncFiles(c.files...)
-	}
+	err := syncFiles(c.files...)
 	if err == nil {
 		err = r.retire.reset(r.gen)
 	}

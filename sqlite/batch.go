@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"time"
@@ -61,7 +62,6 @@ func (c *committer) load(ctx context.Context, need *dlm.Need) (*batch, error) {
 		return nil, err
 	}
 	c.forgetApplied()
-	c.retirement(false)
 	b := &batch{
 		c: c, seq: seq,
 		locks: make(map[dlm.Key]*dlm.LockState, len(need.Keys)+len(need.Leases)),
@@ -111,25 +111,26 @@ func (b *batch) loadLock(ctx context.Context, k dlm.Key) error {
 	return err
 }
 
-// state returns a copy of the committed state of k, for a batch.
+// state returns a copy of the committed state of k. A lock that is not in
+// memory has no holders or waiters; only its fencing token may be in a
+// pending batch or the file, and only if the key filter has seen it.
 func (c *committer) state(ctx context.Context, k dlm.Key) (*dlm.LockState, error) {
-	s, ok := c.memState(k)
-	if ok || !c.known.mayHave(k) {
+	if s := c.mem.state(k); s != nil {
 		return s, nil
 	}
-	return s, (&readTx{q: &c.rstmts}).token(ctx, s)
-}
-
-// memState returns a copy of the committed state of k as memory knows it: a
-// lock with holders or waiters, or an idle one's token. With ok false, the
-// lock has no holders or waiters, and only the file knows its token: the
-// file has every lock that memory forgot (see memTable.unwritten). Reads
-// hold memMu.
-func (c *committer) memState(k dlm.Key) (s *dlm.LockState, ok bool) {
-	if s := c.mem.state(k); s != nil {
-		return s, true
+	s := &dlm.LockState{Key: k}
+	if !c.known.mayHave(k) {
+		return s, nil
 	}
-	return &dlm.LockState{Key: k}, false
+	for _, b := range slices.Backward(c.pending) {
+		if t, ok := b.o.tokens[k]; ok {
+			s.Token = t
+			return s, nil
+		}
+	}
+	err := (&readTx{q: &c.rstmts}).queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
+		`SELECT token FROM locks WHERE ns = ? AND name = ?`, k.Namespace, k.Name)
+	return s, err
 }
 
 // endedLease finds an ended lease in the batches the applier has not
@@ -140,7 +141,8 @@ func (c *committer) endedLease(ctx context.Context, id string) (*dlm.EndedLease,
 			return e, nil
 		}
 	}
-	return (&readTx{q: &c.rstmts}).endedLease(ctx, id)
+	_, e, err := (&readTx{q: &c.rstmts}).FindLease(ctx, id)
+	return e, err
 }
 
 func (b *batch) Now() time.Time { return b.now }
@@ -227,11 +229,9 @@ func (c *committer) commit(seq int64, saves []dlm.Save) error {
 	for k := range o.tokens {
 		c.known.add(k)
 	}
-	c.memMu.Lock()
 	for _, s := range o.locks {
 		c.mem.put(s)
 	}
-	c.memMu.Unlock()
 	clear(o.locks) // the engine's; memory has copies
 	for t, d := range o.usage {
 		u := c.usage[t]

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -30,11 +29,8 @@ type committer struct {
 	// usage counts each tenant's stored leases and waiters, so that the
 	// per-tenant caps cost no query.
 	usage map[string]usage
-	// memMu guards mem's locks against reads (viewTx, writeLocks): the
-	// committer changes them with it held, and reads them without.
-	memMu sync.RWMutex
 	mem   *memTable
-	known *keyFilter // every lock that may have a row in the file (see state)
+	known *keyFilter // every lock that has a row in the file (see token)
 
 	record []byte // reused journal record
 	// lastEvent is the last event ID committed: IDs are given out by the
@@ -99,7 +95,7 @@ func (s *Store) deadCommitter(err error) *committer {
 	}
 	close(c.applierDone)
 	c.progress.fail(err)
-	s.live.Store(c)
+	s.progress.Store(c.progress)
 	return c
 }
 
@@ -189,7 +185,7 @@ func (c *committer) recover(ctx context.Context, opts Options, paths ...string) 
 		}
 	}
 	if !o.empty() {
-		if err := c.w.apply([]applied{{o: o}}, true); err != nil {
+		if err := c.w.apply([]applied{{o: o}}, false); err != nil {
 			return err
 		}
 	}
@@ -229,34 +225,18 @@ func (c *committer) rotate() error {
 	if err := c.syncLazy(); err != nil {
 		return err
 	}
-	c.retirement(true)
+	if c.retiring {
+		<-c.retired
+		c.retiring = false
+	}
 	if err := c.progress.failed(); err != nil {
 		return err
 	}
 	full := c.journals[c.active]
 	c.active = 1 - c.active
 	c.retiring = true
-	c.applyQueue <- applied{retire: full, gen: c.newGen(), snap: c.mem.startSnapshot()}
+	c.applyQueue <- applied{retire: full, gen: c.newGen()}
 	return nil
-}
-
-// retirement notes that the last retirement is over, if it is; with wait,
-// it waits for that.
-func (c *committer) retirement(wait bool) {
-	if !c.retiring {
-		return
-	}
-	if wait {
-		<-c.retired
-	} else {
-		select {
-		case <-c.retired:
-		default:
-			return
-		}
-	}
-	c.retiring = false
-	c.mem.endSnapshot()
 }
 
 // stopApplier lets the applier write what it was handed, and waits for it.

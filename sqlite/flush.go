@@ -2,8 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"maps"
-	"slices"
 	"strings"
 
 	"github.com/dlmhq/dlm"
@@ -20,86 +18,97 @@ type rows struct {
 	retaken  []dlm.Waiter
 	dequeued []string
 	events   []dlm.Event
+	// Scratch for gather: IDs created and removed within the batches. A
+	// granted waiter's lease takes the waiter's ID, so leases and waiters
+	// are kept apart.
+	leasesBorn, leasesGone   map[string]bool
+	waitersBorn, waitersGone map[string]bool
 }
 
-// gather collects the rows of batches, in order: with all, every row the
-// batches changed (recovery, replaying the journals); without, only their
-// history, ended leases and events, which the file serves to reads. The
-// live locks reach the file as snapshots instead (writeLocks), when a
-// journal is retired.
-func (r *rows) gather(batches []applied, all bool) {
+// gather collects the rows of batches, in order. With fresh set, none of
+// the batches' rows can be in the file yet (the applier writes each batch
+// once, in order), so a lease granted and ended within them, or a waiter
+// queued and dequeued, is left out of the leases (waiters) table: under
+// load the applier's group spans many batches, and most short leases then
+// cost no lease row at all. Recovery gathers without fresh: the file may
+// hold some of the journal's batches.
+func (r *rows) gather(batches []applied, fresh bool) {
 	if r.tokens == nil {
 		r.tokens = map[dlm.Key]int64{}
+		r.leasesBorn, r.leasesGone = map[string]bool{}, map[string]bool{}
+		r.waitersBorn, r.waitersGone = map[string]bool{}, map[string]bool{}
 	}
 	clear(r.tokens)
+	clear(r.leasesBorn)
+	clear(r.leasesGone)
+	clear(r.waitersBorn)
+	clear(r.waitersGone)
 	r.granted, r.renewed, r.ended, r.deleted = r.granted[:0], r.renewed[:0], r.ended[:0], r.deleted[:0]
 	r.queued, r.retaken, r.dequeued, r.events = r.queued[:0], r.retaken[:0], r.dequeued[:0], r.events[:0]
+	if fresh {
+		for _, b := range batches {
+			if b.o == nil {
+				continue
+			}
+			for i := range b.o.granted {
+				r.leasesBorn[b.o.granted[i].ID] = true
+			}
+			for i := range b.o.ended {
+				r.leasesGone[b.o.ended[i].ID] = true
+			}
+			for i := range b.o.queued {
+				r.waitersBorn[b.o.queued[i].ID] = true
+			}
+			for _, id := range b.o.dequeued {
+				r.waitersGone[id] = true
+			}
+		}
+	}
 	for _, b := range batches {
 		o := b.o
 		if o == nil {
 			continue
 		}
-		r.ended = append(r.ended, o.ended...)
-		r.events = append(r.events, o.events...)
-		if !all {
-			continue
-		}
 		for k, t := range o.tokens {
 			r.tokens[k] = max(r.tokens[k], t)
 		}
-		r.granted = append(r.granted, o.granted...)
-		r.renewed = append(r.renewed, o.renewed...)
-		for i := range o.ended {
-			r.deleted = append(r.deleted, o.ended[i].ID)
+		for _, l := range o.granted {
+			if !r.leasesGone[l.ID] {
+				r.granted = append(r.granted, l)
+			}
 		}
-		r.queued = append(r.queued, o.queued...)
-		r.retaken = append(r.retaken, o.retaken...)
-		r.dequeued = append(r.dequeued, o.dequeued...)
+		for _, l := range o.renewed {
+			if !r.leasesGone[l.ID] {
+				r.renewed = append(r.renewed, l)
+			}
+		}
+		for _, e := range o.ended {
+			r.ended = append(r.ended, e)
+			if !r.leasesBorn[e.ID] {
+				r.deleted = append(r.deleted, e.ID)
+			}
+		}
+		for _, w := range o.queued {
+			if !r.waitersGone[w.ID] {
+				r.queued = append(r.queued, w)
+			}
+		}
+		for _, w := range o.retaken {
+			if !r.waitersGone[w.ID] {
+				r.retaken = append(r.retaken, w)
+			}
+		}
+		for _, id := range o.dequeued {
+			if !r.waitersBorn[id] {
+				r.dequeued = append(r.dequeued, id)
+			}
+		}
+		r.events = append(r.events, o.events...)
 	}
 }
 
-// writeLocks makes the file's rows of the locks keys (their token, holders
-// and waiters) what memory holds now, in the transaction under way on the
-// write connection. Now may be later than the journal record that made a
-// lock dirty: recovery replays the records since over these rows, and every
-// row write is idempotent. It copies locksChunk locks at a time, so that
-// commits wait little for memMu.
-func (c *committer) writeLocks(ctx context.Context, keys map[dlm.Key]struct{}) error {
-	w := c.w
-	all := slices.Collect(maps.Keys(keys))
-	for start := 0; start < len(all); start += locksChunk {
-		chunk := all[start:min(start+locksChunk, len(all))]
-		r := &w.rows
-		r.gather(nil, false) // empties r
-		c.memMu.RLock()
-		for _, k := range chunk {
-			if s := c.mem.state(k); s != nil {
-				if s.Token > 0 {
-					r.tokens[k] = s.Token
-				}
-				r.granted = append(r.granted, s.Holders...)
-				r.queued = append(r.queued, s.Waiters...)
-			}
-		}
-		c.memMu.RUnlock()
-		for _, k := range chunk {
-			for _, q := range []string{`DELETE FROM leases WHERE ns = ? AND name = ?`, `DELETE FROM waiters WHERE ns = ? AND name = ?`} {
-				if _, err := w.stmts.ExecContext(ctx, q, k.Namespace, k.Name); err != nil {
-					return unavailable(err)
-				}
-			}
-		}
-		if err := w.flush(ctx, r); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-const locksChunk = 256
-
-// flush writes rows table by table, with multi-row statements: 64 rows
-// cost a handful of statements instead of hundreds. Every
+// flush writes rows table by table, with multi-row statements: a batch of
+// 64 acquires costs a handful of statements instead of hundreds. Every
 // write is idempotent, so that recovery can apply the journal's batches
 // again over a file that may hold some of them. Every row's life runs
 // insert → update → delete, and IDs are unique, so running the inserts of a

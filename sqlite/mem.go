@@ -3,33 +3,23 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"math"
 	"slices"
 	"time"
 
 	"github.com/dlmhq/dlm"
 )
 
-// memTable is every lock that has holders or waiters, exactly as last
-// committed: the store's state. Batches load locks from here and reads
-// answer from here, with no I/O. The file gets the locks only as snapshots
-// of the ones dirtied since the last, when a journal is retired (see
-// committer.rotate); it is loaded from the file once when the committer
-// starts, after recovery.
+// memTable is the committer's copy of every lock that has holders or
+// waiters, exactly as last committed. The committer is the only writer of the
+// file, so the copy cannot go stale: batches load locks from here instead of
+// the file, with no I/O. It is loaded once when the committer starts.
 type memTable struct {
 	locks  map[dlm.Key]*memLock // locks with holders or waiters
 	leases map[string]dlm.Key   // live lease ID → its lock
 	idem   map[idemKey]dlm.Key  // idempotency key of a holder or waiter → its lock
-	due    dueIndex             // the locks with holders or waiters, by when they are due
 	// idle keeps the fencing token of recently emptied locks, so that
-	// taking one again needs no read. Bounded by maxIdle, but a dirty
-	// lock stays: the file does not have its token yet.
+	// taking one again needs no read. Bounded by maxIdle.
 	idle map[dlm.Key]int64
-	// dirty are the locks changed since the last snapshot began; writing
-	// are those of the snapshot a retiring journal is writing into the
-	// file (committer.writeLocks). Neither leaves the idle cache: the file
-	// may not have their tokens yet.
-	dirty, writing map[dlm.Key]struct{}
 }
 
 // memLock is a lock's committed state, kept compact: every held lease costs
@@ -64,22 +54,15 @@ func (m *memLease) lease(k dlm.Key) dlm.Lease {
 type idemKey struct{ tenant, key string }
 
 // maxIdle bounds the idle token cache; past it, arbitrary entries are
-// forgotten and read back from the file when needed. A variable so that a
-// test can make it small.
-var maxIdle = 1 << 16
-
-// idleTries bounds the entries looked at to find an idle lock that may be
-// forgotten; if all are dirty, the cache grows until the next snapshot.
-const idleTries = 8
+// forgotten and read back from the file when needed.
+const maxIdle = 1 << 16
 
 func newMemTable() *memTable {
 	return &memTable{
 		locks:  map[dlm.Key]*memLock{},
 		leases: map[string]dlm.Key{},
 		idem:   map[idemKey]dlm.Key{},
-		due:    dueIndex{},
 		idle:   map[dlm.Key]int64{},
-		dirty:  map[dlm.Key]struct{}{},
 	}
 }
 
@@ -96,13 +79,12 @@ func (m *memTable) load(ctx context.Context, conn *sql.Conn) error {
 		return err
 	}
 	for _, k := range keys {
-		s, err := tx.loadLock(ctx, k)
+		s, err := tx.LoadLock(ctx, k)
 		if err != nil {
 			return err
 		}
 		m.put(s)
 	}
-	clear(m.dirty) // the file has them
 	return nil
 }
 
@@ -152,9 +134,7 @@ func (m *memTable) hasIdem(k dlm.Key, tenant, idem string) bool {
 
 // put makes s the committed state of its lock and updates the indexes.
 func (m *memTable) put(s *dlm.LockState) {
-	m.dirty[s.Key] = struct{}{}
 	if old := m.locks[s.Key]; old != nil {
-		m.due.remove(s.Key, old.due())
 		for i := range old.holders {
 			h := &old.holders[i]
 			delete(m.leases, h.id)
@@ -171,15 +151,9 @@ func (m *memTable) put(s *dlm.LockState) {
 	if len(s.Holders) == 0 && len(s.Waiters) == 0 {
 		delete(m.locks, s.Key)
 		if len(m.idle) >= maxIdle {
-			tries := 0
 			for k := range m.idle {
-				if !m.unwritten(k) {
-					delete(m.idle, k)
-					break
-				}
-				if tries++; tries == idleTries {
-					break
-				}
+				delete(m.idle, k)
+				break
 			}
 		}
 		m.idle[s.Key] = s.Token
@@ -204,38 +178,6 @@ func (m *memTable) put(s *dlm.LockState) {
 			m.idem[idemKey{w.Tenant, w.IdempotencyKey}] = s.Key
 		}
 	}
-	m.due.add(s.Key, l.due())
-}
-
-// startSnapshot returns the dirty locks, for writing into the file, and
-// starts a new dirty set. The file must hold them, as they stand then or
-// later, before the next snapshot starts (endSnapshot).
-func (m *memTable) startSnapshot() map[dlm.Key]struct{} {
-	m.writing, m.dirty = m.dirty, map[dlm.Key]struct{}{}
-	return m.writing
-}
-
-// endSnapshot notes that the file holds the locks of the last snapshot.
-func (m *memTable) endSnapshot() { m.writing = nil }
-
-// unwritten reports whether the file may lack the last state of k.
-func (m *memTable) unwritten(k dlm.Key) bool {
-	_, dirty := m.dirty[k]
-	_, writing := m.writing[k]
-	return dirty || writing
-}
-
-// due returns the earliest expiry or waiter deadline of l, in unix
-// nanoseconds.
-func (l *memLock) due() int64 {
-	t := int64(math.MaxInt64)
-	for i := range l.holders {
-		t = min(t, l.holders[i].expires)
-	}
-	for i := range l.waiters {
-		t = min(t, nanos(l.waiters[i].Deadline))
-	}
-	return t
 }
 
 // overlay is what one committed batch changed: the new states of the

@@ -50,7 +50,7 @@ type Store struct {
 	lazy     *time.Timer // syncs lazy batches no later batch synced (see syncLazy)
 	closed   atomic.Bool
 	closeErr error
-	live     atomic.Pointer[committer] // c, for reads, which do not take mu
+	progress atomic.Pointer[progress] // the committer's, for reads
 
 	commits atomic.Pointer[func(ops int, d time.Duration)] // see ObserveCommits
 }
@@ -181,14 +181,14 @@ func checkNoJournals(path string) error {
 
 func journalPaths(path string) []string { return []string{path + ".commitlog", path + ".commitlog2"} }
 
-// newCommitter starts a committer on the store's file, and makes it the
-// one reads use.
+// newCommitter starts a committer on the store's file, and makes its
+// progress the one reads wait on.
 func (s *Store) newCommitter() (*committer, error) {
 	c, err := newCommitter(context.Background(), s.wdb, s.rdb, s.path, s.opts)
 	if err != nil {
 		return nil, err
 	}
-	s.live.Store(c)
+	s.progress.Store(c.progress)
 	return c, nil
 }
 
@@ -295,23 +295,21 @@ func (s *Store) closeDBs() error {
 
 var errClosed = dlm.Errorf(dlm.CodeUnavailable, "store is closed")
 
-// View implements dlm.Store: locks from memory, the rest on a read-only
-// connection. It first waits for the applier to write every batch
-// acknowledged so far, so that a read sees whatever any caller has been
-// told.
+// View implements dlm.Store on a read-only connection. It first waits for
+// the applier to write every batch acknowledged so far, so that a read sees
+// whatever any caller has been told.
 func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 	if s.closed.Load() {
 		return errClosed
 	}
-	c := s.live.Load()
-	if c.progress.failed() != nil {
+	p := s.progress.Load()
+	if p.failed() != nil {
 		// Reads come back by themselves too, not only with the next write.
 		if _, err := s.writer(); err == nil {
 			s.mu.Unlock()
 		}
-		c = s.live.Load()
+		p = s.progress.Load()
 	}
-	p := c.progress
 	if err := p.wait(ctx, p.answered.Load()); err != nil {
 		return err
 	}
@@ -321,7 +319,7 @@ func (s *Store) View(ctx context.Context, fn func(dlm.ReadTx) error) error {
 		return unavailable(err)
 	}
 	defer tx.Rollback()
-	return fn(&viewTx{readTx: readTx{q: tx, now: now}, c: c})
+	return fn(&readTx{q: tx, now: now})
 }
 
 // unavailable wraps a storage failure in the code callers act on. It passes

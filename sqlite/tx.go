@@ -15,12 +15,12 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// readTx reads the file: history, tenants and keys for a viewTx, and what
-// memory does not hold for a batch and for loading memory.
 type readTx struct {
 	q   querier
 	now time.Time
 }
+
+var _ dlm.ReadTx = (*readTx)(nil)
 
 func (tx *readTx) Now() time.Time { return tx.now }
 
@@ -75,13 +75,14 @@ func scanHolder(rows *sql.Rows, l *dlm.Lease) error {
 	return err
 }
 
-// loadLock reads the state of key from the file, for loading memory.
-func (tx *readTx) loadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
+func (tx *readTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
 	s := &dlm.LockState{Key: key}
-	if err := tx.token(ctx, s); err != nil {
+	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
+		`SELECT token FROM locks WHERE ns = ? AND name = ?`, key.Namespace, key.Name)
+	if err != nil {
 		return nil, err
 	}
-	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
 		var l dlm.Lease
 		err := scanHolder(r, &l)
 		s.Holders = append(s.Holders, l)
@@ -107,14 +108,16 @@ func (tx *readTx) loadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, er
 	return s, nil
 }
 
-// token reads the last fencing token of s's lock from the file into s.
-func (tx *readTx) token(ctx context.Context, s *dlm.LockState) error {
-	return tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
-		`SELECT token FROM locks WHERE ns = ? AND name = ?`, s.Key.Namespace, s.Key.Name)
-}
-
-// endedLease finds an ended lease in the file.
-func (tx *readTx) endedLease(ctx context.Context, id string) (ended *dlm.EndedLease, err error) {
+func (tx *readTx) FindLease(ctx context.Context, id string) (live *dlm.Lease, ended *dlm.EndedLease, err error) {
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		var l dlm.Lease
+		err := scanHolder(r, &l)
+		live = &l
+		return err
+	}, `SELECT `+holderCols+` FROM leases WHERE id = ?`, id)
+	if err != nil || live != nil {
+		return live, nil, err
+	}
 	err = tx.queryEach(ctx, func(r *sql.Rows) error {
 		var e dlm.EndedLease
 		var endedAt int64
@@ -123,7 +126,63 @@ func (tx *readTx) endedLease(ctx context.Context, id string) (ended *dlm.EndedLe
 		ended = &e
 		return err
 	}, `SELECT `+leaseCols+`, reason, ended_at FROM ended_leases WHERE id = ?`, id)
-	return ended, err
+	return nil, ended, err
+}
+
+func (tx *readTx) FindIdempotent(ctx context.Context, tenant, idem string) (key dlm.Key, ok bool, err error) {
+	err = tx.queryEach(ctx, func(r *sql.Rows) error {
+		ok = true
+		return r.Scan(&key.Namespace, &key.Name)
+	}, `SELECT ns, name FROM leases WHERE tenant = ?1 AND idem = ?2
+		UNION ALL SELECT ns, name FROM waiters WHERE tenant = ?1 AND idem = ?2 LIMIT 1`, tenant, idem)
+	return key, ok, err
+}
+
+func (tx *readTx) ListLocks(ctx context.Context, ns, prefix, after string, limit int) ([]dlm.LockState, error) {
+	// Names are ASCII below 0x7f, so prefix+"\x7f" bounds every name that
+	// starts with prefix.
+	var names []string
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var n string
+		names = append(names, n)
+		return r.Scan(&names[len(names)-1])
+	}, `SELECT name FROM leases WHERE ns = ?1 AND name > ?2 AND name >= ?3 AND name < ?4 AND expires_at > ?5
+		UNION SELECT name FROM waiters WHERE ns = ?1 AND name > ?2 AND name >= ?3 AND name < ?4 AND deadline > ?5
+		ORDER BY name LIMIT ?6`, ns, after, prefix, prefix+"\x7f", nanos(tx.now), limit)
+	if err != nil {
+		return nil, err
+	}
+	locks := make([]dlm.LockState, 0, len(names))
+	for _, n := range names {
+		s, err := tx.LoadLock(ctx, dlm.Key{Namespace: ns, Name: n})
+		if err != nil {
+			return nil, err
+		}
+		locks = append(locks, s.View(tx.now))
+	}
+	return locks, nil
+}
+
+func (tx *readTx) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
+	var keys []dlm.Key
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var k dlm.Key
+		err := r.Scan(&k.Namespace, &k.Name)
+		keys = append(keys, k)
+		return err
+	}, `SELECT ns, name FROM leases WHERE expires_at <= ?1
+		UNION SELECT ns, name FROM waiters WHERE deadline <= ?1 LIMIT ?2`, nanos(tx.now), limit)
+	return keys, err
+}
+
+func (tx *readTx) NextDue(ctx context.Context) (time.Time, error) {
+	var next sql.NullInt64
+	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&next) },
+		`SELECT min(t) FROM (SELECT min(expires_at) AS t FROM leases UNION ALL SELECT min(deadline) FROM waiters)`)
+	if err != nil || !next.Valid {
+		return time.Time{}, err
+	}
+	return fromNanos(next.Int64), nil
 }
 
 func (tx *readTx) Tenants(ctx context.Context) ([]dlm.Tenant, error) {
@@ -159,4 +218,25 @@ func (tx *readTx) APIKey(ctx context.Context, id string) (k dlm.APIKey, ok bool,
 		return err
 	}, `SELECT id, tenant, hash, created_at, revoked FROM api_keys WHERE id = ?`, id)
 	return k, ok, err
+}
+
+// Stats implements dlm.ReadTx with one scan of each table's expiry index.
+func (tx *readTx) Stats(ctx context.Context) (dlm.Stats, error) {
+	var st dlm.Stats
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var waiter bool
+		var mode dlm.Mode
+		var n int64
+		if err := r.Scan(&waiter, &mode, &n); err != nil {
+			return err
+		}
+		if waiter {
+			st.Waiters.Add(mode, n)
+		} else {
+			st.Leases.Add(mode, n)
+		}
+		return nil
+	}, `SELECT 0, mode, count(*) FROM leases WHERE expires_at > ?1 GROUP BY mode
+		UNION ALL SELECT 1, mode, count(*) FROM waiters WHERE deadline > ?1 GROUP BY mode`, nanos(tx.now))
+	return st, err
 }
