@@ -33,7 +33,7 @@ func start(t *testing.T, st dlm.Store, clock dlm.Clock, opts engine.Options) *en
 	opts.Clock = clock
 	e := engine.New(st, opts)
 	t.Cleanup(e.Close)
-	if _, err := e.CreateTenant(t.Context(), tenant); err != nil {
+	if _, _, _, err := e.CreateTenant(t.Context(), tenant); err != nil {
 		t.Fatal(err)
 	}
 	return e
