@@ -113,7 +113,7 @@ func (r *rows) gather(batches []applied, fresh bool) {
 // again over a file that may hold some of them. Every row's life runs
 // insert → update → delete, and IDs are unique, so running the inserts of a
 // table before its updates and deletes is right whatever the order of the
-// Updates.
+// saves.
 func (w *writer) flush(ctx context.Context, o *rows) error {
 	tokens := make([]any, 0, 3*len(o.tokens))
 	for k, t := range o.tokens {

@@ -25,9 +25,10 @@ import (
 // retires the full one — once it has written every batch the journal holds,
 // it syncs SQLite and starts the journal over — so that no request waits for
 // SQLite's fsync (measured here: about 90 ms for the two files under load).
-// The active journal also starts over when a batch wrote something it does
-// not record. On open, the records of both are applied again (every row
-// write is idempotent), SQLite is synced, and both start over.
+// The active journal also starts over after a direct write (tenants, keys,
+// pruning), which it does not record. On open, the records of both are
+// applied again (every row write is idempotent), SQLite is synced, and both
+// start over.
 //
 // Layout: a header block (magic, generation, the file's preallocated size),
 // then records of [payload length u32][generation's low 32 bits u32]

@@ -54,8 +54,9 @@ func (m *memLease) lease(k dlm.Key) dlm.Lease {
 type idemKey struct{ tenant, key string }
 
 // maxIdle bounds the idle token cache; past it, arbitrary entries are
-// forgotten and read back from the file when needed.
-const maxIdle = 1 << 16
+// forgotten and read back from the file when needed. A variable so that a
+// test can make it small.
+var maxIdle = 1 << 16
 
 func newMemTable() *memTable {
 	return &memTable{
