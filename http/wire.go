@@ -61,10 +61,15 @@ type wireStatus struct {
 // writeJSON answers with status and v as JSON. Responses carry no cache: they
 // describe state that changes any moment.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own types reach here, and they always marshal.
-		panic("dlmhttp: marshal response: " + err.Error())
+	var b []byte
+	if l, ok := v.(wire.Lease); ok {
+		b = l.AppendJSON(make([]byte, 0, 320)) // the lock path's answer
+	} else {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			// Only our own types reach here, and they always marshal.
+			panic("dlmhttp: marshal response: " + err.Error())
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
