@@ -668,7 +668,11 @@ function startStats(gen) {
     try {
       cur = await readMetrics();
     } catch {
-      $('stats').hidden = true; // no /metrics on this server
+      // No /metrics on this server, or the connection is down for a
+      // moment: hide the figures and look again later.
+      $('stats').hidden = true;
+      stats.last = null;
+      if (gen === S.generation) stats.timer = setTimeout(tick, 5000);
       return;
     }
     if (gen !== S.generation) return;
