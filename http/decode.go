@@ -116,10 +116,10 @@ func duplicateKey(b []byte) (string, bool) {
 		case ',':
 			wantKey = stack[len(stack)-1].object
 		case '"':
-			end, escaped := stringEnd(b, i)
+			end, decode := stringEnd(b, i)
 			if wantKey {
 				key := b[i+1 : end]
-				if escaped {
+				if decode {
 					var k string
 					json.Unmarshal(b[i:end+1], &k) // valid: b was parsed
 					key = []byte(k)
@@ -140,18 +140,22 @@ func duplicateKey(b []byte) (string, bool) {
 }
 
 // stringEnd returns the index of the quote that closes the JSON string
-// opening at b[start], and whether the string has escapes.
-func stringEnd(b []byte, start int) (end int, escaped bool) {
+// opening at b[start], and whether the string must be decoded to compare
+// it as encoding/json does: it has escapes, or bytes outside ASCII (which
+// may be invalid UTF-8, each decoded as U+FFFD).
+func stringEnd(b []byte, start int) (end int, decode bool) {
 	for i := start + 1; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			escaped = true
+		switch c := b[i]; {
+		case c == '\\':
+			decode = true
 			i++
-		case '"':
-			return i, escaped
+		case c == '"':
+			return i, decode
+		case c >= 0x80:
+			decode = true
 		}
 	}
-	return len(b) - 1, escaped
+	return len(b) - 1, decode
 }
 
 func tooLarge() error {

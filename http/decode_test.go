@@ -62,6 +62,8 @@ var duplicateKeySeeds = []string{
 	` { "a" : 1 , "a" : 2 } `,
 	`"a"`,
 	`{"":1,"":2}`,
+	"{\"\xb2\":0,\"\xb3\":0}", // invalid UTF-8: both keys decode to U+FFFD
+	`{"é":1,"\u00e9":2}`,
 }
 
 func TestDuplicateKey(t *testing.T) {
