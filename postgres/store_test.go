@@ -58,16 +58,16 @@ func open(t testing.TB, url, schema string, opts postgres.Options) *postgres.Sto
 }
 
 func TestStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) func() dlm.Store {
+	storetest.Run(t, func(t *testing.T) func(dlm.Clock) dlm.Store {
 		url, schema := freshSchema(t)
-		return func() dlm.Store {
+		return func(dlm.Clock) dlm.Store { // the database's clock decides
 			s, err := postgres.Open(context.Background(), url, postgres.Options{Schema: schema, MaxConns: 4})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		}
-	})
+	}, false)
 }
 
 // adminConn returns a plain connection to the test database.

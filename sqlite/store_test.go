@@ -12,16 +12,16 @@ import (
 )
 
 func TestStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) func() dlm.Store {
+	storetest.Run(t, func(t *testing.T) func(dlm.Clock) dlm.Store {
 		path := filepath.Join(t.TempDir(), "dlm.db")
-		return func() dlm.Store {
-			s, err := sqlite.Open(path)
+		return func(clock dlm.Clock) dlm.Store {
+			s, err := sqlite.OpenWith(path, sqlite.Options{Clock: clock})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		}
-	})
+	}, true)
 }
 
 func TestOpenLocksTheFile(t *testing.T) {

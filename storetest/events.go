@@ -53,7 +53,7 @@ func (e *env) history(q engine.EventQuery) []dlm.Event {
 // testCountRetentionWithinSeconds: README's Operations. A log over
 // EventRetentionCount is trimmed back to it while the engine runs, within
 // seconds rather than at the minutely pass.
-func testCountRetentionWithinSeconds(t *testing.T, open Opener) {
+func testCountRetentionWithinSeconds(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{EventRetentionCount: 10})
 	for range 25 {
 		e.release(e.acquire(areq("retained", "h", dlm.Exclusive)))
@@ -73,8 +73,8 @@ func testCountRetentionWithinSeconds(t *testing.T, open Opener) {
 	}
 }
 
-func testEventLog(t *testing.T, open Opener) {
-	e := newEnv(t, open, engine.Options{})
+func testEventLog(t *testing.T, open suite) {
+	e := newClockedEnv(t, open, engine.Options{})
 	a := e.acquire(areq("ev", "a", dlm.Exclusive))
 	w := areq("ev", "w", dlm.Shared)
 	w.Wait = 20 * time.Second
@@ -95,7 +95,7 @@ func testEventLog(t *testing.T, open Opener) {
 	short.TTL = 100 * time.Millisecond
 	s := e.acquire(short)
 	// Nobody touches the lock: the sweeper records the expiry on its own.
-	dlmtest.Eventually(t, "the expiry is recorded", func() bool {
+	e.pass(short.TTL, "the expiry is recorded", func() bool {
 		evs := e.history(engine.EventQuery{Tenant: tenant, Name: "ev"})
 		return len(evs) > 0 && evs[len(evs)-1].Type == dlm.EventExpired
 	})
@@ -138,7 +138,7 @@ func testEventLog(t *testing.T, open Opener) {
 	}
 }
 
-func testEventIsolationAndFilters(t *testing.T, open Opener) {
+func testEventIsolationAndFilters(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	e.acquire(areq("jobs/1", "a", dlm.Exclusive))
 	e.acquire(areq("jobs/2", "a", dlm.Exclusive))
@@ -189,7 +189,7 @@ func collect(t *testing.T, ctx context.Context, w *engine.Watcher, n int) []dlm.
 	return out
 }
 
-func testWatchBacklogThenLiveWithoutGaps(t *testing.T, open Opener) {
+func testWatchBacklogThenLiveWithoutGaps(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	for i := range 5 {
 		e.release(e.acquire(areq(fmt.Sprint("pre/", i), "a", dlm.Exclusive)))
@@ -250,7 +250,7 @@ func testWatchBacklogThenLiveWithoutGaps(t *testing.T, open Opener) {
 	}
 }
 
-func testWatchLiveOnlyAndFilter(t *testing.T, open Opener) {
+func testWatchLiveOnlyAndFilter(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	e.acquire(areq("w/old", "a", dlm.Exclusive))
 	w, err := e.engine.Watch(e.ctx, engine.EventQuery{Tenant: tenant, Prefix: "w/"}, false)
@@ -266,7 +266,7 @@ func testWatchLiveOnlyAndFilter(t *testing.T, open Opener) {
 	}
 }
 
-func testWatchResume(t *testing.T, open Opener) {
+func testWatchResume(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	w, err := e.engine.Watch(e.ctx, engine.EventQuery{Tenant: tenant, Name: "r"}, false)
 	if err != nil {
@@ -293,7 +293,7 @@ func testWatchResume(t *testing.T, open Opener) {
 	}
 }
 
-func testSlowWatcherIsDropped(t *testing.T, open Opener) {
+func testSlowWatcherIsDropped(t *testing.T, open suite) {
 	const buffer = 64
 	e := newEnv(t, open, engine.Options{WatchBuffer: buffer})
 	slow, err := e.engine.Watch(e.ctx, engine.EventQuery{Tenant: tenant}, false)
@@ -374,7 +374,7 @@ func testSlowWatcherIsDropped(t *testing.T, open Opener) {
 // testWatcherCatchesUpAfterBurst: a burst larger than a watcher's buffer,
 // but not twice as large, does not drop it; it reads the overflow from the
 // log and then goes on live, every event once and in order.
-func testWatcherCatchesUpAfterBurst(t *testing.T, open Opener) {
+func testWatcherCatchesUpAfterBurst(t *testing.T, open suite) {
 	const buffer = 8
 	e := newEnv(t, open, engine.Options{WatchBuffer: buffer})
 	w, err := e.engine.Watch(e.ctx, engine.EventQuery{Tenant: tenant}, false)

@@ -9,7 +9,7 @@ import (
 	"github.com/dlmhq/dlm/engine"
 )
 
-func testAcquireRelease(t *testing.T, open Opener) {
+func testAcquireRelease(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	r := areq("orders/42", "worker-7", dlm.Exclusive)
 	r.TTL = 30 * time.Second
@@ -48,7 +48,7 @@ func testAcquireRelease(t *testing.T, open Opener) {
 	}
 }
 
-func testConflictReportsHolders(t *testing.T, open Opener) {
+func testConflictReportsHolders(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	held := e.acquire(areq("a", "one", dlm.Exclusive))
 	_, _, err := e.engine.Acquire(e.ctx, areq("a", "two", dlm.Shared))
@@ -74,7 +74,7 @@ func testConflictReportsHolders(t *testing.T, open Opener) {
 	}
 }
 
-func testSharedTokens(t *testing.T, open Opener) {
+func testSharedTokens(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	seen := map[int64]bool{}
 	for _, h := range []string{"r1", "r2", "r3"} {
@@ -91,8 +91,8 @@ func testSharedTokens(t *testing.T, open Opener) {
 	wantCode(t, err, dlm.CodeLockConflict)
 }
 
-func testLeaseEndedReasons(t *testing.T, open Opener) {
-	e := newEnv(t, open, engine.Options{})
+func testLeaseEndedReasons(t *testing.T, open suite) {
+	e := newClockedEnv(t, open, engine.Options{})
 	released := e.acquire(areq("r", "h", dlm.Exclusive))
 	e.release(released)
 	forced := e.acquire(areq("f", "h", dlm.Exclusive))
@@ -102,7 +102,7 @@ func testLeaseEndedReasons(t *testing.T, open Opener) {
 	short := areq("x", "h", dlm.Exclusive)
 	short.TTL = 100 * time.Millisecond
 	expired := e.acquire(short)
-	dlmtest.Eventually(t, "the short lease expires", func() bool {
+	e.pass(short.TTL, "the short lease expires", func() bool {
 		_, err := e.engine.Lease(e.ctx, tenant, expired.ID)
 		return err != nil
 	})
@@ -127,7 +127,7 @@ func testLeaseEndedReasons(t *testing.T, open Opener) {
 	wantCode(t, err, dlm.CodeNotFound)
 }
 
-func testRenew(t *testing.T, open Opener) {
+func testRenew(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	l := e.acquire(areq("r", "h", dlm.Exclusive))
 	got, err := e.engine.Renew(e.ctx, tenant, l.ID, 0)
@@ -148,15 +148,21 @@ func testRenew(t *testing.T, open Opener) {
 	}
 }
 
-func testExpiredLeaseIsNotHeld(t *testing.T, open Opener) {
-	e := newEnv(t, open, engine.Options{})
+func testExpiredLeaseIsNotHeld(t *testing.T, open suite) {
+	e := newClockedEnv(t, open, engine.Options{})
 	r := areq("e", "h", dlm.Exclusive)
 	r.TTL = 100 * time.Millisecond
 	first := e.acquire(r)
+	if e.clock != nil {
+		e.clock.Advance(r.TTL - time.Millisecond)
+		_, _, err := e.engine.Acquire(e.ctx, areq("e", "h2", dlm.Exclusive))
+		wantCode(t, err, dlm.CodeLockConflict) // a millisecond before its expiry
+		e.clock.Advance(time.Millisecond)
+	}
 	// Acquire again until granted: the expired lease must never block
 	// past its expiry, and the new token is above the old one.
 	var second dlm.Lease
-	dlmtest.Eventually(t, "the lock is free again", func() bool {
+	e.pass(0, "the lock is free again", func() bool {
 		l, _, err := e.engine.Acquire(e.ctx, areq("e", "h2", dlm.Exclusive))
 		second = l
 		return err == nil
@@ -172,7 +178,7 @@ func testExpiredLeaseIsNotHeld(t *testing.T, open Opener) {
 	}
 }
 
-func testForceRelease(t *testing.T, open Opener) {
+func testForceRelease(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	a := e.acquire(areq("f", "a", dlm.Shared))
 	b := e.acquire(areq("f", "b", dlm.Shared))
@@ -201,7 +207,7 @@ func testForceRelease(t *testing.T, open Opener) {
 	}
 }
 
-func testFencingSurvivesReopen(t *testing.T, open Opener) {
+func testFencingSurvivesReopen(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	var last int64
 	for range 3 {

@@ -10,7 +10,7 @@ import (
 	"github.com/dlmhq/dlm/engine"
 )
 
-func testRevokedKeyEndsWhatItHolds(t *testing.T, open Opener) {
+func testRevokedKeyEndsWhatItHolds(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	Revocation(t, e.engine, e.engine)
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
-	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 	"github.com/google/go-cmp/cmp"
 )
@@ -26,8 +25,8 @@ func (e *env) stats() dlm.Stats {
 	return st
 }
 
-func testStats(t *testing.T, open Opener) {
-	e := newEnv(t, open, engine.Options{})
+func testStats(t *testing.T, open suite) {
+	e := newClockedEnv(t, open, engine.Options{})
 	if got := e.stats(); got != (dlm.Stats{}) {
 		t.Fatalf("empty store: stats = %+v, want zero", got)
 	}
@@ -61,7 +60,7 @@ func testStats(t *testing.T, open Opener) {
 		Waiters: dlm.ModeCounts{Exclusive: 1, Shared: 1},
 	}
 	// The short lease stops counting at its expiry, swept or not.
-	dlmtest.Eventually(t, "the short lease expired", func() bool {
+	e.pass(short.TTL, "the short lease expired", func() bool {
 		_, err := e.engine.Lease(e.ctx, tenant, sl.ID)
 		return err != nil
 	})

@@ -10,19 +10,35 @@ import (
 	"time"
 
 	"github.com/dlmhq/dlm"
+	"github.com/dlmhq/dlm/dlmtest"
 	"github.com/dlmhq/dlm/engine"
 )
 
 // Opener returns a function that opens a store on one fresh, empty database.
 // Every call of the returned function opens another store on that same
 // database (as a restarted process would); the suite closes what it opens.
-type Opener func(t *testing.T) func() dlm.Store
+// The store reads the time from clock if it can (the embedded store does;
+// PostgreSQL uses the database's clock and ignores it); clock is nil for
+// the real one.
+type Opener func(t *testing.T) func(clock dlm.Clock) dlm.Store
 
-// Run runs the whole suite.
-func Run(t *testing.T, open Opener) {
+// Run runs the whole suite. manualClock says that the store reads the time
+// from the clock it is opened with: the tests of expiry then drive it with a
+// dlmtest.ManualClock instead of waiting for real TTLs.
+func Run(t *testing.T, open Opener, manualClock bool) {
+	run(t, suite{open: open, manual: manualClock})
+}
+
+// suite is what every test is given.
+type suite struct {
+	open   Opener
+	manual bool
+}
+
+func run(t *testing.T, open suite) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, open Opener)
+		fn   func(t *testing.T, open suite)
 	}{
 		{"AcquireRelease", testAcquireRelease},
 		{"ConflictReportsHolders", testConflictReportsHolders},
@@ -72,20 +88,56 @@ type env struct {
 	ctx    context.Context
 	store  dlm.Store
 	engine *engine.Engine
-	reopen func() dlm.Store
+	reopen func(dlm.Clock) dlm.Store
+	// clock is the manual clock of store and engine, or nil when they
+	// read the real time.
+	clock *dlmtest.ManualClock
 }
 
-func newEnv(t *testing.T, open Opener, opts engine.Options) *env {
+func newEnv(t *testing.T, open suite, opts engine.Options) *env {
 	t.Helper()
-	reopen := open(t)
-	e := &env{t: t, ctx: t.Context(), reopen: reopen}
+	e := &env{t: t, ctx: t.Context(), reopen: open.open(t)}
 	e.start(opts)
 	return e
 }
 
+// newClockedEnv is newEnv on a manual clock, if the store can read it.
+func newClockedEnv(t *testing.T, open suite, opts engine.Options) *env {
+	t.Helper()
+	e := &env{t: t, ctx: t.Context(), reopen: open.open(t)}
+	if open.manual {
+		e.clock = dlmtest.NewManualClock(time.Now())
+	}
+	e.start(opts)
+	return e
+}
+
+// pass lets d go by, then waits until cond holds. On a manual clock it
+// advances the clock by d, and then a millisecond at a time, so that the
+// sweeper, asleep on the clock, wakes; on the real clock it polls.
+func (e *env) pass(d time.Duration, what string, cond func() bool) {
+	e.t.Helper()
+	if e.clock == nil {
+		dlmtest.Eventually(e.t, what, cond)
+		return
+	}
+	e.clock.Advance(d)
+	dlmtest.Eventually(e.t, what, func() bool {
+		if cond() {
+			return true
+		}
+		e.clock.Advance(time.Millisecond)
+		return false
+	})
+}
+
 // start opens a store and an engine on it, to be closed at the end of the test.
 func (e *env) start(opts engine.Options) {
-	e.store = e.reopen()
+	var clock dlm.Clock
+	if e.clock != nil {
+		clock, opts.Clock = e.clock, e.clock
+	}
+	e.store = e.reopen(clock)
 	e.engine = engine.New(e.store, opts)
 	eng, st := e.engine, e.store
 	e.t.Cleanup(func() {

@@ -10,7 +10,7 @@ import (
 	"github.com/dlmhq/dlm/engine"
 )
 
-func testTenantIsolation(t *testing.T, open Opener) {
+func testTenantIsolation(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	mine := e.acquire(areq("iso", "a", dlm.Exclusive))
 	// Another tenant's lock of the same name is another lock.
@@ -47,7 +47,7 @@ func testTenantIsolation(t *testing.T, open Opener) {
 	}
 }
 
-func testTenantLimits(t *testing.T, open Opener) {
+func testTenantLimits(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{MaxLeasesPerTenant: 2, MaxWaitersPerTenant: 1})
 	a := e.acquire(areq("l/1", "h", dlm.Exclusive))
 	e.acquire(areq("l/2", "h", dlm.Exclusive))
@@ -72,7 +72,7 @@ func testTenantLimits(t *testing.T, open Opener) {
 	wantCode(t, err, dlm.CodeLimitExceeded)
 }
 
-func testList(t *testing.T, open Opener) {
+func testList(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	for i := range 5 {
 		e.acquire(areq(fmt.Sprintf("jobs/%d", i), "h", dlm.Shared))
@@ -110,7 +110,7 @@ func testList(t *testing.T, open Opener) {
 	}
 }
 
-func testTenantsAndKeys(t *testing.T, open Opener) {
+func testTenantsAndKeys(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	creds, err := e.engine.Bootstrap(e.ctx, "")
 	if err != nil || creds == nil || creds.AdminKey == "" || creds.TenantKey == "" {

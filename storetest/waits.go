@@ -36,7 +36,7 @@ func (e *env) waitQueued(name string, n int) {
 	dlmtest.Eventually(e.t, fmt.Sprintf("%d waiters queue on %s", n, name), func() bool { return len(e.inspect(name).Waiters) == n })
 }
 
-func testSweeperGrantsWaiter(t *testing.T, open Opener) {
+func testSweeperGrantsWaiter(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	r := areq("sweep", "a", dlm.Exclusive)
 	r.TTL = 200 * time.Millisecond
@@ -81,9 +81,9 @@ func testSweeperGrantsWaiter(t *testing.T, open Opener) {
 // minutes before anybody was told of it. C, behind B, waits on; D's
 // deadline passed while B was ahead of it, so D is dropped. An acquire that
 // retries B's idempotency key is then answered B's lease, live.
-func testLateGrantStartsNow(t *testing.T, open Opener) {
+func testLateGrantStartsNow(t *testing.T, open suite) {
 	ctx := t.Context()
-	st := open(t)()
+	st := open.open(t)(nil)
 	t.Cleanup(func() { st.Close() })
 	key := k("late")
 	req := func(id string, ttl, wait time.Duration) dlm.Request {
@@ -171,7 +171,7 @@ func testLateGrantStartsNow(t *testing.T, open Opener) {
 	}
 }
 
-func testFIFOOrder(t *testing.T, open Opener) {
+func testFIFOOrder(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	held := e.acquire(areq("fifo", "h", dlm.Exclusive))
 	const n = 6
@@ -205,7 +205,7 @@ func testFIFOOrder(t *testing.T, open Opener) {
 	}
 }
 
-func testMixedModesFIFO(t *testing.T, open Opener) {
+func testMixedModesFIFO(t *testing.T, open suite) {
 	// X0 holds; S1, X2, S3 queue. S1 first, then X2, then S3: S3 never
 	// before X2 although it is compatible with S1.
 	e := newEnv(t, open, engine.Options{})
@@ -245,7 +245,7 @@ func testMixedModesFIFO(t *testing.T, open Opener) {
 	}
 }
 
-func testWaitTimeout(t *testing.T, open Opener) {
+func testWaitTimeout(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	e.acquire(areq("t", "h", dlm.Exclusive))
 	r := areq("t", "w", dlm.Exclusive)
@@ -264,7 +264,7 @@ func testWaitTimeout(t *testing.T, open Opener) {
 	}
 }
 
-func testCancelledWaiterLeavesQueue(t *testing.T, open Opener) {
+func testCancelledWaiterLeavesQueue(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	held := e.acquire(areq("c", "h", dlm.Exclusive))
 	ctx, cancel := context.WithCancel(e.ctx)
@@ -287,7 +287,7 @@ func testCancelledWaiterLeavesQueue(t *testing.T, open Opener) {
 	}
 }
 
-func testCloseAnswersWaiters(t *testing.T, open Opener) {
+func testCloseAnswersWaiters(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	held := e.acquire(areq("close", "h", dlm.Exclusive))
 	r := areq("close", "w", dlm.Exclusive)
@@ -304,7 +304,7 @@ func testCloseAnswersWaiters(t *testing.T, open Opener) {
 	}
 }
 
-func testIdempotency(t *testing.T, open Opener) {
+func testIdempotency(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	r := areq("idem", "h", dlm.Exclusive)
 	r.IdempotencyKey = "req-1"
@@ -332,7 +332,7 @@ func testIdempotency(t *testing.T, open Opener) {
 // testIdempotencyComparesRequestedTTL: a retry is compared with the TTL the
 // acquire asked for, not with the one renewals left, for a lease granted at
 // once and for one granted from the queue, and still after a restart.
-func testIdempotencyComparesRequestedTTL(t *testing.T, open Opener) {
+func testIdempotencyComparesRequestedTTL(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	direct := areq("ttl-direct", "h", dlm.Exclusive)
 	direct.IdempotencyKey = "direct"
@@ -373,7 +373,7 @@ func testIdempotencyComparesRequestedTTL(t *testing.T, open Opener) {
 	check("after a restart")
 }
 
-func testIdempotentRetryWhileQueued(t *testing.T, open Opener) {
+func testIdempotentRetryWhileQueued(t *testing.T, open suite) {
 	// A client whose connection broke while queued retries with the same
 	// key: both requests end with the one lease, and only one is granted.
 	e := newEnv(t, open, engine.Options{})
@@ -411,7 +411,7 @@ func testIdempotentRetryWhileQueued(t *testing.T, open Opener) {
 // acquire and release random modes on a few locks; from the clients' own
 // records, no conflicting holds overlap and tokens strictly increase per lock
 // in grant order.
-func testConcurrentSafety(t *testing.T, open Opener) {
+func testConcurrentSafety(t *testing.T, open suite) {
 	e := newEnv(t, open, engine.Options{})
 	type hold struct {
 		name       string
