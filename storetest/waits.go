@@ -246,18 +246,34 @@ func testMixedModesFIFO(t *testing.T, open suite) {
 }
 
 func testWaitTimeout(t *testing.T, open suite) {
-	e := newEnv(t, open, engine.Options{})
+	e := newClockedEnv(t, open, engine.Options{})
 	e.acquire(areq("t", "h", dlm.Exclusive))
 	r := areq("t", "w", dlm.Exclusive)
 	r.Wait = 150 * time.Millisecond
-	start := time.Now()
-	_, _, err := e.engine.Acquire(e.ctx, r)
+	var err error
+	if e.clock == nil {
+		start := time.Now()
+		_, _, err = e.engine.Acquire(e.ctx, r)
+		if waited := time.Since(start); waited < r.Wait {
+			t.Errorf("gave up after %v, before wait_ms", waited)
+		}
+	} else {
+		// On the manual clock: queued, still waiting a millisecond
+		// before wait_ms has passed, answered once it has.
+		answer := e.waitFor(e.ctx, r)
+		e.waitQueued("t", 1)
+		e.clock.Advance(r.Wait - time.Millisecond)
+		select {
+		case got := <-answer:
+			t.Fatalf("answered %v with a millisecond of the wait left", got.err)
+		default:
+		}
+		e.clock.Advance(time.Millisecond)
+		err = (<-answer).err
+	}
 	de := wantCode(t, err, dlm.CodeWaitTimeout)
 	if len(de.Holders) != 1 || de.Holders[0].HolderID != "h" {
 		t.Errorf("holders = %+v", de.Holders)
-	}
-	if waited := time.Since(start); waited < r.Wait {
-		t.Errorf("gave up after %v, before wait_ms", waited)
 	}
 	if v := e.inspect("t"); len(v.Waiters) != 0 {
 		t.Errorf("the timed-out waiter is still queued: %+v", v.Waiters)
