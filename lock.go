@@ -167,7 +167,7 @@ func (s *LockState) View(now time.Time) LockState {
 // It reports false if id holds nothing at now.
 func (s *LockState) Renew(now time.Time, id string, ttl time.Duration, c *Change) (Lease, bool) {
 	s.Expire(now, c)
-	i := s.holder(id)
+	i := s.Holder(id)
 	if i < 0 {
 		return Lease{}, false
 	}
@@ -185,7 +185,7 @@ func (s *LockState) Renew(now time.Time, id string, ttl time.Duration, c *Change
 // reports false if id holds nothing at now.
 func (s *LockState) Release(now time.Time, id string, c *Change) (EndedLease, bool) {
 	s.catchUp(now, c)
-	i := s.holder(id)
+	i := s.Holder(id)
 	if i < 0 {
 		s.grantWaiters(now, c)
 		return EndedLease{}, false
@@ -211,7 +211,7 @@ func (s *LockState) ForceRelease(now time.Time, c *Change) []EndedLease {
 // lease and true.
 func (s *LockState) CancelWait(now time.Time, id, ticket string, c *Change) (Lease, bool) {
 	s.Expire(now, c)
-	if i := s.holder(id); i >= 0 {
+	if i := s.Holder(id); i >= 0 {
 		return s.Holders[i], true
 	}
 	for i := range s.Waiters {
@@ -361,7 +361,9 @@ func (s *LockState) dequeue(i int, c *Change) {
 	s.Waiters = slices.Delete(s.Waiters, i, i+1)
 }
 
-func (s *LockState) holder(id string) int {
+// Holder returns the index in Holders of lease id, or -1 if it is not (or
+// no longer) a holder.
+func (s *LockState) Holder(id string) int {
 	for i := range s.Holders {
 		if s.Holders[i].ID == id {
 			return i

@@ -155,7 +155,7 @@ type view struct {
 	// What the group's saves did so far, for the lookups that the batch
 	// answers as loaded.
 	ended map[string]*dlm.EndedLease
-	idem  map[dlm.IdempotencyKey]dlm.Key
+	idem  map[dlm.IdempotencyKey]*dlm.Key // nil: bound no more
 	usage map[string]*usage
 }
 
@@ -175,42 +175,49 @@ func (v *view) lock(key dlm.Key) *dlm.LockState {
 	return s
 }
 
-// save records what a decision did to s, for the commit.
+// save records what a decision did to s, for the commit, and keeps the
+// group's lookups in step with it: a waiter that leaves the queue or a lease
+// that ends frees its idempotency key (unless the waiter became a holder,
+// which binds it again), as it does in the store.
 func (v *view) save(s *dlm.LockState, c *dlm.Change) {
 	if c.Empty() {
 		return
 	}
 	v.saves = append(v.saves, dlm.Save{State: s, Change: c})
-	for i := range c.Ended {
-		if v.ended == nil {
-			v.ended = make(map[string]*dlm.EndedLease)
-		}
-		v.ended[c.Ended[i].ID] = &c.Ended[i]
-	}
-	for i := range c.Granted {
-		l := &c.Granted[i]
-		v.bind(l.Tenant, l.IdempotencyKey, l.Key)
-		v.count(l.Tenant).leases++
-	}
-	for i := range c.Ended {
-		v.count(c.Ended[i].Tenant).leases--
+	for i := range c.Dequeued {
+		w := &c.Dequeued[i]
+		v.bind(w.Tenant, w.IdempotencyKey, nil)
+		v.count(w.Tenant).waiters--
 	}
 	for i := range c.Queued {
 		w := &c.Queued[i]
-		v.bind(w.Tenant, w.IdempotencyKey, w.Key)
+		v.bind(w.Tenant, w.IdempotencyKey, &w.Key)
 		v.count(w.Tenant).waiters++
 	}
-	for i := range c.Dequeued {
-		v.count(c.Dequeued[i].Tenant).waiters--
+	for i := range c.Granted {
+		l := &c.Granted[i]
+		v.bind(l.Tenant, l.IdempotencyKey, &l.Key)
+		v.count(l.Tenant).leases++
+	}
+	for i := range c.Ended {
+		l := &c.Ended[i]
+		if v.ended == nil {
+			v.ended = make(map[string]*dlm.EndedLease)
+		}
+		v.ended[l.ID] = l
+		v.bind(l.Tenant, l.IdempotencyKey, nil)
+		v.count(l.Tenant).leases--
 	}
 }
 
-func (v *view) bind(tenant, idem string, k dlm.Key) {
+// bind records that tenant's idempotency key idem now names the lock k, or
+// (k nil) none.
+func (v *view) bind(tenant, idem string, k *dlm.Key) {
 	if idem == "" {
 		return
 	}
 	if v.idem == nil {
-		v.idem = make(map[dlm.IdempotencyKey]dlm.Key)
+		v.idem = make(map[dlm.IdempotencyKey]*dlm.Key)
 	}
 	v.idem[dlm.IdempotencyKey{Tenant: tenant, Key: idem}] = k
 }
@@ -240,24 +247,20 @@ func (v *view) findLease(id string) (*dlm.Lease, *dlm.EndedLease) {
 	// Every decision that removes a holder lists it in Ended, so a stored
 	// holder that the group did not end is still on its lock.
 	s := v.lock(l.Key)
-	i := holderIndex(s, id)
-	return &s.Holders[i], nil
-}
-
-func holderIndex(s *dlm.LockState, id string) int {
-	for i := range s.Holders {
-		if s.Holders[i].ID == id {
-			return i
-		}
+	if i := s.Holder(id); i >= 0 {
+		return &s.Holders[i], nil
 	}
-	return -1
+	return nil, nil
 }
 
 // idempotent is Batch.Idempotent as of the group's decisions so far.
 func (v *view) idempotent(tenant, idem string) (dlm.Key, bool) {
 	k := dlm.IdempotencyKey{Tenant: tenant, Key: idem}
 	if key, ok := v.idem[k]; ok {
-		return key, true
+		if key == nil {
+			return dlm.Key{}, false
+		}
+		return *key, true
 	}
 	return v.b.Idempotent(k)
 }

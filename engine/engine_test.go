@@ -43,14 +43,6 @@ func req(name, holder string, ttl, wait time.Duration) engine.AcquireRequest {
 	return engine.AcquireRequest{Tenant: tenant, Key: key(name), HolderID: holder, TTL: ttl, Wait: wait}
 }
 
-func code(err error) string {
-	var de *dlm.Error
-	if errors.As(err, &de) {
-		return de.Code
-	}
-	return ""
-}
-
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // The sweeper ends a lease when the clock passes its expiry, and grants
@@ -92,7 +84,7 @@ func TestExpiryOnTheManualClock(t *testing.T) {
 	if !b.AcquiredAt.Equal(epoch.Add(10*time.Second)) || b.Token <= a.Token {
 		t.Errorf("B = %+v; want granted at A's expiry with a greater token than %d", b, a.Token)
 	}
-	if _, err := e.Lease(ctx, tenant, a.ID); code(err) != dlm.CodeLeaseEnded {
+	if _, err := e.Lease(ctx, tenant, a.ID); !errors.Is(err, dlm.ErrLeaseEnded) {
 		t.Errorf("A after expiry: %v; want lease_ended", err)
 	}
 }
@@ -114,7 +106,7 @@ func TestWaitTimeoutOnTheManualClock(t *testing.T) {
 		t.Fatal(ctx.Err())
 	}
 	clock.Advance(5 * time.Second)
-	if err := <-done; code(err) != dlm.CodeWaitTimeout {
+	if err := <-done; !errors.Is(err, dlm.ErrWaitTimeout) {
 		t.Fatalf("B after 5 s of a 5 s wait: %v; want wait_timeout", err)
 	}
 }
@@ -189,9 +181,9 @@ func TestGroupRefusesOneAndCommitsTheRest(t *testing.T) {
 	var refused []string
 	for range n {
 		r := <-results
-		switch code(r.err) {
-		case "":
-		case dlm.CodeLimitExceeded:
+		switch {
+		case r.err == nil:
+		case errors.Is(r.err, dlm.ErrLimitExceeded):
 			refused = append(refused, r.name)
 		default:
 			t.Fatalf("acquire %s: %v", r.name, r.err)
@@ -211,5 +203,60 @@ func TestGroupRefusesOneAndCommitsTheRest(t *testing.T) {
 	}
 	if len(s.Holders) != 0 || s.Token != 0 {
 		t.Errorf("the refused lock %s = %+v; want untouched", refused[0], s)
+	}
+}
+
+// A lease released earlier in a group frees its idempotency key for the
+// decisions after it, as a release committed before would: an acquire of
+// another lock with that key in the same group is granted, not refused as a
+// reuse.
+func TestGroupFreesIdempotencyKeyOfEndedLease(t *testing.T) {
+	clock := dlmtest.NewManualClock(epoch)
+	st, err := sqlite.OpenWith(filepath.Join(t.TempDir(), "dlm.db"), sqlite.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	g := &gatedStore{Store: st, loaded: make(chan struct{}), open: make(chan struct{})}
+	e := start(t, g, clock, engine.Options{})
+	ctx := t.Context()
+	first := req("k1", "h", time.Hour, 0)
+	first.IdempotencyKey = "job-7"
+	held, _, err := e.Acquire(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	g.mu.Lock()
+	g.armed = true
+	g.mu.Unlock()
+	gate := make(chan error, 1)
+	go func() {
+		_, _, err := e.Acquire(ctx, req("gate", "h", time.Hour, 0))
+		gate <- err
+	}()
+	<-g.loaded
+	released := make(chan error, 1)
+	go func() {
+		_, err := e.Release(ctx, tenant, held.ID)
+		released <- err
+	}()
+	dlmtest.Eventually(t, "the release queued behind the gate", func() bool { return engine.Queued(e) == 1 })
+	again := req("k2", "h", time.Hour, 0)
+	again.IdempotencyKey = "job-7"
+	acquired := make(chan error, 1)
+	go func() {
+		_, _, err := e.Acquire(ctx, again)
+		acquired <- err
+	}()
+	dlmtest.Eventually(t, "the acquire queued after it", func() bool { return engine.Queued(e) == 2 })
+	close(g.open)
+	for _, c := range []chan error{gate, released, acquired} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(g.needs) != 3 || len(g.needs[2].Keys) != 1 || len(g.needs[2].Leases) != 1 {
+		t.Fatalf("loads %+v; want the release and the acquire in one group", g.needs)
 	}
 }
