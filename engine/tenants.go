@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"strings"
 	"time"
 
@@ -118,7 +117,7 @@ func (e *Engine) Bootstrap(ctx context.Context, adminKey string) (creds *Credent
 	var first dlm.APIKey
 	first, c.TenantKeyID, c.TenantKey = newAPIKey(DefaultTenant, now)
 	err = e.store.CreateTenant(ctx, dlm.Tenant{Name: DefaultTenant, CreatedAt: now}, first)
-	if de := (*dlm.Error)(nil); errors.As(err, &de) && de.Code == dlm.CodeInvalidArgument {
+	if dlm.ErrorCode(err) == dlm.CodeInvalidArgument {
 		err = e.store.PutAPIKey(ctx, first) // a start cut short made the tenant
 	}
 	if err != nil {
@@ -156,9 +155,6 @@ func (e *Engine) CreateTenant(ctx context.Context, name string) (t dlm.Tenant, k
 	if err := dlm.ValidateTenantName(name); err != nil {
 		return t, "", "", err
 	}
-	if _, err := e.Tenant(ctx, name); err == nil {
-		return t, "", "", dlm.Invalid("name", "tenant %q exists", name)
-	}
 	t = dlm.Tenant{Name: name, CreatedAt: e.now()}
 	var first dlm.APIKey
 	first, keyID, key = newAPIKey(name, t.CreatedAt)
@@ -195,6 +191,8 @@ func (e *Engine) Tenant(ctx context.Context, name string) (t dlm.Tenant, err err
 
 // CreateKey adds an API key to tenant, shown only now. Errors: not_found.
 func (e *Engine) CreateKey(ctx context.Context, tenant string) (keyID, key string, err error) {
+	// The store refuses a key of an unknown tenant too, but takes tenant ""
+	// for the admin's: only a real tenant may get a key here.
 	if _, err := e.Tenant(ctx, tenant); err != nil {
 		return "", "", err
 	}
