@@ -87,6 +87,35 @@ type Lease struct {
 	// TTL but never this, so that a retry with the same idempotency key
 	// is compared with the original request (guarantee 6).
 	RequestedTTL time.Duration
+	Terms
+}
+
+// Terms are what an acquire may ask for beyond its mode and TTL. A lease
+// and a waiter keep the terms they were asked with.
+type Terms struct {
+	// Limit, on a shared lease, makes the lock a semaphore of at most
+	// Limit holders at once. Every holder and waiter of a lock has the same
+	// Limit (0: none, for any mode).
+	Limit int
+	// LockDelay keeps the lock from being granted to anyone for this long
+	// after the lease ends by expiry or force-release, not by release: a
+	// holder that lost its lock without knowing it gets time to notice.
+	LockDelay time.Duration
+	// MaxHold caps the lease's expiry at AcquiredAt+MaxHold, whatever the
+	// renewals (0: no cap).
+	MaxHold time.Duration
+}
+
+// expiry is when a lease of these terms granted or renewed at now with ttl
+// runs out: now+ttl, capped by MaxHold from acquired.
+func (t Terms) expiry(acquired, now time.Time, ttl time.Duration) time.Time {
+	end := now.Add(ttl)
+	if t.MaxHold > 0 {
+		if limit := acquired.Add(t.MaxHold); limit.Before(end) {
+			return limit
+		}
+	}
+	return end
 }
 
 // Live reports whether l is held at now. A lease is held strictly before its
@@ -143,4 +172,11 @@ type Waiter struct {
 	Ticket   string
 	QueuedAt time.Time
 	Deadline time.Time
+	Terms
+	// Group is set on the entries of a multi-lock acquire, one per lock it
+	// asks for: the ID of its entry on the first of them (see AcquireAll).
+	// GroupKeys are those locks, in the order asked. An entry with a Group
+	// is granted only with the others, by GrantGroup.
+	Group     string
+	GroupKeys []Key
 }

@@ -38,6 +38,9 @@ type Error struct {
 	Message string
 	// Holders is set for lock_conflict and wait_timeout: who holds the lock.
 	Holders []Lease
+	// Lock is set for the lock_conflict and wait_timeout of a multi-lock
+	// acquire: the name of a lock that blocked it, whose Holders these are.
+	Lock string
 	// Reason is set for lease_ended.
 	Reason EndReason
 	// Field is set for invalid_argument: which input was wrong.

@@ -22,6 +22,10 @@ type LockState struct {
 	Floor   int64
 	Holders []Lease
 	Waiters []Waiter // ordered by Seq
+	// DelayUntil, while in the future, is the end of a lock-delay (see
+	// Terms.LockDelay): nobody is granted the lock before it. It is
+	// cleared once it has passed.
+	DelayUntil time.Time
 }
 
 // Change records what one operation did to a LockState, so that a store can
@@ -41,11 +45,14 @@ type Change struct {
 	Retaken  []Waiter     // waiters taken over by a retried request
 	Dequeued []Waiter     // waiters removed: granted, cancelled or timed out
 	Events   []Event
+	// Delayed reports that the lock's DelayUntil changed (a lock-delay
+	// began or ran out): the store saves the state's DelayUntil.
+	Delayed bool
 }
 
 // Empty reports whether c records nothing.
 func (c *Change) Empty() bool {
-	return len(c.Granted)+len(c.Renewed)+len(c.Ended)+len(c.Queued)+len(c.Retaken)+len(c.Dequeued)+len(c.Events) == 0
+	return !c.Delayed && len(c.Granted)+len(c.Renewed)+len(c.Ended)+len(c.Queued)+len(c.Retaken)+len(c.Dequeued)+len(c.Events) == 0
 }
 
 // Request is an acquire as the core sees it: validated, with the ID the lease
@@ -59,6 +66,7 @@ type Request struct {
 	TTL            time.Duration
 	Wait           time.Duration // 0: try once
 	IdempotencyKey string
+	Terms
 }
 
 // Outcome is how an acquire ended.
@@ -78,50 +86,90 @@ const (
 // It returns the lease for Granted and Replayed, the waiter for Queued, and
 // an idempotency_key_reused error when the key names a different request:
 // another mode, holder or TTL than the one first made with it.
+//
+// A semaphore request (r.Limit > 0) on a lock held or queued for with
+// another limit, or a request without one on a semaphore, is an
+// invalid_argument error naming limit.
 func (s *LockState) Acquire(now time.Time, r Request, c *Change) (Outcome, Lease, Waiter, error) {
 	s.Expire(now, c)
 	if r.IdempotencyKey != "" {
-		for i := range s.Holders {
-			h := &s.Holders[i]
-			if h.Tenant == r.Tenant && h.IdempotencyKey == r.IdempotencyKey {
-				// Compared with what was asked, not with the lease as
-				// renewals left it.
-				if h.Mode != r.Mode || h.HolderID != r.HolderID || h.RequestedTTL != r.TTL {
-					return 0, Lease{}, Waiter{}, reusedKey()
-				}
-				return Replayed, *h, Waiter{}, nil
+		if h, err := s.idempotentHolder(r); h != nil || err != nil {
+			if err != nil {
+				return 0, Lease{}, Waiter{}, err
 			}
+			return Replayed, *h, Waiter{}, nil
 		}
-		for i := range s.Waiters {
-			w := &s.Waiters[i]
-			if w.Tenant == r.Tenant && w.IdempotencyKey == r.IdempotencyKey {
-				if w.Mode != r.Mode || w.HolderID != r.HolderID || w.TTL != r.TTL {
-					return 0, Lease{}, Waiter{}, reusedKey()
-				}
-				if r.Wait <= 0 {
-					// Tried once: not granted yet, and the queue entry
-					// stays with the request that waits on it.
-					return Conflict, Lease{}, Waiter{}, nil
-				}
-				// The retry takes over the queue entry and keeps its place.
-				w.Ticket = r.ID
-				w.Deadline = now.Add(r.Wait)
-				c.Retaken = append(c.Retaken, *w)
-				return Queued, Lease{}, *w, nil
+		if w, err := s.idempotentWaiter(r); w != nil || err != nil {
+			if err != nil {
+				return 0, Lease{}, Waiter{}, err
 			}
+			if r.Wait <= 0 {
+				// Tried once: not granted yet, and the queue entry
+				// stays with the request that waits on it.
+				return Conflict, Lease{}, Waiter{}, nil
+			}
+			s.retake(now, w, r.ID, r.Wait, c)
+			return Queued, Lease{}, *w, nil
 		}
 	}
-	if len(s.Waiters) == 0 && s.compatible(r.Mode) {
-		l := s.grant(now, r.ID, r.Tenant, r.Mode, r.HolderID, r.TTL, r.IdempotencyKey, c)
-		return Granted, l, Waiter{}, nil
+	if err := s.CheckLimit(r.Limit); err != nil {
+		return 0, Lease{}, Waiter{}, err
+	}
+	if len(s.Waiters) == 0 && s.grantable(now, r.Mode, r.Limit) {
+		return Granted, s.grant(now, r, c), Waiter{}, nil
 	}
 	if r.Wait <= 0 {
 		return Conflict, Lease{}, Waiter{}, nil
 	}
+	return Queued, Lease{}, s.queue(now, r, r.ID, "", nil, c), nil
+}
+
+// idempotentHolder returns the holder made with r's idempotency key, if
+// any, or an error if it was made by another request. A request is
+// compared with what was asked, not with the lease as renewals left it.
+func (s *LockState) idempotentHolder(r Request) (*Lease, error) {
+	for i := range s.Holders {
+		h := &s.Holders[i]
+		if h.Tenant == r.Tenant && h.IdempotencyKey == r.IdempotencyKey {
+			if h.Mode != r.Mode || h.HolderID != r.HolderID || h.RequestedTTL != r.TTL {
+				return nil, reusedKey()
+			}
+			return h, nil
+		}
+	}
+	return nil, nil
+}
+
+// idempotentWaiter is idempotentHolder for the queue.
+func (s *LockState) idempotentWaiter(r Request) (*Waiter, error) {
+	for i := range s.Waiters {
+		w := &s.Waiters[i]
+		if w.Tenant == r.Tenant && w.IdempotencyKey == r.IdempotencyKey {
+			if w.Mode != r.Mode || w.HolderID != r.HolderID || w.TTL != r.TTL {
+				return nil, reusedKey()
+			}
+			return w, nil
+		}
+	}
+	return nil, nil
+}
+
+// retake hands the queue entry w to the retried request ticket: it keeps
+// its place, with a new deadline.
+func (s *LockState) retake(now time.Time, w *Waiter, ticket string, wait time.Duration, c *Change) {
+	w.Ticket = ticket
+	w.Deadline = now.Add(wait)
+	c.Retaken = append(c.Retaken, *w)
+}
+
+// queue appends r to the queue for the request ticket, as an entry of
+// group if that is not "".
+func (s *LockState) queue(now time.Time, r Request, ticket, group string, keys []Key, c *Change) Waiter {
 	w := Waiter{
 		ID: r.ID, Tenant: r.Tenant, Key: s.Key, Mode: r.Mode,
 		Seq: 1, HolderID: r.HolderID, TTL: r.TTL, IdempotencyKey: r.IdempotencyKey,
-		Ticket: r.ID, QueuedAt: now, Deadline: now.Add(r.Wait),
+		Ticket: ticket, QueuedAt: now, Deadline: now.Add(r.Wait), Terms: r.Terms,
+		Group: group, GroupKeys: keys,
 	}
 	if n := len(s.Waiters); n > 0 {
 		w.Seq = s.Waiters[n-1].Seq + 1
@@ -129,20 +177,46 @@ func (s *LockState) Acquire(now time.Time, r Request, c *Change) (Outcome, Lease
 	s.Waiters = append(s.Waiters, w)
 	c.Queued = append(c.Queued, w)
 	c.Events = append(c.Events, Event{Type: EventWaiting, Key: s.Key, HolderID: w.HolderID, Mode: w.Mode, At: now})
-	return Queued, Lease{}, w, nil
+	return w
+}
+
+// CheckLimit refuses a request with semaphore limit (0: none) if the lock
+// is held or queued for with another: a lock's holders and waiters all
+// agree on its limit.
+func (s *LockState) CheckLimit(limit int) error {
+	have, ok := 0, false
+	if len(s.Holders) > 0 {
+		have, ok = s.Holders[0].Limit, true
+	} else if len(s.Waiters) > 0 {
+		have, ok = s.Waiters[0].Limit, true
+	}
+	if !ok || have == limit {
+		return nil
+	}
+	if have == 0 {
+		return Invalid("limit", "lock %q is held or queued for without a limit", s.Key.Name)
+	}
+	return Invalid("limit", "lock %q is a semaphore of %d: ask with limit %d", s.Key.Name, have, have)
 }
 
 func reusedKey() error {
 	return Errorf(CodeIdempotencyKeyReused, "idempotency key was used for a different request")
 }
 
-// WouldGrant reports whether an acquire in mode m would be granted at now,
-// without changing s (a dry run). Like Acquire, it first lets expiry grant
-// the waiters that a holder past its expiry was blocking.
-func (s *LockState) WouldGrant(now time.Time, m Mode) bool {
-	v := LockState{Key: s.Key, Token: s.Token, Holders: slices.Clone(s.Holders), Waiters: slices.Clone(s.Waiters)}
+// WouldGrant reports whether an acquire in mode m with semaphore limit
+// (0: none) would be granted at now, without changing s (a dry run). Like
+// Acquire, it first lets expiry grant the waiters that a holder past its
+// expiry was blocking.
+func (s *LockState) WouldGrant(now time.Time, m Mode, limit int) bool {
+	v := s.clone()
 	v.Expire(now, &Change{})
-	return len(v.Waiters) == 0 && v.compatible(m)
+	return len(v.Waiters) == 0 && v.CheckLimit(limit) == nil && v.grantable(now, m, limit)
+}
+
+func (s *LockState) clone() LockState {
+	v := *s
+	v.Holders, v.Waiters = slices.Clone(s.Holders), slices.Clone(s.Waiters)
+	return v
 }
 
 // View returns a copy of s as it stands at now: expired holders and waiters
@@ -150,6 +224,9 @@ func (s *LockState) WouldGrant(now time.Time, m Mode) bool {
 // so that an expired lease is never shown as held.
 func (s *LockState) View(now time.Time) LockState {
 	v := LockState{Key: s.Key, Token: s.Token, Holders: []Lease{}, Waiters: []Waiter{}}
+	if now.Before(s.DelayUntil) {
+		v.DelayUntil = s.DelayUntil
+	}
 	for _, h := range s.Holders {
 		if h.Live(now) {
 			v.Holders = append(v.Holders, h)
@@ -163,8 +240,9 @@ func (s *LockState) View(now time.Time) LockState {
 	return v
 }
 
-// Renew extends the live lease id to now+ttl (ttl 0: the lease's own TTL).
-// It reports false if id holds nothing at now.
+// Renew extends the live lease id to now+ttl (ttl 0: the lease's own TTL),
+// or to its MaxHold if that comes first. It reports false if id holds
+// nothing at now.
 func (s *LockState) Renew(now time.Time, id string, ttl time.Duration, c *Change) (Lease, bool) {
 	s.Expire(now, c)
 	i := s.Holder(id)
@@ -175,7 +253,7 @@ func (s *LockState) Renew(now time.Time, id string, ttl time.Duration, c *Change
 	if ttl > 0 {
 		h.TTL = ttl
 	}
-	h.ExpiresAt = now.Add(h.TTL)
+	h.ExpiresAt = h.expiry(h.AcquiredAt, now, h.TTL)
 	c.Renewed = append(c.Renewed, *h)
 	c.Events = append(c.Events, leaseEvent(EventRenewed, h, now))
 	return *h, true
@@ -256,9 +334,13 @@ func (s *LockState) catchUp(now time.Time, c *Change) {
 	}
 }
 
-// dropDue ends the holders whose lease has run out at t and drops the
-// waiters whose deadline has come.
+// dropDue ends the holders whose lease has run out at t, drops the waiters
+// whose deadline has come, and clears a lock-delay that is over.
 func (s *LockState) dropDue(t time.Time, c *Change) {
+	if !s.DelayUntil.IsZero() && !t.Before(s.DelayUntil) {
+		s.DelayUntil = time.Time{}
+		c.Delayed = true
+	}
 	for i := 0; i < len(s.Holders); {
 		if s.Holders[i].Live(t) {
 			i++
@@ -276,9 +358,10 @@ func (s *LockState) dropDue(t time.Time, c *Change) {
 }
 
 // NextDue returns the earliest time at which s changes by itself: a lease
-// expiry or a waiter deadline. It returns the zero time if nothing is due.
+// expiry, a waiter deadline or the end of a lock-delay. It returns the zero
+// time if nothing is due.
 func (s *LockState) NextDue() time.Time {
-	var t time.Time
+	t := s.DelayUntil
 	for _, h := range s.Holders {
 		if t.IsZero() || h.ExpiresAt.Before(t) {
 			t = h.ExpiresAt
@@ -293,13 +376,25 @@ func (s *LockState) NextDue() time.Time {
 }
 
 // grantWaiters grants waiters from the head of the queue for as long as each
-// is compatible with the holders, so consecutive shared waiters are granted
-// together and nobody overtakes an earlier waiter.
+// is grantable, so consecutive shared waiters are granted together and
+// nobody overtakes an earlier waiter. It stops at the entry of a
+// multi-lock acquire, which only GrantGroup grants, with its other locks.
 func (s *LockState) grantWaiters(now time.Time, c *Change) {
-	for len(s.Waiters) > 0 && s.compatible(s.Waiters[0].Mode) {
+	for len(s.Waiters) > 0 {
 		w := s.Waiters[0]
+		if w.Group != "" || !s.grantable(now, w.Mode, w.Limit) {
+			return
+		}
 		s.dequeue(0, c)
-		s.grant(now, w.ID, w.Tenant, w.Mode, w.HolderID, w.TTL, w.IdempotencyKey, c)
+		s.grant(now, w.request(), c)
+	}
+}
+
+// request is the acquire that w stands for.
+func (w *Waiter) request() Request {
+	return Request{
+		ID: w.ID, Tenant: w.Tenant, Key: w.Key, Mode: w.Mode, HolderID: w.HolderID,
+		TTL: w.TTL, IdempotencyKey: w.IdempotencyKey, Terms: w.Terms,
 	}
 }
 
@@ -317,7 +412,13 @@ func TokenFloor(now time.Time) int64 {
 	return now.Unix() << 20
 }
 
-func (s *LockState) compatible(m Mode) bool {
+// grantable reports whether the holders leave room at now for one more
+// lease in mode m with semaphore limit (0: none): no lock-delay in force,
+// compatible with every holder, and fewer holders than the limit.
+func (s *LockState) grantable(now time.Time, m Mode, limit int) bool {
+	if now.Before(s.DelayUntil) || limit > 0 && len(s.Holders) >= limit {
+		return false
+	}
 	for i := range s.Holders {
 		if !Compatible(m, s.Holders[i].Mode) {
 			return false
@@ -326,12 +427,12 @@ func (s *LockState) compatible(m Mode) bool {
 	return true
 }
 
-func (s *LockState) grant(now time.Time, id, tenant string, m Mode, holder string, ttl time.Duration, idem string, c *Change) Lease {
+func (s *LockState) grant(now time.Time, r Request, c *Change) Lease {
 	s.Token = max(s.Token+1, s.Floor)
 	l := Lease{
-		ID: id, Tenant: tenant, Key: s.Key, Mode: m, HolderID: holder,
-		Token: s.Token, TTL: ttl, AcquiredAt: now, ExpiresAt: now.Add(ttl),
-		IdempotencyKey: idem, RequestedTTL: ttl,
+		ID: r.ID, Tenant: r.Tenant, Key: s.Key, Mode: r.Mode, HolderID: r.HolderID,
+		Token: s.Token, TTL: r.TTL, AcquiredAt: now, ExpiresAt: r.expiry(now, now, r.TTL),
+		IdempotencyKey: r.IdempotencyKey, RequestedTTL: r.TTL, Terms: r.Terms,
 	}
 	s.Holders = append(s.Holders, l)
 	c.Granted = append(c.Granted, l)
@@ -349,6 +450,12 @@ func (s *LockState) end(i int, why EndReason, now time.Time, c *Change) EndedLea
 		t = EventExpired
 	case ForceReleased:
 		t = EventForceReleased
+	}
+	if why != Released && e.LockDelay > 0 {
+		if until := e.EndedAt.Add(e.LockDelay); until.After(s.DelayUntil) {
+			s.DelayUntil = until
+			c.Delayed = true
+		}
 	}
 	s.Holders = slices.Delete(s.Holders, i, i+1)
 	c.Ended = append(c.Ended, e)

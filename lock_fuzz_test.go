@@ -297,7 +297,7 @@ func (fz *lockFuzz) stepOnce(r *fzReader) {
 		if v.Token != fz.m.token {
 			fz.fail("View token %d, model %d", v.Token, fz.m.token)
 		}
-		got := fz.s.WouldGrant(fz.now, m)
+		got := fz.s.WouldGrant(fz.now, m, 0)
 		if want := fz.m.wouldGrant(fz.now, m); got != want {
 			fz.fail("WouldGrant(%v) = %v, model says %v", m, got, want)
 		}
@@ -933,7 +933,7 @@ func TestDryRunGrantsWaitersDueFirst(t *testing.T) {
 		t.Fatalf("S1: %v, %v", out, err)
 	}
 	at := fzStart.Add(time.Second) // X's expiry; no sweeper has run
-	dry := s.WouldGrant(at, dlm.Shared)
+	dry := s.WouldGrant(at, dlm.Shared, 0)
 	s2 := dlm.Request{ID: "S2", Tenant: "acme", Key: fzKey, Mode: dlm.Shared, HolderID: "s2", TTL: time.Second}
 	out, _, _, err := s.Acquire(at, s2, &c)
 	if err != nil {

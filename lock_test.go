@@ -112,7 +112,7 @@ func TestExpiryExactlyAtExpiresAt(t *testing.T) {
 	if out, _, _, _ := s.Acquire(just, req("B", dlm.Exclusive, 0), &c); out != dlm.Conflict {
 		t.Errorf("1ns before expiry: %v, want conflict", out)
 	}
-	if !s.WouldGrant(l.ExpiresAt, dlm.Exclusive) {
+	if !s.WouldGrant(l.ExpiresAt, dlm.Exclusive, 0) {
 		t.Errorf("at expires_at the lease still counts as held in a dry run")
 	}
 	if v := s.View(l.ExpiresAt); len(v.Holders) != 0 {

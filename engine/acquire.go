@@ -18,6 +18,32 @@ type AcquireRequest struct {
 	TTL            time.Duration // default 30s; else 100ms..MaxTTL
 	Wait           time.Duration // 0: try once; else up to MaxWait in the FIFO queue
 	IdempotencyKey string        // optional
+	Limit          int           // with Shared: a semaphore of at most this many holders (1..MaxLimit)
+	LockDelay      time.Duration // 0..MaxLockDelay; see dlm.Terms
+	MaxHold        time.Duration // 0 (none) or at least the least TTL; see dlm.Terms
+}
+
+// Bounds of the lock features' fields.
+const (
+	MaxLimit     = 10000
+	MaxLockDelay = time.Minute
+)
+
+// terms validates the lock features' fields of a request in mode m.
+func terms(m dlm.Mode, limit int, delay, maxHold time.Duration) (dlm.Terms, error) {
+	if limit < 0 || limit > MaxLimit {
+		return dlm.Terms{}, dlm.Invalid("limit", "must be between 1 and %d", MaxLimit)
+	}
+	if limit > 0 && m != dlm.Shared {
+		return dlm.Terms{}, dlm.Invalid("limit", "a semaphore is shared: give mode shared")
+	}
+	if delay < 0 || delay > MaxLockDelay {
+		return dlm.Terms{}, outOfRange("lock_delay_ms", 0, MaxLockDelay)
+	}
+	if maxHold != 0 && maxHold < dlm.MinTTLMillis*time.Millisecond {
+		return dlm.Terms{}, dlm.Invalid("max_hold_ms", "must be at least %d", dlm.MinTTLMillis)
+	}
+	return dlm.Terms{Limit: limit, LockDelay: delay, MaxHold: maxHold}, nil
 }
 
 // request validates r and turns it into the core's form.
@@ -49,9 +75,13 @@ func (e *Engine) request(r AcquireRequest) (dlm.Request, error) {
 			return dlm.Request{}, err
 		}
 	}
+	t, err := terms(r.Mode, r.Limit, r.LockDelay, r.MaxHold)
+	if err != nil {
+		return dlm.Request{}, err
+	}
 	return dlm.Request{
 		ID: newID(), Tenant: r.Tenant, Key: r.Key, Mode: r.Mode, HolderID: r.HolderID,
-		TTL: r.TTL, Wait: r.Wait, IdempotencyKey: r.IdempotencyKey,
+		TTL: r.TTL, Wait: r.Wait, IdempotencyKey: r.IdempotencyKey, Terms: t,
 	}, nil
 }
 
@@ -104,6 +134,7 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 		out     dlm.Outcome
 		waiter  dlm.Waiter
 		holders []dlm.Lease
+		delayed time.Time
 	)
 	need := dlm.Need{Keys: []dlm.Key{req.Key}, Tenants: []string{req.Tenant}}
 	if req.IdempotencyKey != "" {
@@ -138,7 +169,8 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 			return err
 		}
 		if out == dlm.Conflict {
-			holders = s.View(v.now).Holders
+			view := s.View(v.now)
+			holders, delayed = view.Holders, view.DelayUntil
 		}
 		v.save(s, c)
 		return nil
@@ -152,7 +184,7 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 	case dlm.Replayed:
 		return lease, true, nil
 	case dlm.Conflict:
-		return dlm.Lease{}, false, &dlm.Error{Code: dlm.CodeLockConflict, Message: "lock is held", Holders: holders}
+		return dlm.Lease{}, false, conflict(holders, delayed)
 	}
 	if waiter.ID != req.ID {
 		// A retry took over the queue entry of an earlier request: listen
@@ -172,6 +204,16 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 		e.opts.Observer.Waited(e.now().Sub(start), outcome)
 	}
 	return lease, replayed && err == nil, err
+}
+
+// conflict is the lock_conflict error of a lock held by holders, or in a
+// lock-delay until delayed (if that is not zero).
+func conflict(holders []dlm.Lease, delayed time.Time) *dlm.Error {
+	msg := "lock is held"
+	if !delayed.IsZero() {
+		msg = "lock is in a lock-delay until " + delayed.UTC().Format(time.RFC3339Nano)
+	}
+	return &dlm.Error{Code: dlm.CodeLockConflict, Message: msg, Holders: holders}
 }
 
 // checkUsage enforces the per-tenant caps on a new lease or a new waiter,

@@ -141,8 +141,9 @@ func (e *Engine) runGroup(ops []*op) {
 		return
 	}
 	for _, s := range v.saves {
-		e.afterCommit(s.Change)
+		e.afterCommit(s)
 	}
+	e.grantReadyGroups(v)
 }
 
 // view is a group's loaded state as its decisions see it: the batch plus

@@ -220,7 +220,8 @@ var errShuttingDown = dlm.Errorf(dlm.CodeUnavailable, "server is shutting down")
 // afterCommit tells the observer about c, hands grants to the acquires
 // parked on them, tells the feed and the pruner about new events and makes
 // sure the sweeper wakes for the earliest new expiry.
-func (e *Engine) afterCommit(c *dlm.Change) {
+func (e *Engine) afterCommit(save dlm.Save) {
+	c := save.Change
 	if e.opts.Observer != nil {
 		e.opts.Observer.Changed(c)
 	}
@@ -242,6 +243,9 @@ func (e *Engine) afterCommit(c *dlm.Change) {
 	}
 	for i := range c.Queued {
 		due = earliest(due, c.Queued[i].Deadline)
+	}
+	if c.Delayed && !save.State.DelayUntil.IsZero() {
+		due = earliest(due, save.State.DelayUntil)
 	}
 	if !due.IsZero() {
 		e.sweeper.wakeBy(due)

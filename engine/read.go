@@ -26,7 +26,7 @@ func (e *Engine) DryRun(ctx context.Context, r AcquireRequest) (res DryRunResult
 			return err
 		}
 		v := s.View(tx.Now())
-		res = DryRunResult{WouldGrant: v.WouldGrant(tx.Now(), req.Mode), Holders: v.Holders, Waiters: len(v.Waiters)}
+		res = DryRunResult{WouldGrant: v.WouldGrant(tx.Now(), req.Mode, req.Limit), Holders: v.Holders, Waiters: len(v.Waiters)}
 		return nil
 	})
 	return res, err
