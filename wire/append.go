@@ -32,6 +32,18 @@ func (l *Lease) AppendJSON(b []byte) []byte {
 	b = appendTime(b, l.AcquiredAt)
 	b = append(b, `,"expires_at":`...)
 	b = appendTime(b, l.ExpiresAt)
+	if l.Limit != 0 {
+		b = append(b, `,"limit":`...)
+		b = strconv.AppendInt(b, int64(l.Limit), 10)
+	}
+	if l.LockDelayMs != 0 {
+		b = append(b, `,"lock_delay_ms":`...)
+		b = strconv.AppendInt(b, l.LockDelayMs, 10)
+	}
+	if l.MaxHoldMs != 0 {
+		b = append(b, `,"max_hold_ms":`...)
+		b = strconv.AppendInt(b, l.MaxHoldMs, 10)
+	}
 	if l.Replayed {
 		b = append(b, `,"replayed":true`...)
 	}

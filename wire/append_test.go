@@ -24,10 +24,12 @@ func TestLeaseAppendJSONMatchesMarshal(t *testing.T) {
 }
 
 func FuzzLeaseAppendJSON(f *testing.F) {
-	f.Add("id", "name", "holder", int64(7), int64(100), int64(1e18), true)
-	f.Fuzz(func(t *testing.T, id, name, holder string, token, ttl, nanos int64, replayed bool) {
+	f.Add("id", "name", "holder", int64(7), int64(100), int64(1e18), true, 0, int64(0), int64(0))
+	f.Add("id", "name", "holder", int64(7), int64(100), int64(1e18), false, 3, int64(500), int64(60000))
+	f.Fuzz(func(t *testing.T, id, name, holder string, token, ttl, nanos int64, replayed bool, limit int, delay, maxHold int64) {
 		at := time.Unix(0, nanos).UTC()
-		l := Lease{LeaseID: id, Name: name, Scope: "tenant", Mode: "shared", HolderID: holder, FencingToken: token, TTLMs: ttl, AcquiredAt: at, ExpiresAt: at, Replayed: replayed}
+		l := Lease{LeaseID: id, Name: name, Scope: "tenant", Mode: "shared", HolderID: holder, FencingToken: token, TTLMs: ttl, AcquiredAt: at, ExpiresAt: at, Replayed: replayed,
+			Limit: limit, LockDelayMs: delay, MaxHoldMs: maxHold}
 		want, err := json.Marshal(l)
 		if err != nil {
 			return // a time json.Marshal refuses (a year past 9999) is never sent

@@ -25,7 +25,11 @@ type Lease struct {
 	TTLMs        int64     `json:"ttl_ms"`
 	AcquiredAt   time.Time `json:"acquired_at"`
 	ExpiresAt    time.Time `json:"expires_at"`
-	Replayed     bool      `json:"replayed,omitempty"`
+	// The lock features the lease was acquired with, when asked for.
+	Limit       int   `json:"limit,omitempty"`
+	LockDelayMs int64 `json:"lock_delay_ms,omitempty"`
+	MaxHoldMs   int64 `json:"max_hold_ms,omitempty"`
+	Replayed    bool  `json:"replayed,omitempty"`
 }
 
 // Holder is l as anybody may see it: without its ID.
@@ -39,6 +43,9 @@ func Holder(l *dlm.Lease) Lease {
 		TTLMs:        l.TTL.Milliseconds(),
 		AcquiredAt:   l.AcquiredAt.UTC(),
 		ExpiresAt:    l.ExpiresAt.UTC(),
+		Limit:        l.Limit,
+		LockDelayMs:  l.LockDelay.Milliseconds(),
+		MaxHoldMs:    l.MaxHold.Milliseconds(),
 	}
 }
 
@@ -64,6 +71,10 @@ type Waiter struct {
 	Mode         string    `json:"mode"`
 	QueuedAt     time.Time `json:"queued_at"`
 	WaitDeadline time.Time `json:"wait_deadline"`
+	Limit        int       `json:"limit,omitempty"`
+	// Locks, for the entry of a multi-lock acquire, is how many locks it
+	// waits for together.
+	Locks int `json:"locks,omitempty"`
 }
 
 // Lock is a lock as inspect and list show it.
@@ -73,6 +84,12 @@ type Lock struct {
 	FencingToken int64    `json:"fencing_token"`
 	Holders      []Lease  `json:"holders"`
 	Waiters      []Waiter `json:"waiters"`
+	// Limit is the lock's semaphore limit while it has holders or waiters
+	// that gave one.
+	Limit int `json:"limit,omitempty"`
+	// LockDelayUntil is set while a lock-delay keeps the lock from being
+	// granted.
+	LockDelayUntil *time.Time `json:"lock_delay_until,omitempty"`
 }
 
 // FromLock shows s, holders without their IDs.
@@ -85,9 +102,47 @@ func FromLock(s *dlm.LockState) Lock {
 		Waiters:      make([]Waiter, len(s.Waiters)),
 	}
 	for i, x := range s.Waiters {
-		w.Waiters[i] = Waiter{HolderID: x.HolderID, Mode: x.Mode.String(), QueuedAt: x.QueuedAt.UTC(), WaitDeadline: x.Deadline.UTC()}
+		w.Waiters[i] = Waiter{
+			HolderID: x.HolderID, Mode: x.Mode.String(), QueuedAt: x.QueuedAt.UTC(), WaitDeadline: x.Deadline.UTC(),
+			Limit: x.Limit, Locks: len(x.GroupKeys),
+		}
+		w.Limit = x.Limit
+	}
+	if len(s.Holders) > 0 {
+		w.Limit = s.Holders[0].Limit
+	}
+	if !s.DelayUntil.IsZero() {
+		t := s.DelayUntil.UTC()
+		w.LockDelayUntil = &t
 	}
 	return w
+}
+
+// LockRef is one lock of a multi-lock acquire.
+type LockRef struct {
+	Name  string `json:"name"`
+	Mode  string `json:"mode,omitempty"`
+	Scope string `json:"scope,omitempty"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// AcquireManyBody is the body of POST /v1/acquire (and of the session op
+// acquire_many): 2 to 64 locks, all or nothing.
+type AcquireManyBody struct {
+	Locks          []LockRef `json:"locks"`
+	HolderID       string    `json:"holder_id"`
+	TTLMs          *int64    `json:"ttl_ms,omitempty"`
+	WaitMs         *int64    `json:"wait_ms,omitempty"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	LockDelayMs    *int64    `json:"lock_delay_ms,omitempty"`
+	MaxHoldMs      *int64    `json:"max_hold_ms,omitempty"`
+}
+
+// Leases is the answer to a multi-lock acquire: the leases in the order of
+// the request's locks.
+type Leases struct {
+	Leases   []Lease `json:"leases"`
+	Replayed bool    `json:"replayed,omitempty"`
 }
 
 // Event is an entry of the event log. It names the grant by its fencing
