@@ -45,8 +45,8 @@ type Change struct {
 	Retaken  []Waiter     // waiters taken over by a retried request
 	Dequeued []Waiter     // waiters removed: granted, cancelled or timed out
 	Events   []Event
-	// Delayed reports that the lock's DelayUntil changed (a lock-delay
-	// began or ran out): the store saves the state's DelayUntil.
+	// Delayed reports that the lock's DelayUntil may have changed (a
+	// lock-delay began or ran out): the store saves the state's DelayUntil.
 	Delayed bool
 }
 

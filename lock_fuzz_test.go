@@ -39,6 +39,9 @@ var (
 	fzIdem    = []string{"", "", "k1", "k2"}
 	fzTTLs    = []time.Duration{100 * time.Millisecond, 150 * time.Millisecond, time.Second, 5 * time.Second}
 	fzWaits   = []time.Duration{0, 0, 50 * time.Millisecond, 100 * time.Millisecond, time.Second, 10 * time.Second}
+	fzLimits  = []int{0, 0, 2, 3} // for shared requests only
+	fzDelays  = []time.Duration{0, 0, 50 * time.Millisecond, time.Second}
+	fzHolds   = []time.Duration{0, 0, 150 * time.Millisecond, 2 * time.Second}
 	// fzSteps are the clock advances; -1 and -2 mean "exactly to the next
 	// due time" and "1ns before it".
 	fzSteps = []time.Duration{time.Nanosecond, time.Millisecond, 37 * time.Millisecond, 100 * time.Millisecond, time.Second, -1, -2, 10 * time.Second}
@@ -185,6 +188,12 @@ func (fz *lockFuzz) stepOnce(r *fzReader) {
 			Wait:           fzWaits[r.pick(len(fzWaits))],
 			IdempotencyKey: fzIdem[r.pick(len(fzIdem))],
 		}
+		// The lock features come after the fields above, so that the
+		// corpus written before them still decodes to the same requests.
+		req.Terms = dlm.Terms{Limit: fzLimits[r.pick(len(fzLimits))], LockDelay: fzDelays[r.pick(len(fzDelays))], MaxHold: fzHolds[r.pick(len(fzHolds))]}
+		if req.Mode != dlm.Shared {
+			req.Limit = 0
+		}
 		fz.acquire(req, &c, &want)
 	case opRetry:
 		if len(fz.reqs) == 0 {
@@ -297,9 +306,16 @@ func (fz *lockFuzz) stepOnce(r *fzReader) {
 		if v.Token != fz.m.token {
 			fz.fail("View token %d, model %d", v.Token, fz.m.token)
 		}
-		got := fz.s.WouldGrant(fz.now, m, 0)
-		if want := fz.m.wouldGrant(fz.now, m); got != want {
-			fz.fail("WouldGrant(%v) = %v, model says %v", m, got, want)
+		if !v.DelayUntil.Equal(wv.delayUntil) {
+			fz.fail("View lock-delay until %v, model %v", v.DelayUntil, wv.delayUntil)
+		}
+		limit := 0
+		if m == dlm.Shared {
+			limit = fzLimits[r.pick(len(fzLimits))]
+		}
+		got := fz.s.WouldGrant(fz.now, m, limit)
+		if want := fz.m.wouldGrant(fz.now, m, limit); got != want {
+			fz.fail("WouldGrant(%v, limit %d) = %v, model says %v", m, limit, got, want)
 		}
 		if !stateEqual(before, fz.s) {
 			fz.fail("View or WouldGrant changed the state")
@@ -324,7 +340,7 @@ func (fz *lockFuzz) acquire(req dlm.Request, c *dlm.Change, want *refChange) {
 	fz.ids = append(fz.ids, req.ID)
 	out, l, w, err := fz.s.Acquire(fz.now, req, c)
 	wout, wl, ww, werr := fz.m.acquire(fz.now, req, want)
-	fz.logf("acquire %s %s/%s %v ttl=%v wait=%v idem=%q -> %v %v", req.ID, req.Tenant, req.HolderID, req.Mode, req.TTL, req.Wait, req.IdempotencyKey, outcomeName(out), err)
+	fz.logf("acquire %s %s/%s %v ttl=%v wait=%v idem=%q %+v -> %v %v", req.ID, req.Tenant, req.HolderID, req.Mode, req.TTL, req.Wait, req.IdempotencyKey, req.Terms, outcomeName(out), err)
 	if (err == nil) != (werr == nil) || err != nil && dlm.ErrorCode(err) != dlm.ErrorCode(werr) {
 		fz.fail("acquire %s: err %v, model says %v", req.ID, err, werr)
 	}
@@ -363,6 +379,12 @@ func (fz *lockFuzz) check(before *dlm.LockState, c *dlm.Change, want *refChange)
 	if s.Token != m.token {
 		fz.fail("token %d, model %d", s.Token, m.token)
 	}
+	if !s.DelayUntil.Equal(m.delayUntil) {
+		fz.fail("lock-delay until %v, model %v", s.DelayUntil, m.delayUntil)
+	}
+	if !c.Delayed && !before.DelayUntil.Equal(s.DelayUntil) {
+		fz.fail("Change.Delayed is not set, but the lock-delay went from %v to %v", before.DelayUntil, s.DelayUntil)
+	}
 	if got := leasesOf(s.Holders); !slices.Equal(got, m.holders) {
 		fz.fail("holders (-got +want):\n%s", gocmp.Diff(got, m.holders, fzCmp...))
 	}
@@ -372,7 +394,7 @@ func (fz *lockFuzz) check(before *dlm.LockState, c *dlm.Change, want *refChange)
 	fz.checkChange(c, want)
 	fz.checkInvariants(before, c)
 	// A store persists the Change, not the state: the two must agree.
-	applied := applyChange(before, c)
+	applied := applyChange(before, c, s.DelayUntil)
 	if !stateEqual(applied, s) {
 		fz.fail("applying the Change to the state before does not give the state after:\napplied: %s\nstate:   %s", describeState(applied), describeState(s))
 	}
@@ -443,6 +465,23 @@ func (fz *lockFuzz) checkInvariants(before *dlm.LockState, c *dlm.Change) {
 			}
 		}
 	}
+	// A semaphore never has more holders than its limit, and a lock's
+	// holders and waiters agree on the limit.
+	for _, h := range s.Holders {
+		if h.Limit != s.Holders[0].Limit {
+			fz.fail("holders with limits %d and %d", s.Holders[0].Limit, h.Limit)
+		}
+		if h.Limit > 0 && len(s.Holders) > h.Limit {
+			fz.fail("%d holders of a semaphore of %d", len(s.Holders), h.Limit)
+		}
+		if h.MaxHold > 0 && h.ExpiresAt.After(h.AcquiredAt.Add(h.MaxHold)) {
+			fz.fail("lease %s expires at %v, past its max hold from %v", h.ID, h.ExpiresAt, h.AcquiredAt)
+		}
+	}
+	// Nothing is granted during a lock-delay.
+	if now.Before(before.DelayUntil) && len(c.Granted) > 0 {
+		fz.fail("lease %s granted at %v, in a lock-delay until %v", c.Granted[0].ID, now, before.DelayUntil)
+	}
 	// Fencing: every token granted is above every earlier one, and the
 	// state's token is the last one issued.
 	for i := 1; i < len(fz.issued); i++ {
@@ -473,7 +512,7 @@ func (fz *lockFuzz) checkInvariants(before *dlm.LockState, c *dlm.Change) {
 	// was granted from it.
 	if len(s.Waiters) > 0 {
 		head := s.Waiters[0]
-		blocked := false
+		blocked := now.Before(s.DelayUntil) || head.Limit > 0 && len(s.Holders) >= head.Limit
 		for _, h := range s.Holders {
 			if !dlm.Compatible(head.Mode, h.Mode) {
 				blocked = true
@@ -527,6 +566,8 @@ type refLease struct {
 	Token                    int64
 	TTL, Asked               time.Duration // Asked: the TTL the acquire asked for
 	Acquired, Expires        time.Time
+	Limit                    int
+	Delay, MaxHold           time.Duration
 }
 
 type refWaiter struct {
@@ -535,6 +576,8 @@ type refWaiter struct {
 	Seq                              int64
 	TTL                              time.Duration
 	Queued, Deadline                 time.Time
+	Limit                            int
+	Delay, MaxHold                   time.Duration
 }
 
 type refEnded struct {
@@ -572,12 +615,18 @@ func (c *refChange) equal(o *refChange) bool {
 }
 
 type refLock struct {
-	token   int64
-	holders []refLease  // in grant order
-	waiters []refWaiter // in arrival order
+	token      int64
+	holders    []refLease  // in grant order
+	waiters    []refWaiter // in arrival order
+	delayUntil time.Time   // zero once passed
 }
 
-func (m *refLock) conflictsWithHolders(mode dlm.Mode) bool {
+// conflictsWithHolders reports whether a request in mode with limit cannot
+// be granted at now beside the holders.
+func (m *refLock) conflictsWithHolders(now time.Time, mode dlm.Mode, limit int) bool {
+	if now.Before(m.delayUntil) || limit > 0 && len(m.holders) >= limit {
+		return true
+	}
 	for _, h := range m.holders {
 		if mode == dlm.Exclusive || h.Mode == dlm.Exclusive {
 			return true
@@ -586,18 +635,41 @@ func (m *refLock) conflictsWithHolders(mode dlm.Mode) bool {
 	return false
 }
 
-func (m *refLock) grant(now time.Time, id, tenant string, mode dlm.Mode, holder string, ttl time.Duration, idem string, c *refChange) refLease {
+func (m *refLock) grant(now time.Time, w refWaiter, c *refChange) refLease {
 	m.token++
-	l := refLease{ID: id, Tenant: tenant, Holder: holder, Idem: idem, Mode: mode, Token: m.token, TTL: ttl, Asked: ttl, Acquired: now, Expires: now.Add(ttl)}
+	l := refLease{ID: w.ID, Tenant: w.Tenant, Holder: w.Holder, Idem: w.Idem, Mode: w.Mode, Token: m.token, TTL: w.TTL, Asked: w.TTL,
+		Acquired: now, Expires: capped(now, now, w.TTL, w.MaxHold), Limit: w.Limit, Delay: w.Delay, MaxHold: w.MaxHold}
+	holder, mode := w.Holder, w.Mode
 	m.holders = append(m.holders, l)
 	c.granted = append(c.granted, l)
 	c.events = append(c.events, refEvent{dlm.EventAcquired, holder, mode, l.Token, now})
 	return l
 }
 
+// capped is the expiry of a lease acquired at acquired and renewed at now
+// for ttl: never past acquired+maxHold.
+func capped(acquired, now time.Time, ttl, maxHold time.Duration) time.Time {
+	end := now.Add(ttl)
+	if maxHold > 0 && acquired.Add(maxHold).Before(end) {
+		return acquired.Add(maxHold)
+	}
+	return end
+}
+
+// delay starts the lock-delay of h, which ended other than by release at at.
+func (m *refLock) delay(h refLease, at time.Time) {
+	if h.Delay > 0 && at.Add(h.Delay).After(m.delayUntil) {
+		m.delayUntil = at.Add(h.Delay)
+	}
+}
+
 // dropDue removes the holders whose lease has run out at now (a lease is
-// over at its expiry instant) and the waiters whose deadline has come.
+// over at its expiry instant) and the waiters whose deadline has come, and
+// ends a lock-delay that is over.
 func (m *refLock) dropDue(now time.Time, c *refChange) {
+	if !m.delayUntil.IsZero() && !now.Before(m.delayUntil) {
+		m.delayUntil = time.Time{}
+	}
 	var keep []refLease
 	for _, h := range m.holders {
 		if now.Before(h.Expires) {
@@ -605,6 +677,7 @@ func (m *refLock) dropDue(now time.Time, c *refChange) {
 		} else {
 			c.ended = append(c.ended, refEnded{h, dlm.Expired, h.Expires})
 			c.events = append(c.events, refEvent{dlm.EventExpired, h.Holder, h.Mode, h.Token, h.Expires})
+			m.delay(h, h.Expires)
 		}
 	}
 	m.holders = keep
@@ -621,11 +694,11 @@ func (m *refLock) dropDue(now time.Time, c *refChange) {
 
 // grantQueue grants from the front of the queue while the front fits.
 func (m *refLock) grantQueue(now time.Time, c *refChange) {
-	for len(m.waiters) > 0 && !m.conflictsWithHolders(m.waiters[0].Mode) {
+	for len(m.waiters) > 0 && !m.conflictsWithHolders(now, m.waiters[0].Mode, m.waiters[0].Limit) {
 		w := m.waiters[0]
 		m.waiters = m.waiters[1:]
 		c.dequeued = append(c.dequeued, w.ID)
-		m.grant(now, w.ID, w.Tenant, w.Mode, w.Holder, w.TTL, w.Idem, c)
+		m.grant(now, w, c)
 	}
 }
 
@@ -674,19 +747,30 @@ func (m *refLock) acquire(now time.Time, r dlm.Request, c *refChange) (dlm.Outco
 			}
 		}
 	}
-	if len(m.waiters) == 0 && !m.conflictsWithHolders(r.Mode) {
-		l := m.grant(now, r.ID, r.Tenant, r.Mode, r.HolderID, r.TTL, r.IdempotencyKey, c)
-		return dlm.Granted, l, refWaiter{}, nil
+	// Every holder and waiter of a lock agrees on its limit.
+	for _, h := range m.holders {
+		if h.Limit != r.Limit {
+			return 0, refLease{}, refWaiter{}, dlm.Invalid("limit", "mismatch")
+		}
 	}
-	if r.Wait == 0 {
-		return dlm.Conflict, refLease{}, refWaiter{}, nil
+	for _, w := range m.waiters {
+		if w.Limit != r.Limit {
+			return 0, refLease{}, refWaiter{}, dlm.Invalid("limit", "mismatch")
+		}
 	}
 	seq := int64(1)
 	if len(m.waiters) > 0 {
 		seq = m.waiters[len(m.waiters)-1].Seq + 1
 	}
 	w := refWaiter{ID: r.ID, Tenant: r.Tenant, Holder: r.HolderID, Idem: r.IdempotencyKey, Ticket: r.ID,
-		Mode: r.Mode, Seq: seq, TTL: r.TTL, Queued: now, Deadline: now.Add(r.Wait)}
+		Mode: r.Mode, Seq: seq, TTL: r.TTL, Queued: now, Deadline: now.Add(r.Wait),
+		Limit: r.Limit, Delay: r.LockDelay, MaxHold: r.MaxHold}
+	if len(m.waiters) == 0 && !m.conflictsWithHolders(now, r.Mode, r.Limit) {
+		return dlm.Granted, m.grant(now, w, c), refWaiter{}, nil
+	}
+	if r.Wait == 0 {
+		return dlm.Conflict, refLease{}, refWaiter{}, nil
+	}
 	m.waiters = append(m.waiters, w)
 	c.queued = append(c.queued, w)
 	c.events = append(c.events, refEvent{dlm.EventWaiting, r.HolderID, r.Mode, 0, now})
@@ -700,8 +784,9 @@ func (m *refLock) renew(now time.Time, id string, ttl time.Duration, c *refChang
 			if ttl > 0 {
 				m.holders[i].TTL = ttl
 			}
-			m.holders[i].Expires = now.Add(m.holders[i].TTL)
 			h := m.holders[i]
+			m.holders[i].Expires = capped(h.Acquired, now, h.TTL, h.MaxHold)
+			h = m.holders[i]
 			c.renewed = append(c.renewed, h)
 			c.events = append(c.events, refEvent{dlm.EventRenewed, h.Holder, h.Mode, h.Token, now})
 			return h, true
@@ -715,6 +800,9 @@ func (m *refLock) endHolder(i int, why dlm.EndReason, typ dlm.EventType, now tim
 	m.holders = append(m.holders[:i:i], m.holders[i+1:]...)
 	c.ended = append(c.ended, refEnded{h, why, now})
 	c.events = append(c.events, refEvent{typ, h.Holder, h.Mode, h.Token, now})
+	if why != dlm.Released {
+		m.delay(h, now)
+	}
 	return h
 }
 
@@ -769,6 +857,9 @@ func (m *refLock) ticketOf(id string) string {
 // view is the lock as a reader sees it at now, without changing anything.
 func (m *refLock) view(now time.Time) *refLock {
 	v := &refLock{token: m.token}
+	if now.Before(m.delayUntil) {
+		v.delayUntil = m.delayUntil
+	}
 	for _, h := range m.holders {
 		if now.Before(h.Expires) {
 			v.holders = append(v.holders, h)
@@ -784,14 +875,14 @@ func (m *refLock) view(now time.Time) *refLock {
 
 // wouldGrant answers a dry run the only way that cannot be wrong: by trying
 // the acquire on a copy.
-func (m *refLock) wouldGrant(now time.Time, mode dlm.Mode) bool {
-	cp := &refLock{token: m.token, holders: slices.Clone(m.holders), waiters: slices.Clone(m.waiters)}
-	out, _, _, _ := cp.acquire(now, dlm.Request{ID: "dry", Tenant: "dry", Mode: mode, HolderID: "dry", TTL: time.Second}, &refChange{})
+func (m *refLock) wouldGrant(now time.Time, mode dlm.Mode, limit int) bool {
+	cp := &refLock{token: m.token, holders: slices.Clone(m.holders), waiters: slices.Clone(m.waiters), delayUntil: m.delayUntil}
+	out, _, _, _ := cp.acquire(now, dlm.Request{ID: "dry", Tenant: "dry", Mode: mode, HolderID: "dry", TTL: time.Second, Terms: dlm.Terms{Limit: limit}}, &refChange{})
 	return out == dlm.Granted
 }
 
 func (m *refLock) nextDue() time.Time {
-	var t time.Time
+	t := m.delayUntil
 	for _, h := range m.holders {
 		if t.IsZero() || h.Expires.Before(t) {
 			t = h.Expires
@@ -810,7 +901,8 @@ func (m *refLock) nextDue() time.Time {
 
 func leaseOf(l dlm.Lease) refLease {
 	return refLease{ID: l.ID, Tenant: l.Tenant, Holder: l.HolderID, Idem: l.IdempotencyKey, Mode: l.Mode,
-		Token: l.Token, TTL: l.TTL, Asked: l.RequestedTTL, Acquired: l.AcquiredAt, Expires: l.ExpiresAt}
+		Token: l.Token, TTL: l.TTL, Asked: l.RequestedTTL, Acquired: l.AcquiredAt, Expires: l.ExpiresAt,
+		Limit: l.Limit, Delay: l.LockDelay, MaxHold: l.MaxHold}
 }
 
 func leasesOf(ls []dlm.Lease) []refLease {
@@ -823,7 +915,8 @@ func leasesOf(ls []dlm.Lease) []refLease {
 
 func waiterOf(w dlm.Waiter) refWaiter {
 	return refWaiter{ID: w.ID, Tenant: w.Tenant, Holder: w.HolderID, Idem: w.IdempotencyKey, Ticket: w.Ticket,
-		Mode: w.Mode, Seq: w.Seq, TTL: w.TTL, Queued: w.QueuedAt, Deadline: w.Deadline}
+		Mode: w.Mode, Seq: w.Seq, TTL: w.TTL, Queued: w.QueuedAt, Deadline: w.Deadline,
+		Limit: w.Limit, Delay: w.LockDelay, MaxHold: w.MaxHold}
 }
 
 func waitersOf(ws []dlm.Waiter) []refWaiter {
@@ -847,8 +940,11 @@ func cloneState(s *dlm.LockState) *dlm.LockState {
 // update the renewed and retaken ones, and store the highest token granted.
 // It returns the state a store would load back (holders by token, waiters
 // by Seq).
-func applyChange(before *dlm.LockState, c *dlm.Change) *dlm.LockState {
+func applyChange(before *dlm.LockState, c *dlm.Change, delayUntil time.Time) *dlm.LockState {
 	s := cloneState(before)
+	if c.Delayed {
+		s.DelayUntil = delayUntil
+	}
 	for _, l := range c.Granted {
 		s.Holders = append(s.Holders, l)
 		s.Token = max(s.Token, l.Token)
@@ -880,7 +976,7 @@ func applyChange(before *dlm.LockState, c *dlm.Change) *dlm.LockState {
 }
 
 func stateEqual(a, b *dlm.LockState) bool {
-	return a.Key == b.Key && a.Token == b.Token &&
+	return a.Key == b.Key && a.Token == b.Token && a.DelayUntil.Equal(b.DelayUntil) &&
 		slices.Equal(leasesOf(a.Holders), leasesOf(b.Holders)) &&
 		slices.Equal(waitersOf(a.Waiters), waitersOf(b.Waiters))
 }
