@@ -110,9 +110,23 @@ func testTermsSurviveReopen(t *testing.T, open suite) {
 		if err != nil {
 			t.Fatalf("%s: %v", when, err)
 		}
-		// The lock-delay keeps the lock from a try-once acquire.
+		// What the engine decides on, loaded for a write, has them too:
+		// the lock-delay keeps the lock from a try-once acquire, the
+		// semaphore takes another holder of its limit (a lock held
+		// without one would refuse it), max hold caps a renewal.
 		if _, _, err := e.engine.Acquire(e.ctx, areq("delayed", "e", dlm.Exclusive)); dlm.ErrorCode(err) != dlm.CodeLockConflict {
 			t.Errorf("%s: acquire during the lock-delay: %v, want lock_conflict", when, err)
+		}
+		other := sem
+		other.HolderID = "f"
+		if l, _, err := e.engine.Acquire(e.ctx, other); err != nil {
+			t.Errorf("%s: acquire of the semaphore with its limit: %v", when, err)
+		} else {
+			e.release(l)
+		}
+		renewed, err := e.engine.Renew(e.ctx, tenant, held.ID, 20*time.Minute)
+		if want := held.AcquiredAt.Add(10 * time.Minute); err != nil || !renewed.ExpiresAt.Equal(want) {
+			t.Errorf("%s: renewal past max hold = %v, %v; want expiry %v", when, renewed.ExpiresAt, err, want)
 		}
 	}
 	check("committed", true)
