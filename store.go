@@ -130,11 +130,11 @@ type ReadTx interface {
 	// whose name starts with prefix and sorts after after, and that have a
 	// holder or waiter live at Now. Each is viewed at Now.
 	ListLocks(ctx context.Context, ns, prefix, after string, limit int) ([]LockState, error)
-	// DueLocks returns up to limit locks with a holder expired or a waiter
-	// past its deadline at Now.
+	// DueLocks returns up to limit locks with a holder expired, a waiter
+	// past its deadline or a stored DelayUntil passed at Now.
 	DueLocks(ctx context.Context, limit int) ([]Key, error)
-	// NextDue returns the earliest lease expiry or waiter deadline stored,
-	// or the zero time if there is none.
+	// NextDue returns the earliest lease expiry, waiter deadline or
+	// DelayUntil stored, or the zero time if there is none.
 	NextDue(ctx context.Context) (time.Time, error)
 	// Tenants returns every tenant ordered by name.
 	Tenants(ctx context.Context) ([]Tenant, error)

@@ -45,6 +45,19 @@ type AcquireOptions struct {
 	// needs a session: with Options.HTTPOnly, or a server without
 	// sessions, the acquire fails with dlm.ErrUnavailable.
 	ReleaseOnClose bool
+	// Limit, with Mode dlm.Shared, makes the lock a semaphore of at most
+	// Limit holders (see Client.Semaphore). Every holder and waiter of a
+	// lock must give the same Limit. Default: none.
+	Limit int
+	// LockDelay keeps the lock from being granted to anybody for this long
+	// after the lease ends by expiry or force-release (not by Release), so
+	// that a holder that lost the lock unknowingly has time to notice.
+	// Default: none; at most 60s.
+	LockDelay time.Duration
+	// MaxHold bounds the lease: renewals never extend it past its grant
+	// plus MaxHold, and the Lock is lost then. Default: none; at least
+	// 100ms.
+	MaxHold time.Duration
 }
 
 type acquireBody struct {
@@ -55,6 +68,9 @@ type acquireBody struct {
 	Scope          string `json:"scope"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	DryRun         bool   `json:"dry_run,omitempty"`
+	Limit          int    `json:"limit,omitempty"`
+	LockDelayMs    int64  `json:"lock_delay_ms,omitempty"`
+	MaxHoldMs      int64  `json:"max_hold_ms,omitempty"`
 	// Session only.
 	ReleaseOnClose bool `json:"-"`
 	// onSession: the lock is to be kept alive, which a session does best.
@@ -69,7 +85,8 @@ func (c *Client) acquireBody(name string, o *AcquireOptions) (acquireBody, error
 		return acquireBody{}, err
 	}
 	b := acquireBody{HolderID: o.HolderID, Mode: o.Mode.String(), TTLMs: o.TTL.Milliseconds(), IdempotencyKey: o.IdempotencyKey,
-		ReleaseOnClose: o.ReleaseOnClose, onSession: !o.NoKeepAlive || o.ReleaseOnClose}
+		ReleaseOnClose: o.ReleaseOnClose, onSession: !o.NoKeepAlive || o.ReleaseOnClose,
+		Limit: o.Limit, LockDelayMs: o.LockDelay.Milliseconds(), MaxHoldMs: o.MaxHold.Milliseconds()}
 	switch {
 	case o.Mode == 0:
 		b.Mode = dlm.Exclusive.String()
@@ -82,6 +99,9 @@ func (c *Client) acquireBody(name string, o *AcquireOptions) (acquireBody, error
 	if o.Wait < 0 {
 		return b, dlm.Invalid("wait_ms", "must not be negative")
 	}
+	if err := checkTerms(o); err != nil {
+		return b, err
+	}
 	if b.HolderID == "" {
 		b.HolderID = c.holder
 	}
@@ -91,6 +111,20 @@ func (c *Client) acquireBody(name string, o *AcquireOptions) (acquireBody, error
 	var err error
 	b.Scope, err = o.Scope.wire()
 	return b, err
+}
+
+// checkTerms refuses terms that no server would take, before any request.
+// The server checks the ranges.
+func checkTerms(o *AcquireOptions) error {
+	switch {
+	case o.Limit < 0:
+		return dlm.Invalid("limit", "must not be negative")
+	case o.LockDelay < 0:
+		return dlm.Invalid("lock_delay_ms", "must not be negative")
+	case o.MaxHold < 0 || o.MaxHold > 0 && o.MaxHold < time.Millisecond:
+		return dlm.Invalid("max_hold_ms", "must be at least %dms", dlm.MinTTLMillis)
+	}
+	return nil
 }
 
 // newIdempotencyKey returns 128 random bits, base64url.
@@ -145,7 +179,9 @@ func (c *Client) Acquire(ctx context.Context, name string, opts *AcquireOptions)
 	if opts != nil && opts.Wait > 0 {
 		giveUp = time.Now().Add(opts.Wait)
 	}
-	g, err := c.queue(ctx, name, b, giveUp)
+	g, err := c.queue(ctx, giveUp, func(ctx context.Context, wait time.Duration) grant {
+		return c.acquireOnce(ctx, name, b, wait)
+	})
 	if err != nil {
 		return nil, opError("acquire", name, err)
 	}
@@ -155,8 +191,9 @@ func (c *Client) Acquire(ctx context.Context, name string, opts *AcquireOptions)
 // grant is the answer to one acquire request.
 type grant struct {
 	lease    dlm.Lease
-	replayed bool      // the server answered with the live lease of an earlier request with the same key
-	sent     time.Time // when the request was sent: the lease is held until at least sent + TTL
+	leases   []dlm.Lease // of a multi-lock acquire, in request order
+	replayed bool        // the server answered with the live lease of an earlier request with the same key
+	sent     time.Time   // when the request was sent: the lease is held until at least sent + TTL
 	err      error
 	seq      int       // which request of a queue call answered
 	sc       *sessConn // the session connection that answered, if any
@@ -171,6 +208,7 @@ func (c *Client) acquireOnce(ctx context.Context, name string, b acquireBody, wa
 	sc, err := c.sessionDo(ctx, sessRequest{
 		Op: "acquire", Name: name, HolderID: b.HolderID, Mode: b.Mode, TTLMs: b.TTLMs, WaitMs: b.WaitMs,
 		Scope: b.Scope, IdempotencyKey: b.IdempotencyKey, ReleaseOnClose: b.ReleaseOnClose,
+		Limit: b.Limit, LockDelayMs: b.LockDelayMs, MaxHoldMs: b.MaxHoldMs,
 	}, request{
 		method: http.MethodPost, path: lockPath(name, "/acquire"),
 		body: b, idem: b.IdempotencyKey, wait: wait,
@@ -181,13 +219,14 @@ func (c *Client) acquireOnce(ctx context.Context, name string, b acquireBody, wa
 	return grant{lease: leaseOf(&w), replayed: w.Replayed, sent: sent, sc: sc}
 }
 
-// queue waits for the lock in requests no longer than the server allows,
-// until one is granted, giveUp (zero: never) passes or ctx ends. Each request
+// queue waits in acquire requests (sent by send, each waiting up to wait)
+// no longer than the server allows, until one is granted, giveUp (zero:
+// never) passes or ctx ends. Each request
 // after the first is sent overlap() before the one before it runs out, with
 // the same idempotency key, so that it takes over that request's queue entry
 // and the call keeps its FIFO place; the answer of a request taken over
 // (wait_timeout) is ignored.
-func (c *Client) queue(ctx context.Context, name string, b acquireBody, giveUp time.Time) (grant, error) {
+func (c *Client) queue(ctx context.Context, giveUp time.Time, send func(ctx context.Context, wait time.Duration) grant) (grant, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	answers := make(chan grant)
 	inflight := 0
@@ -211,7 +250,7 @@ func (c *Client) queue(ctx context.Context, name string, b acquireBody, giveUp t
 		}
 		inflight++
 		go func() {
-			g := c.acquireOnce(ctx, name, b, wait)
+			g := send(ctx, wait)
 			g.seq = seq
 			answers <- g
 		}()

@@ -56,7 +56,7 @@ func decodeError(status int, body []byte) *dlm.Error {
 	var w wireError
 	if json.Unmarshal(body, &w) == nil && w.Error.Code != "" {
 		d := &w.Error.Details
-		e := &dlm.Error{Code: w.Error.Code, Message: w.Error.Message, Field: d.Field, Max: d.Max, Reason: endReasons[d.Reason]}
+		e := &dlm.Error{Code: w.Error.Code, Message: w.Error.Message, Field: d.Field, Max: d.Max, Reason: endReasons[d.Reason], Lock: d.Name}
 		if len(d.Holders) > 0 {
 			e.Holders = leases(d.Holders)
 		}

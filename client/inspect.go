@@ -20,6 +20,12 @@ type LockInfo struct {
 	Token   int64       // the last fencing token issued, 0 if none
 	Holders []dlm.Lease // live leases, without their IDs
 	Waiters []Waiter    // in FIFO order
+	// Limit is the lock's semaphore limit while its holders or waiters
+	// gave one (0: none).
+	Limit int
+	// DelayUntil, if set, is when the lock-delay in force ends: nobody is
+	// granted the lock before.
+	DelayUntil time.Time
 }
 
 // Waiter is a request queued for a lock.
@@ -28,6 +34,10 @@ type Waiter struct {
 	Mode     dlm.Mode
 	QueuedAt time.Time
 	Deadline time.Time // when it stops waiting
+	Limit    int       // the semaphore limit it asked for, if any
+	// Locks is, for a multi-lock acquire (AcquireMany), how many locks it
+	// waits for together.
+	Locks int
 }
 
 // Inspect returns the holders and waiters of name in scope (zero: the

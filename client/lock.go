@@ -49,7 +49,8 @@ type Lock struct {
 	mu       sync.Mutex
 	ttl      time.Duration
 	server   time.Time   // the server's expires_at, last confirmed
-	deadline time.Time   // local: send time of the last confirmed request + its TTL
+	deadline time.Time   // local: send time of the last confirmed request + its TTL, at most holdEnd
+	holdEnd  time.Time   // local: send time of the acquire + the lease's MaxHold; zero if none
 	timer    *time.Timer // runs expire at deadline - margin
 	renewErr error       // the keep-alive's last failure since its last success
 	err      error       // why the lease was lost
@@ -73,6 +74,11 @@ func newLock(c *Client, lease dlm.Lease, sent time.Time, replayed, keepAlive boo
 	l := &Lock{
 		c: c, lease: lease, replayed: replayed, lost: make(chan struct{}), done: make(chan struct{}), renewed: make(chan struct{}, 1),
 		ttl: lease.TTL, server: lease.ExpiresAt, deadline: sent.Add(lease.TTL),
+	}
+	if lease.MaxHold > 0 {
+		// The grant came after sent, so the server's cap is no earlier.
+		l.holdEnd = sent.Add(lease.MaxHold)
+		l.deadline = l.capLocked(l.deadline)
 	}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	l.kctx, l.kstop = context.WithCancel(context.Background())
@@ -226,6 +232,10 @@ func (l *Lock) keepAlive() {
 		if sleep(l.kctx, time.Until(deadline.Add(-2*ttl/3))) != nil {
 			return
 		}
+		if l.atMaxHold() {
+			<-l.kctx.Done() // ended by the loss timer at the max hold
+			return
+		}
 		if !l.renewUntil(deadline.Add(-margin(ttl)), ttl) {
 			// Lost, released, or out of time, when the loss timer ends
 			// kctx; unless a manual Renew moved the deadline meanwhile.
@@ -277,7 +287,7 @@ func (l *Lock) confirmed(lease *dlm.Lease, sent time.Time) {
 		return // loss is final
 	}
 	l.ttl, l.server, l.renewErr = lease.TTL, lease.ExpiresAt, nil
-	if d := sent.Add(lease.TTL); d.After(l.deadline) {
+	if d := l.capLocked(sent.Add(lease.TTL)); d.After(l.deadline) {
 		l.deadline = d
 		l.timer.Stop()
 		l.timer.Reset(time.Until(d.Add(-margin(lease.TTL))))
@@ -288,6 +298,22 @@ func (l *Lock) confirmed(lease *dlm.Lease, sent time.Time) {
 	}
 }
 
+// capLocked returns d, or holdEnd if that is earlier.
+func (l *Lock) capLocked(d time.Time) time.Time {
+	if !l.holdEnd.IsZero() && l.holdEnd.Before(d) {
+		return l.holdEnd
+	}
+	return d
+}
+
+// atMaxHold reports whether the lease is known held until its max hold: no
+// renewal can extend it.
+func (l *Lock) atMaxHold() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.holdEnd.IsZero() && !l.deadline.Before(l.holdEnd)
+}
+
 // expire runs when the known expiry (less the margin) passes.
 func (l *Lock) expire() {
 	l.mu.Lock()
@@ -296,6 +322,9 @@ func (l *Lock) expire() {
 		return // a renewal moved the deadline after the timer fired
 	}
 	cause := errors.New("no renewal confirmed before the lease's expiry")
+	if l.deadline.Equal(l.holdEnd) {
+		cause = errors.New("the lease reached its max hold")
+	}
 	if l.renewErr != nil {
 		cause = fmt.Errorf("%w: %w", cause, l.renewErr)
 	}

@@ -94,6 +94,11 @@ type sessRequest struct {
 	LeaseID        string   `json:"lease_id,omitempty"`
 	LeaseIDs       []string `json:"lease_ids,omitempty"`
 	Target         int64    `json:"target,omitempty"`
+	Limit          int      `json:"limit,omitempty"`
+	LockDelayMs    int64    `json:"lock_delay_ms,omitempty"`
+	MaxHoldMs      int64    `json:"max_hold_ms,omitempty"`
+	// Locks are the locks of an acquire_many.
+	Locks []wire.LockRef `json:"locks,omitempty"`
 }
 
 // open returns the open connection, or opens one. It returns errNoSession if
@@ -494,7 +499,7 @@ func (s *session) keepAlive() {
 		var batch []*Lock
 		var next time.Time
 		for l, k := range s.kept {
-			if l.kctx.Err() != nil {
+			if l.kctx.Err() != nil || l.atMaxHold() {
 				delete(s.kept, l)
 				continue
 			}

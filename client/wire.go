@@ -20,6 +20,11 @@ func leaseOf(w *wire.Lease) dlm.Lease {
 		TTL:        time.Duration(w.TTLMs) * time.Millisecond,
 		AcquiredAt: w.AcquiredAt,
 		ExpiresAt:  w.ExpiresAt,
+		Terms: dlm.Terms{
+			Limit:     w.Limit,
+			LockDelay: time.Duration(w.LockDelayMs) * time.Millisecond,
+			MaxHold:   time.Duration(w.MaxHoldMs) * time.Millisecond,
+		},
 	}
 }
 
@@ -45,10 +50,14 @@ func lockInfoOf(w *wire.Lock) LockInfo {
 		Token:   w.FencingToken,
 		Holders: leases(w.Holders),
 		Waiters: make([]Waiter, len(w.Waiters)),
+		Limit:   w.Limit,
+	}
+	if w.LockDelayUntil != nil {
+		info.DelayUntil = *w.LockDelayUntil
 	}
 	for i, x := range w.Waiters {
 		mode, _ := dlm.ParseMode(x.Mode)
-		info.Waiters[i] = Waiter{HolderID: x.HolderID, Mode: mode, QueuedAt: x.QueuedAt, Deadline: x.WaitDeadline}
+		info.Waiters[i] = Waiter{HolderID: x.HolderID, Mode: mode, QueuedAt: x.QueuedAt, Deadline: x.WaitDeadline, Limit: x.Limit, Locks: x.Locks}
 	}
 	return info
 }
@@ -77,6 +86,7 @@ type wireError struct {
 			Reason  string       `json:"reason"`
 			Field   string       `json:"field"`
 			Max     int64        `json:"max"`
+			Name    string       `json:"name"`
 		} `json:"details"`
 	} `json:"error"`
 }

@@ -126,11 +126,15 @@ func closeReason(de *dlm.Error) string {
 
 // details returns the details object of de, or nil if it has none:
 // holders for lock_conflict and wait_timeout (an empty list when only
-// waiters stand in the way), reason for lease_ended, field (and max, the
-// field's upper bound, where it has one) for invalid_argument.
+// waiters or a lock-delay stand in the way) and, for a multi-lock
+// acquire, name, the lock that blocked; reason for lease_ended; field (and
+// max, the field's upper bound, where it has one) for invalid_argument.
 func details(de *dlm.Error) map[string]any {
 	switch de.Code {
 	case dlm.CodeLockConflict, dlm.CodeWaitTimeout:
+		if de.Lock != "" {
+			return map[string]any{"name": de.Lock, "holders": wire.Holders(de.Holders)}
+		}
 		return map[string]any{"holders": wire.Holders(de.Holders)}
 	case dlm.CodeLeaseEnded:
 		if de.Reason != 0 {

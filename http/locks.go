@@ -11,7 +11,7 @@ import (
 )
 
 // acquireFields are the fields of an acquire body (the acquire call of the API).
-var acquireFields = []string{"holder_id", "mode", "ttl_ms", "wait_ms", "scope", "idempotency_key", "dry_run"}
+var acquireFields = []string{"holder_id", "mode", "ttl_ms", "wait_ms", "scope", "idempotency_key", "dry_run", "limit", "lock_delay_ms", "max_hold_ms"}
 
 // acquireRequest decodes an acquire: the body, the Idempotency-Key header and
 // the lock name from the path. Omitted fields are left zero for the engine
@@ -34,54 +34,21 @@ func (h *Handler) acquireRequest(w http.ResponseWriter, r *http.Request, c *call
 // acquireBody decodes the fields of an acquire body o, but for the
 // idempotency key, into req: for tenant, on the lock name.
 func acquireBody(o object, req *engine.AcquireRequest, tenant, name string) (dryRun bool, err error) {
-	req.Tenant = tenant
-	req.Key = dlm.Key{Namespace: tenant, Name: name}
-	if err := dlm.ValidateName(req.Key.Name); err != nil {
+	if err := dlm.ValidateName(name); err != nil {
 		return false, err
 	}
-
-	holder, given, err := o.string("holder_id")
+	t, err := leaseBody(o)
 	if err != nil {
 		return false, err
-	} else if !given {
-		return false, dlm.Invalid("holder_id", "is required")
 	}
-	req.HolderID = holder
-
-	if m, given, err := o.string("mode"); err != nil {
+	l, err := lockSpec(o, tenant, name)
+	if err != nil {
 		return false, err
-	} else if given {
-		mode, ok := dlm.ParseMode(m)
-		if !ok || m == "" {
-			return false, dlm.Invalid("mode", "must be %q or %q", "exclusive", "shared")
-		}
-		req.Mode = mode
 	}
-
-	if ms, given, err := o.int("ttl_ms"); err != nil {
-		return false, err
-	} else if given {
-		if ms == 0 {
-			// The engine reads a zero TTL as "default": refuse it here.
-			return false, dlm.Invalid("ttl_ms", "must be at least %d (omit it for the default, %d)", dlm.MinTTLMillis, dlm.DefaultTTLMs)
-		}
-		req.TTL = millis(ms)
+	*req = engine.AcquireRequest{
+		Tenant: tenant, Key: l.Key, Mode: l.Mode, HolderID: t.holder, TTL: t.ttl, Wait: t.wait,
+		Limit: l.Limit, LockDelay: t.lockDelay, MaxHold: t.maxHold,
 	}
-
-	if ms, given, err := o.int("wait_ms"); err != nil {
-		return false, err
-	} else if given {
-		req.Wait = millis(ms)
-	}
-
-	if s, given, err := o.string("scope"); err != nil {
-		return false, err
-	} else if global, err := parseScope(s, given); err != nil {
-		return false, err
-	} else if global {
-		req.Key.Namespace = dlm.GlobalNamespace
-	}
-
 	dryRun, _, err = o.bool("dry_run")
 	return dryRun, err
 }

@@ -49,6 +49,7 @@ func routeTable() []route {
 		{"GET", "/dashboard/{file}", public, nil, (*Handler).dashboardFile},
 		{"GET", "/v1/openapi.json", public, nil, (*Handler).openapi},
 
+		{"POST", "/v1/acquire", tenantKey, nil, (*Handler).acquireMany},
 		{"POST", "/v1/locks/{name...}/acquire", tenantKey, nil, (*Handler).acquire},
 		{"POST", "/v1/locks/{name...}/force-release", adminKey, []string{"scope", "tenant"}, (*Handler).forceRelease},
 		{"GET", "/v1/locks", tenantOrAdmin, []string{"prefix", "scope", "limit", "cursor", "tenant"}, (*Handler).list},

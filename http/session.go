@@ -177,12 +177,13 @@ func (s *session) releaseOnClose() {
 
 // Request fields by op, beside id and op.
 var sessionFields = map[string][]string{
-	"acquire": append([]string{"id", "op", "name", "release_on_close"}, acquireFields...),
-	"renew":   {"id", "op", "lease_ids", "ttl_ms"},
-	"release": {"id", "op", "lease_id"},
-	"get":     {"id", "op", "lease_id"},
-	"inspect": {"id", "op", "name", "scope"},
-	"cancel":  {"id", "op", "target"},
+	"acquire":      append([]string{"id", "op", "name", "release_on_close"}, acquireFields...),
+	"acquire_many": append([]string{"id", "op", "release_on_close"}, acquireManyFields...),
+	"renew":        {"id", "op", "lease_ids", "ttl_ms"},
+	"release":      {"id", "op", "lease_id"},
+	"get":          {"id", "op", "lease_id"},
+	"inspect":      {"id", "op", "name", "scope"},
+	"cancel":       {"id", "op", "target"},
 }
 
 // sessionAnyField is every field of any op.
@@ -229,7 +230,7 @@ func (s *session) dispatch(msg []byte) {
 	}
 	op, _, err := o.string("op")
 	if err != nil || sessionFields[op] == nil {
-		s.reply(id, nil, dlm.Invalid("op", "must be one of acquire, renew, release, get, inspect, cancel"))
+		s.reply(id, nil, dlm.Invalid("op", "must be one of acquire, acquire_many, renew, release, get, inspect, cancel"))
 		return
 	}
 	var unknown []string
@@ -277,6 +278,8 @@ func (s *session) serve(ctx context.Context, op string, o object) (any, error) {
 	switch op {
 	case "acquire":
 		return s.acquire(ctx, o)
+	case "acquire_many":
+		return s.acquireMany(ctx, o)
 	case "renew":
 		return s.renew(ctx, o)
 	case "release":

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,16 +55,19 @@ func Check(ops []Op, opts Options) Result {
 	var res Result
 	byName := map[string][]Op{}
 	var names []string
-	for _, op := range ops {
+	tried := map[string]bool{} // idempotency keys of multi-lock acquires so far
+	for _, whole := range ops {
 		// An unanswered read or renew changes nothing the model sees, and
 		// a request that was never sent changes nothing at all.
-		if op.Unknown && (op.Kind == Inspect || op.Kind == Renew || op.NotSent) {
+		if whole.Unknown && (whole.Kind == Inspect || whole.Kind == Renew || whole.NotSent) {
 			continue
 		}
-		if _, ok := byName[op.Name]; !ok {
-			names = append(names, op.Name)
+		for _, op := range split(whole, tried) {
+			if _, ok := byName[op.Name]; !ok {
+				names = append(names, op.Name)
+			}
+			byName[op.Name] = append(byName[op.Name], op)
 		}
-		byName[op.Name] = append(byName[op.Name], op)
 	}
 	slices.Sort(names)
 	for _, name := range names {
@@ -85,6 +89,38 @@ func Check(ops []Op, opts Options) Result {
 		}
 	}
 	return res
+}
+
+// split returns op as the operations of each lock's history: itself, or for
+// a multi-lock acquire one acquire per lock, each with the key its lease
+// has on the server (the call's key, "\x1f", the lock's index). A part of
+// an acquire whose key was tried before (a retry) counts as a replay for
+// the token order: the retry may answer a lease an earlier try was granted.
+// Whether the parts were granted at one moment is not checked: each lock's
+// history is checked on its own.
+func split(op Op, tried map[string]bool) []Op {
+	if !op.Kind.many() {
+		return []Op{op}
+	}
+	retry := tried[op.IdemKey]
+	tried[op.IdemKey] = true
+	parts := make([]Op, len(op.Locks))
+	for i, l := range op.Locks {
+		p := op
+		p.Kind = AcquireTry
+		if op.Kind == AcquireManyWait {
+			p.Kind = AcquireWait
+		}
+		p.Name, p.Mode, p.Limit, p.Locks, p.Group = l.Name, l.Mode, l.Limit, nil, len(op.Locks)
+		p.IdemKey = op.IdemKey + "\x1f" + strconv.Itoa(i)
+		p.Leases = nil
+		if i < len(op.Leases) {
+			p.Lease, p.Token = op.Leases[i].Lease, op.Leases[i].Token
+		}
+		p.Replayed = op.Replayed || retry && p.Code == ""
+		parts[i] = p
+	}
+	return parts
 }
 
 // checkTokens checks guarantee 2 on the answers alone: one token per lease, no
@@ -171,6 +207,7 @@ func checkLinearizable(name string, ops []Op, opts Options) (violation, viz stri
 	for _, op := range ops {
 		if op.Kind == AcquireWait {
 			m.queue = true
+			m.parked = m.parked || op.Group > 0
 		}
 		if op.Return != Infinite {
 			end = max(end, op.Return)

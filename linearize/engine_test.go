@@ -27,9 +27,25 @@ func (t engineTarget) Do(ctx context.Context, in linearize.Input) linearize.Outp
 	case linearize.AcquireTry, linearize.AcquireWait:
 		l, replayed, err := t.e.Acquire(ctx, engine.AcquireRequest{
 			Tenant: tenant, Key: key(in.Name), Mode: in.Mode, HolderID: in.Holder,
-			TTL: in.TTL, Wait: in.Wait, IdempotencyKey: in.IdemKey,
+			TTL: in.TTL, Wait: in.Wait, IdempotencyKey: in.IdemKey, Limit: in.Limit,
 		})
 		return leaseOutput(l, err, replayed)
+	case linearize.AcquireManyTry, linearize.AcquireManyWait:
+		specs := make([]engine.LockSpec, len(in.Locks))
+		for i, l := range in.Locks {
+			specs[i] = engine.LockSpec{Key: key(l.Name), Mode: l.Mode, Limit: l.Limit}
+		}
+		ls, replayed, err := t.e.AcquireMany(ctx, engine.AcquireManyRequest{
+			Tenant: tenant, Locks: specs, HolderID: in.Holder, TTL: in.TTL, Wait: in.Wait, IdempotencyKey: in.IdemKey,
+		})
+		if out, failed := errOutput(err); failed {
+			return out
+		}
+		out := linearize.Output{Replayed: replayed}
+		for _, l := range ls {
+			out.Leases = append(out.Leases, linearize.Granted{Lease: l.ID, Token: l.Token})
+		}
+		return out
 	case linearize.Renew:
 		l, err := t.e.Renew(ctx, tenant, in.LeaseID, 0)
 		return leaseOutput(l, err, false)
@@ -77,7 +93,7 @@ func errOutput(err error) (linearize.Output, bool) {
 	if !errors.As(err, &de) || de.Code == dlm.CodeUnavailable || de.Code == dlm.CodeInternal {
 		return linearize.Output{Unknown: true, Err: err.Error()}, true
 	}
-	return linearize.Output{Code: de.Code, Reason: reasonName(de)}, true
+	return linearize.Output{Code: de.Code, Reason: reasonName(de), Blocker: de.Lock}, true
 }
 
 func reasonName(de *dlm.Error) string {
@@ -123,6 +139,7 @@ func TestEngineLinearizable(t *testing.T) {
 		{"wait", linearize.Workload{Clients: 8, Ops: 100, Wait: true, Seed: 2}},
 		{"wait-force", linearize.Workload{Clients: 6, Ops: 100, Wait: true, Force: true, Seed: 3}},
 		{"one-lock", linearize.Workload{Clients: 10, Ops: 100, Locks: []string{"lin/hot"}, Wait: true, Seed: 4}},
+		{"multi", linearize.Workload{Clients: 8, Ops: 100, Multi: true, Seed: 6}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,18 +27,24 @@ type Kind uint8
 
 // Operations a history may contain.
 const (
-	AcquireTry   Kind = iota + 1 // acquire with wait 0
-	AcquireWait                  // acquire that may queue up to Input.Wait
-	Renew                        // renew Input.LeaseID
-	Release                      // release Input.LeaseID
-	Inspect                      // inspect the lock
-	ForceRelease                 // admin: end every lease on the lock
+	AcquireTry      Kind = iota + 1 // acquire with wait 0
+	AcquireWait                     // acquire that may queue up to Input.Wait
+	Renew                           // renew Input.LeaseID
+	Release                         // release Input.LeaseID
+	Inspect                         // inspect the lock
+	ForceRelease                    // admin: end every lease on the lock
+	AcquireManyTry                  // multi-lock acquire of Input.Locks with wait 0
+	AcquireManyWait                 // multi-lock acquire that may queue up to Input.Wait
 )
 
 var kindNames = [...]string{
 	AcquireTry: "acquire-try", AcquireWait: "acquire-wait", Renew: "renew",
 	Release: "release", Inspect: "inspect", ForceRelease: "force-release",
+	AcquireManyTry: "acquire-many-try", AcquireManyWait: "acquire-many-wait",
 }
+
+// many reports whether k is a multi-lock acquire.
+func (k Kind) many() bool { return k == AcquireManyTry || k == AcquireManyWait }
 
 // String returns the name used in reports.
 func (k Kind) String() string {
@@ -59,6 +65,26 @@ type Input struct {
 	Wait    time.Duration
 	IdemKey string // idempotency key of acquires, "" for none
 	LeaseID string // lease of renew and release
+	Limit   int    // semaphore limit of a shared acquire, 0 for none
+	// Locks are the locks of a multi-lock acquire (Name is unused); Mode
+	// and Limit are each lock's.
+	Locks []LockRef
+	// Group is set by Check on the part of a multi-lock acquire it checks
+	// in one lock's history: how many locks the acquire asked for.
+	Group int
+}
+
+// LockRef is one lock of a multi-lock acquire.
+type LockRef struct {
+	Name  string
+	Mode  dlm.Mode
+	Limit int
+}
+
+// Granted is one lease of a multi-lock acquire's answer.
+type Granted struct {
+	Lease string
+	Token int64
 }
 
 // Holder is one holder as inspect shows it (without its lease ID).
@@ -88,6 +114,11 @@ type Output struct {
 	// tokens of the leases it ended, in Holders.
 	LastToken int64
 	Holders   []Holder
+	// Leases are a multi-lock acquire's, in the order of Input.Locks.
+	Leases []Granted
+	// Blocker is the lock that a multi-lock acquire's lock_conflict or
+	// wait_timeout names (details.name).
+	Blocker string
 	// Err is the transport error of an unknown outcome, for reports.
 	Err string
 	// NotSent marks an unknown outcome whose request certainly never
@@ -183,10 +214,28 @@ func describe(in Input, out Output) string {
 		if in.Kind == AcquireWait {
 			fmt.Fprintf(&b, " wait=%v", in.Wait)
 		}
+		if in.Limit > 0 {
+			fmt.Fprintf(&b, " limit=%d", in.Limit)
+		}
+		if in.Group > 0 {
+			fmt.Fprintf(&b, " 1/%d", in.Group)
+		}
 		if in.IdemKey != "" {
-			fmt.Fprintf(&b, " idem=%s", in.IdemKey)
+			fmt.Fprintf(&b, " idem=%q", in.IdemKey)
 		}
 		b.WriteString(")")
+	case AcquireManyTry, AcquireManyWait:
+		fmt.Fprintf(&b, "(%s", in.Holder)
+		for _, l := range in.Locks {
+			fmt.Fprintf(&b, " %s:%s", l.Name, l.Mode)
+			if l.Limit > 0 {
+				fmt.Fprintf(&b, "/%d", l.Limit)
+			}
+		}
+		if in.Kind == AcquireManyWait {
+			fmt.Fprintf(&b, " wait=%v", in.Wait)
+		}
+		fmt.Fprintf(&b, " idem=%s)", in.IdemKey)
 	case Renew, Release:
 		fmt.Fprintf(&b, "(%s)", short(in.LeaseID))
 	}
@@ -201,6 +250,17 @@ func describe(in Input, out Output) string {
 		b.WriteString(out.Code)
 		if out.Reason != "" {
 			fmt.Fprintf(&b, "(%s)", out.Reason)
+		}
+		if out.Blocker != "" {
+			fmt.Fprintf(&b, " on %s", out.Blocker)
+		}
+	case in.Kind.many():
+		b.WriteString("ok")
+		for _, g := range out.Leases {
+			fmt.Fprintf(&b, " %s t%d", short(g.Lease), g.Token)
+		}
+		if out.Replayed {
+			b.WriteString(" replayed")
 		}
 	case in.Kind == Inspect || in.Kind == ForceRelease:
 		if in.Kind == Inspect {

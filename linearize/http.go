@@ -43,6 +43,7 @@ type wireError struct {
 		Message string `json:"message"`
 		Details struct {
 			Reason string `json:"reason"`
+			Name   string `json:"name"`
 		} `json:"details"`
 	} `json:"error"`
 }
@@ -65,7 +66,17 @@ func (h *HTTPTarget) Do(ctx context.Context, in Input) Output {
 		if in.IdemKey != "" {
 			body["idempotency_key"] = in.IdemKey
 		}
+		if in.Limit > 0 {
+			body["limit"] = in.Limit
+		}
 		return h.lease(ctx, "POST", "/v1/locks/"+name+"/acquire", h.Key, body)
+	case AcquireManyTry, AcquireManyWait:
+		var res wire.Leases
+		out := h.call(ctx, "POST", "/v1/acquire", h.Key, manyBody(in), &res)
+		if out.Unknown || out.Code != "" {
+			return out
+		}
+		return manyOutput(out, res)
 	case Renew:
 		return h.lease(ctx, "POST", "/v1/leases/"+url.PathEscape(in.LeaseID)+"/renew", h.Key, map[string]any{})
 	case Release:
@@ -94,6 +105,28 @@ func (h *HTTPTarget) Do(ctx context.Context, in Input) Output {
 		return out
 	}
 	panic(fmt.Sprintf("linearize: unknown operation %v", in.Kind))
+}
+
+// manyBody is the body of a multi-lock acquire, on HTTP and the session.
+func manyBody(in Input) wire.AcquireManyBody {
+	ttl, wait := in.TTL.Milliseconds(), in.Wait.Milliseconds()
+	b := wire.AcquireManyBody{HolderID: in.Holder, TTLMs: &ttl, WaitMs: &wait, IdempotencyKey: in.IdemKey}
+	for _, l := range in.Locks {
+		b.Locks = append(b.Locks, wire.LockRef{Name: l.Name, Mode: l.Mode.String(), Limit: l.Limit})
+	}
+	return b
+}
+
+// manyOutput is out with the leases of a multi-lock grant.
+func manyOutput(out Output, res wire.Leases) Output {
+	out.Replayed = res.Replayed
+	for _, l := range res.Leases {
+		if l.LeaseID == "" || l.FencingToken == 0 {
+			return Output{Unknown: true, Err: "answer without lease_id or fencing_token"}
+		}
+		out.Leases = append(out.Leases, Granted{Lease: l.LeaseID, Token: l.FencingToken})
+	}
+	return out
 }
 
 func holdersOf(ls []wire.Lease) []Holder {
@@ -166,7 +199,7 @@ func (h *HTTPTarget) call(ctx context.Context, method, path, key string, body, r
 		if err := json.Unmarshal(b, &we); err != nil || we.Error.Code == "" {
 			return Output{Code: fmt.Sprintf("http_%d", st), Status: st}
 		}
-		return Output{Code: we.Error.Code, Reason: we.Error.Details.Reason, Status: st}
+		return Output{Code: we.Error.Code, Reason: we.Error.Details.Reason, Blocker: we.Error.Details.Name, Status: st}
 	}
 	return Output{Unknown: true, Status: st, Err: fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b))}
 }

@@ -20,6 +20,7 @@ type lease struct {
 	mode   dlm.Mode
 	holder string
 	idem   string
+	limit  int // the semaphore limit it was granted with, 0 for none
 }
 
 // state is the model of one lock: the last fencing token issued and the
@@ -80,14 +81,23 @@ func (s state) findIdem(in Input) int {
 	return -1
 }
 
-// compatible reports whether a grant in mode m may join the holders.
+// compatible reports whether a grant in mode m may join the holders: every
+// holder is compatible with it, and a semaphore has a permit left.
 func (s state) compatible(m dlm.Mode) bool {
 	for _, h := range s.holders {
 		if !dlm.Compatible(m, h.mode) {
 			return false
 		}
 	}
-	return true
+	return len(s.holders) == 0 || s.holders[0].limit == 0 || len(s.holders) < s.holders[0].limit
+}
+
+// mismatched reports whether an acquire with limit is refused: every
+// holder (and waiter) of a lock has the same limit, and a lock with
+// waiters has holders (or a parked multi-lock acquire, which has the
+// holders' limit too).
+func (s state) mismatched(limit int) bool {
+	return len(s.holders) > 0 && s.holders[0].limit != limit
 }
 
 func (s state) String() string {
@@ -127,7 +137,14 @@ func (s state) String() string {
 // and true of the one core every backend shares (LockState.grant). After a
 // grant whose answer was lost may have jumped, it knows only a lower bound,
 // until an answer shows the token.
-type model struct{ queue bool }
+//
+// A multi-lock acquire is checked in each lock's history as one acquire
+// (Input.Group set): granted there with its lease, or refused with nothing
+// changed. Its refusal must be explained by this lock only if it names it
+// (Output.Blocker). A waiting one may park on a free lock while another of
+// its locks is taken (parked): a request may then find a lock taken that
+// has no holders.
+type model struct{ queue, parked bool }
 
 // step returns the states s can move to by in answered with out, and why
 // there are none.
@@ -237,13 +254,17 @@ func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
 	if i := s.findIdem(in); i >= 0 {
 		// A live lease has this key: the acquire must replay it.
 		h := s.holders[i]
+		if out.Code != "" && in.Group > 0 {
+			return []state{s}, "" // another of its locks refused the retry
+		}
 		if out.Code != "" {
 			return nil, fmt.Sprintf("acquire with key %s answered %s while its lease t%d is held", in.IdemKey, out.Code, h.token)
 		}
 		if (h.token != 0 && out.Token != h.token) || (h.id != "" && h.id != out.Lease) {
 			return nil, fmt.Sprintf("replay of key %s answered %s t%d, the lease is %s t%d", in.IdemKey, short(out.Lease), out.Token, short(h.id), h.token)
 		}
-		if !out.Replayed {
+		// A multi-lock retry is marked replayed only if every lease was.
+		if !out.Replayed && in.Group == 0 {
 			return nil, fmt.Sprintf("replay of key %s not marked replayed", in.IdemKey)
 		}
 		if h.id == "" || h.token == 0 {
@@ -252,9 +273,14 @@ func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
 		}
 		return []state{s}, ""
 	}
-	blocked := !s.compatible(in.Mode) || (m.queue && len(s.holders) > 0)
+	mismatched := s.mismatched(in.Limit)
+	blocked := !s.compatible(in.Mode) || (m.queue && len(s.holders) > 0) || m.parked
+	elsewhere := in.Group > 0 && out.Blocker != in.Name // another lock refused it
 	switch out.Code {
 	case "":
+		if mismatched {
+			return nil, fmt.Sprintf("granted limit %d while %v", in.Limit, s)
+		}
 		if !s.compatible(in.Mode) {
 			return nil, fmt.Sprintf("granted %s while %v", in.Mode, s)
 		}
@@ -263,19 +289,29 @@ func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
 		if out.Token != want && !jump && (!s.vague || out.Token < want) {
 			return nil, fmt.Sprintf("granted token %d, want %d", out.Token, want)
 		}
-		if out.Replayed && in.Kind == AcquireTry {
+		if out.Replayed && in.Kind == AcquireTry && in.Group == 0 {
 			return nil, "a new grant marked replayed"
 		}
 		if s.find(out.Lease) >= 0 {
 			return nil, "granted a lease ID that is held already"
 		}
-		return []state{s.with(lease{out.Lease, out.Token, in.Mode, in.Holder, in.IdemKey})}, ""
+		return []state{s.with(lease{out.Lease, out.Token, in.Mode, in.Holder, in.IdemKey, in.Limit})}, ""
 	case dlm.CodeLockConflict, dlm.CodeWaitTimeout:
 		if (out.Code == dlm.CodeLockConflict) != (in.Kind == AcquireTry) {
 			return nil, fmt.Sprintf("%s answered %s", in.Kind, out.Code)
 		}
-		if !blocked {
+		if mismatched && in.Group == 0 {
+			return nil, fmt.Sprintf("limit %d answered %s while %v, want invalid_argument", in.Limit, out.Code, s)
+		}
+		if !blocked && !elsewhere {
 			return nil, fmt.Sprintf("%s answered %s while %v", in.Mode, out.Code, s)
+		}
+		return []state{s}, ""
+	case dlm.CodeInvalidArgument:
+		// A multi-lock acquire's refusal does not say which lock's limit
+		// differs.
+		if !mismatched && in.Group == 0 {
+			return nil, fmt.Sprintf("limit %d refused while %v", in.Limit, s)
 		}
 		return []state{s}, ""
 	}
@@ -288,10 +324,10 @@ func (m model) stepUnknown(s state, in Input) []state {
 	next := []state{s} // it did not happen (or changed nothing)
 	switch in.Kind {
 	case AcquireTry, AcquireWait:
-		if s.findIdem(in) >= 0 || !s.compatible(in.Mode) {
+		if s.findIdem(in) >= 0 || !s.compatible(in.Mode) || s.mismatched(in.Limit) {
 			break
 		}
-		granted := s.lostGrant(lease{"", 0, in.Mode, in.Holder, in.IdemKey})
+		granted := s.lostGrant(lease{"", 0, in.Mode, in.Holder, in.IdemKey, in.Limit})
 		next = append(next, granted...)
 		if in.Kind == AcquireWait && in.IdemKey == "" {
 			// Granted after its client left: the server gives it back.

@@ -63,6 +63,15 @@ func (s *SessionTarget) Do(ctx context.Context, in Input) Output {
 		if in.IdemKey != "" {
 			req["idempotency_key"] = in.IdemKey
 		}
+		if in.Limit > 0 {
+			req["limit"] = in.Limit
+		}
+	case AcquireManyTry, AcquireManyWait:
+		b := manyBody(in)
+		req = map[string]any{"op": "acquire_many", "locks": b.Locks, "holder_id": b.HolderID, "ttl_ms": *b.TTLMs, "idempotency_key": b.IdempotencyKey}
+		if in.Wait > 0 {
+			req["wait_ms"] = *b.WaitMs
+		}
 	case Renew:
 		req = map[string]any{"op": "renew", "lease_ids": []string{in.LeaseID}}
 	case Release:
@@ -77,6 +86,12 @@ func (s *SessionTarget) Do(ctx context.Context, in Input) Output {
 		return out
 	}
 	switch in.Kind {
+	case AcquireManyTry, AcquireManyWait:
+		var leases wire.Leases
+		if err := json.Unmarshal(res, &leases); err != nil {
+			return Output{Unknown: true, Err: "decoding the answer: " + err.Error()}
+		}
+		return manyOutput(out, leases)
 	case Inspect:
 		var lock struct {
 			FencingToken int64        `json:"fencing_token"`
@@ -116,6 +131,7 @@ type wireErrorBody struct {
 	Message string `json:"message"`
 	Details struct {
 		Reason string `json:"reason"`
+		Name   string `json:"name"`
 	} `json:"details"`
 }
 
@@ -162,7 +178,7 @@ func (s *SessionTarget) call(ctx context.Context, req map[string]any) (json.RawM
 		if r.Error.Code == dlm.CodeUnavailable || r.Error.Code == dlm.CodeInternal {
 			return nil, Output{Unknown: true, Err: r.Error.Code + ": " + r.Error.Message}
 		}
-		return nil, Output{Code: r.Error.Code, Reason: r.Error.Details.Reason}
+		return nil, Output{Code: r.Error.Code, Reason: r.Error.Details.Reason, Blocker: r.Error.Details.Name}
 	}
 	return r.Result, Output{}
 }

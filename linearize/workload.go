@@ -53,6 +53,12 @@ type Workload struct {
 	RetryDelay time.Duration
 	// Seed makes the choices repeatable (the interleaving never is).
 	Seed uint64
+	// Limit makes shared acquires semaphores of Limit holders; one in ten
+	// asks for Limit+1, which is refused while others hold the lock.
+	Limit int
+	// Multi makes about a fifth of the acquires multi-lock acquires of two
+	// of the Locks, each lease then renewed and released on its own.
+	Multi bool
 }
 
 func (w *Workload) defaults() {
@@ -145,34 +151,80 @@ func (c *client) run(ctx context.Context) {
 		}
 		c.seq++
 		in := Input{
-			Kind: AcquireTry, Name: name, Holder: fmt.Sprintf("c%d", c.id), Mode: dlm.Exclusive,
+			Kind: AcquireTry, Name: name, Holder: fmt.Sprintf("c%d", c.id), Mode: c.mode(),
 			TTL: c.w.TTL, IdemKey: fmt.Sprintf("c%d-%d", c.id, c.seq),
 		}
-		if c.rng.IntN(10) < 4 {
-			in.Mode = dlm.Shared
-		}
-		if c.w.Wait && c.rng.IntN(2) == 0 {
+		in.Limit = c.limit(in.Mode)
+		wait := c.w.Wait && c.rng.IntN(2) == 0
+		if wait {
 			in.Kind = AcquireWait
 			in.Wait = time.Duration(1+c.rng.Int64N(int64(c.w.MaxWait/time.Millisecond))) * time.Millisecond
+		}
+		if c.w.Multi && len(c.w.Locks) > 1 && c.rng.IntN(5) == 0 {
+			c.many(ctx, in, wait)
+			continue
 		}
 		out, ok := c.do(ctx, in)
 		if !ok || out.Code != "" {
 			continue
 		}
-		id := out.Lease
-		for range c.rng.IntN(3) {
-			c.hold(ctx)
-			if c.rng.IntN(3) == 0 {
-				c.do(ctx, Input{Kind: Inspect, Name: name})
-			} else {
-				c.do(ctx, Input{Kind: Renew, Name: name, LeaseID: id})
-			}
-		}
-		c.hold(ctx)
-		// Released on a fresh context, so that a run that ends leaves
-		// nothing held.
-		c.do(context.WithoutCancel(ctx), Input{Kind: Release, Name: name, LeaseID: id})
+		c.holdLease(ctx, name, out.Lease)
 	}
+}
+
+func (c *client) mode() dlm.Mode {
+	if c.rng.IntN(10) < 4 {
+		return dlm.Shared
+	}
+	return dlm.Exclusive
+}
+
+// limit returns the limit of a shared acquire (see Workload.Limit).
+func (c *client) limit(m dlm.Mode) int {
+	switch {
+	case m != dlm.Shared || c.w.Limit == 0:
+		return 0
+	case c.rng.IntN(10) == 0:
+		return c.w.Limit + 1
+	}
+	return c.w.Limit
+}
+
+// many asks for two of the locks at once, with in's holder, key and wait,
+// and then holds and releases each lease it is granted on its own.
+func (c *client) many(ctx context.Context, in Input, wait bool) {
+	in.Kind, in.Name, in.Mode, in.Limit = AcquireManyTry, "", 0, 0
+	if wait {
+		in.Kind = AcquireManyWait
+	}
+	for _, i := range c.rng.Perm(len(c.w.Locks))[:2] {
+		m := c.mode()
+		in.Locks = append(in.Locks, LockRef{Name: c.w.Locks[i], Mode: m, Limit: c.limit(m)})
+	}
+	out, ok := c.do(ctx, in)
+	if !ok || out.Code != "" {
+		return
+	}
+	for _, i := range c.rng.Perm(len(in.Locks)) {
+		c.holdLease(ctx, in.Locks[i].Name, out.Leases[i].Lease)
+	}
+}
+
+// holdLease renews and inspects the lease id on name a few times, then
+// releases it.
+func (c *client) holdLease(ctx context.Context, name, id string) {
+	for range c.rng.IntN(3) {
+		c.hold(ctx)
+		if c.rng.IntN(3) == 0 {
+			c.do(ctx, Input{Kind: Inspect, Name: name})
+		} else {
+			c.do(ctx, Input{Kind: Renew, Name: name, LeaseID: id})
+		}
+	}
+	c.hold(ctx)
+	// Released on a fresh context, so that a run that ends leaves nothing
+	// held.
+	c.do(context.WithoutCancel(ctx), Input{Kind: Release, Name: name, LeaseID: id})
 }
 
 func (c *client) hold(ctx context.Context) {
@@ -200,7 +252,7 @@ func (c *client) do(ctx context.Context, in Input) (Output, bool) {
 		if !out.Unknown {
 			switch out.Code {
 			case "":
-				if in.Kind == AcquireTry || in.Kind == AcquireWait {
+				if in.Kind == AcquireTry || in.Kind == AcquireWait || in.Kind.many() {
 					c.st.Grants.Add(1)
 				}
 			case dlm.CodeLockConflict, dlm.CodeWaitTimeout:

@@ -30,7 +30,7 @@ func (b *batch) Commit(ctx context.Context, saves []dlm.Save) error {
 	defer b.end()
 	w := newWrites()
 	for _, sv := range saves {
-		w.apply(sv.State.Key, sv.State.Token, sv.Change)
+		w.apply(sv.State, sv.Change)
 	}
 	pb := &pgx.Batch{}
 	if len(b.dead) > 0 {

@@ -12,14 +12,16 @@ import (
 // The columns of leases and waiters as the store reads them, and the
 // statements that read lock states: shared by Load and View.
 
-const leaseCols = `id, tenant, ns, name, mode, holder, token, ttl, acquired_at, expires_at`
+const leaseCols = `id, tenant, ns, name, mode, holder, token, ttl, acquired_at, expires_at, lim, lock_delay, max_hold`
 
 func scanLease(r pgx.Rows, l *dlm.Lease, extra ...any) error {
 	var mode int16
-	var ttl int64
+	var ttl, delay, hold int64
+	var limit int32
 	err := r.Scan(append([]any{&l.ID, &l.Tenant, &l.Key.Namespace, &l.Key.Name, &mode,
-		&l.HolderID, &l.Token, &ttl, &l.AcquiredAt, &l.ExpiresAt}, extra...)...)
+		&l.HolderID, &l.Token, &ttl, &l.AcquiredAt, &l.ExpiresAt, &limit, &delay, &hold}, extra...)...)
 	l.Mode, l.TTL = dlm.Mode(mode), time.Duration(ttl)
+	l.Limit, l.LockDelay, l.MaxHold = int(limit), time.Duration(delay), time.Duration(hold)
 	l.AcquiredAt, l.ExpiresAt = l.AcquiredAt.UTC(), l.ExpiresAt.UTC()
 	return err
 }
@@ -104,17 +106,22 @@ func keyColumns(keys []dlm.Key) (ns, names []string) {
 // are gone are left out and passed to dead.
 func queueStates(pb *pgx.Batch, keysSQL string, args []any, lock bool, deadAfter time.Duration,
 	states map[dlm.Key]*dlm.LockState, dead func(dlm.Waiter)) {
-	sel := `SELECT ns, name, token FROM locks WHERE (ns, name) IN (` + keysSQL + `) ORDER BY ns, name`
+	sel := `SELECT ns, name, token, delay_until FROM locks WHERE (ns, name) IN (` + keysSQL + `) ORDER BY ns, name`
 	if lock {
 		sel += ` FOR UPDATE OF locks`
 	}
 	queueQuery(pb, func(r pgx.Rows) error {
 		var k dlm.Key
 		var token int64
-		if err := r.Scan(&k.Namespace, &k.Name, &token); err != nil {
+		var delay *time.Time
+		if err := r.Scan(&k.Namespace, &k.Name, &token, &delay); err != nil {
 			return err
 		}
-		states[k] = &dlm.LockState{Key: k, Token: token}
+		s := &dlm.LockState{Key: k, Token: token}
+		if delay != nil {
+			s.DelayUntil = delay.UTC()
+		}
+		states[k] = s
 		return nil
 	}, sel, args...)
 	queueQuery(pb, func(r pgx.Rows) error {
@@ -130,18 +137,26 @@ func queueStates(pb *pgx.Batch, keysSQL string, args []any, lock bool, deadAfter
 	queueQuery(pb, func(r pgx.Rows) error {
 		var w dlm.Waiter
 		var mode int16
-		var ttl int64
-		var idem *string
+		var ttl, delay, hold int64
+		var limit int32
+		var idem, group, keys *string
 		var live bool
 		err := r.Scan(&w.ID, &w.Tenant, &w.Key.Namespace, &w.Key.Name, &w.Seq, &mode, &w.HolderID, &ttl, &idem,
-			&w.Ticket, &w.QueuedAt, &w.Deadline, &live)
+			&w.Ticket, &w.QueuedAt, &w.Deadline, &limit, &delay, &hold, &group, &keys, &live)
 		if err != nil {
 			return err
 		}
 		w.Mode, w.TTL = dlm.Mode(mode), time.Duration(ttl)
 		w.QueuedAt, w.Deadline = w.QueuedAt.UTC(), w.Deadline.UTC()
+		w.Limit, w.LockDelay, w.MaxHold = int(limit), time.Duration(delay), time.Duration(hold)
 		if idem != nil {
 			w.IdempotencyKey = *idem
+		}
+		if group != nil {
+			w.Group = *group
+		}
+		if w.GroupKeys, err = parseGroupKeys(keys); err != nil {
+			return err
 		}
 		switch s := states[w.Key]; {
 		case s == nil:
@@ -151,7 +166,8 @@ func queueStates(pb *pgx.Batch, keysSQL string, args []any, lock bool, deadAfter
 			dead(w)
 		}
 		return nil
-	}, `SELECT id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, `+alive(len(args)+1)+`
+	}, `SELECT id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline,
+			lim, lock_delay, max_hold, grp, group_keys::text, `+alive(len(args)+1)+`
 		FROM waiters w WHERE (ns, name) IN (`+keysSQL+`) ORDER BY ns, name, seq`,
 		append(args, deadAfter.Seconds())...)
 }

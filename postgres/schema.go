@@ -149,6 +149,20 @@ var migrations = []string{
 	ALTER TABLE events ALTER COLUMN id SET NOT NULL;
 	DROP INDEX events_pending;
 	DROP TABLE event_counter;`,
+	// The terms of an acquire (limit, lock-delay and max hold, durations in
+	// nanoseconds; 0 in older rows: none), the multi-lock acquire a waiter
+	// belongs to (grp, and group_keys: a JSON array of [namespace, name]),
+	// and the end of a lock's lock-delay in force (NULL: none). Columns
+	// with a constant default or none rewrite no rows.
+	`ALTER TABLE locks ADD COLUMN delay_until timestamptz;
+	CREATE INDEX locks_delay ON locks (delay_until) WHERE delay_until IS NOT NULL;
+	ALTER TABLE leases ADD COLUMN lim integer NOT NULL DEFAULT 0,
+		ADD COLUMN lock_delay bigint NOT NULL DEFAULT 0, ADD COLUMN max_hold bigint NOT NULL DEFAULT 0;
+	ALTER TABLE ended_leases ADD COLUMN lim integer NOT NULL DEFAULT 0,
+		ADD COLUMN lock_delay bigint NOT NULL DEFAULT 0, ADD COLUMN max_hold bigint NOT NULL DEFAULT 0;
+	ALTER TABLE waiters ADD COLUMN lim integer NOT NULL DEFAULT 0,
+		ADD COLUMN lock_delay bigint NOT NULL DEFAULT 0, ADD COLUMN max_hold bigint NOT NULL DEFAULT 0,
+		ADD COLUMN grp text, ADD COLUMN group_keys jsonb;`,
 }
 
 // migrate brings the schema up to date. It holds a transaction-scoped

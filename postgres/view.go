@@ -178,9 +178,9 @@ func (v *view) ListLocks(ctx context.Context, ns, prefix, after string, limit in
 	return states, nil
 }
 
-// DueLocks implements dlm.ReadTx. Besides expired leases and waiters past
-// their deadline, a lock is due when it has a waiter of an instance that is
-// gone.
+// DueLocks implements dlm.ReadTx. Besides expired leases, waiters past
+// their deadline and lock-delays that ran out, a lock is due when it has a
+// waiter of an instance that is gone.
 func (v *view) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
 	if err := v.ensureNow(); err != nil {
 		return nil, err
@@ -194,6 +194,7 @@ func (v *view) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
 	}, `SELECT ns, name FROM leases WHERE expires_at <= $1
 		UNION SELECT ns, name FROM waiters WHERE deadline <= $1
 		UNION SELECT ns, name FROM waiters w WHERE NOT `+alive(3)+`
+		UNION SELECT ns, name FROM locks WHERE delay_until <= $1
 		LIMIT $2`, v.now, limit, v.deadAfter())
 	return keys, err
 }
@@ -202,7 +203,8 @@ func (v *view) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
 func (v *view) NextDue(ctx context.Context) (time.Time, error) {
 	var n *time.Time
 	err := v.query(func(r pgx.Rows) error { return r.Scan(&n) },
-		`SELECT least((SELECT min(expires_at) FROM leases), (SELECT min(deadline) FROM waiters))`)
+		`SELECT least((SELECT min(expires_at) FROM leases), (SELECT min(deadline) FROM waiters),
+			(SELECT min(delay_until) FROM locks))`)
 	if err != nil || n == nil {
 		return time.Time{}, err
 	}

@@ -12,6 +12,7 @@ import (
 // and waiter is written once, by a few multi-row statements.
 type writes struct {
 	tokens  map[dlm.Key]int64
+	delays  map[dlm.Key]time.Time // the lock's DelayUntil, zero when cleared
 	leases  map[string]*leaseWrite
 	lorder  []string
 	waiters map[string]*waiterWrite
@@ -36,7 +37,7 @@ type waiterWrite struct {
 
 func newWrites() writes {
 	return writes{
-		tokens: map[dlm.Key]int64{}, leases: map[string]*leaseWrite{}, waiters: map[string]*waiterWrite{},
+		tokens: map[dlm.Key]int64{}, delays: map[dlm.Key]time.Time{}, leases: map[string]*leaseWrite{}, waiters: map[string]*waiterWrite{},
 		leaseUsage: map[string]int64{}, waiterUsage: map[string]int64{},
 	}
 }
@@ -66,11 +67,15 @@ func (w *writes) waiter(id string) *waiterWrite {
 	return ww
 }
 
-// apply folds in c, which left k's lock with token. Granted comes first: a
-// lease that expiry granted in the past may end again in the same change.
-func (w *writes) apply(k dlm.Key, token int64, c *dlm.Change) {
+// apply folds in c, made on the lock whose last decision left it as s.
+// Granted comes first: a lease that expiry granted in the past may end
+// again in the same change.
+func (w *writes) apply(s *dlm.LockState, c *dlm.Change) {
 	if len(c.Granted) > 0 {
-		w.tokens[k] = token
+		w.tokens[s.Key] = s.Token
+	}
+	if c.Delayed {
+		w.delays[s.Key] = s.DelayUntil
 	}
 	for _, l := range c.Granted {
 		lw := w.lease(l.ID)
@@ -113,6 +118,20 @@ func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
 		pb.Queue(`UPDATE locks l SET token = v.token FROM unnest($1::text[], $2::text[], $3::bigint[]) v (ns, name, token)
 			WHERE l.ns = v.ns AND l.name = v.name`, ns, names, tokens)
 	}
+	if len(w.delays) > 0 {
+		var ns, names []string
+		var until []*time.Time
+		for k, t := range w.delays {
+			ns, names = append(ns, k.Namespace), append(names, k.Name)
+			if t.IsZero() {
+				until = append(until, nil)
+			} else {
+				until = append(until, &t)
+			}
+		}
+		pb.Queue(`UPDATE locks l SET delay_until = v.until FROM unnest($1::text[], $2::text[], $3::timestamptz[]) v (ns, name, until)
+			WHERE l.ns = v.ns AND l.name = v.name`, ns, names, until)
+	}
 	var (
 		ins, ended       leaseRows
 		renewed, deleted []string
@@ -139,8 +158,8 @@ func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
 	}
 	if len(ins.ids) > 0 {
 		pb.Queue(`INSERT INTO leases (`+holderCols+`) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],
-			$4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[],
-			$12::bigint[])`,
+			$4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
+			$11::integer[], $12::bigint[], $13::bigint[], $14::text[], $15::bigint[])`,
 			ins.args()...)
 	}
 	if len(renewed) > 0 {
@@ -154,8 +173,8 @@ func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
 	if len(ended.ids) > 0 {
 		pb.Queue(`INSERT INTO ended_leases (`+leaseCols+`, reason, ended_at) SELECT * FROM unnest($1::text[], $2::text[],
 			$3::text[], $4::text[], $5::smallint[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
-			$11::smallint[], $12::timestamptz[])`,
-			append(ended.args()[:10], ended.reasons, ended.endedAt)...)
+			$11::integer[], $12::bigint[], $13::bigint[], $14::smallint[], $15::timestamptz[])`,
+			append(ended.args()[:13], ended.reasons, ended.endedAt)...)
 	}
 	w.queueWaiters(pb, instance)
 	queueUsage(pb, "lease_usage", w.leaseUsage, shard)
@@ -167,6 +186,8 @@ type leaseRows struct {
 	ids, tenants, ns, names, holders []string
 	modes                            []int16
 	tokens, ttls, requested          []int64
+	limits                           []int32
+	delays, holds                    []int64
 	acquired, expires                []time.Time
 	idems                            []*string
 	reasons                          []int16
@@ -180,12 +201,14 @@ func (r *leaseRows) add(l *dlm.Lease) {
 	r.tokens, r.ttls = append(r.tokens, l.Token), append(r.ttls, int64(l.TTL))
 	r.acquired, r.expires = append(r.acquired, l.AcquiredAt), append(r.expires, l.ExpiresAt)
 	r.idems, r.requested = append(r.idems, nullable(l.IdempotencyKey)), append(r.requested, int64(l.RequestedTTL))
+	r.limits, r.delays, r.holds = append(r.limits, int32(l.Limit)), append(r.delays, int64(l.LockDelay)), append(r.holds, int64(l.MaxHold))
 }
 
-// args returns the columns in the order of holderCols; the first ten are
-// leaseCols.
+// args returns the columns in the order of holderCols; the first thirteen
+// are leaseCols.
 func (r *leaseRows) args() []any {
-	return []any{r.ids, r.tenants, r.ns, r.names, r.modes, r.holders, r.tokens, r.ttls, r.acquired, r.expires, r.idems, r.requested}
+	return []any{r.ids, r.tenants, r.ns, r.names, r.modes, r.holders, r.tokens, r.ttls, r.acquired, r.expires,
+		r.limits, r.delays, r.holds, r.idems, r.requested}
 }
 
 func (w *writes) queueWaiters(pb *pgx.Batch, instance string) {
@@ -212,20 +235,30 @@ func (w *writes) queueWaiters(pb *pgx.Batch, instance string) {
 	if len(ins) > 0 {
 		var (
 			ids, tenants, ns, names, holders, tks []string
-			seqs, ttls                            []int64
+			seqs, ttls, delays, holds             []int64
+			limits                                []int32
 			modes                                 []int16
-			idems                                 []*string
+			idems, groups, keys                   []*string
 			queued, dls                           []time.Time
 		)
 		for _, q := range ins {
 			ids, tenants, ns, names = append(ids, q.ID), append(tenants, q.Tenant), append(ns, q.Key.Namespace), append(names, q.Key.Name)
 			seqs, modes, holders, ttls = append(seqs, q.Seq), append(modes, int16(q.Mode)), append(holders, q.HolderID), append(ttls, int64(q.TTL))
 			idems, tks, queued, dls = append(idems, nullable(q.IdempotencyKey)), append(tks, q.Ticket), append(queued, q.QueuedAt), append(dls, q.Deadline)
+			limits, delays, holds = append(limits, int32(q.Limit)), append(delays, int64(q.LockDelay)), append(holds, int64(q.MaxHold))
+			groups, keys = append(groups, nullable(q.Group)), append(keys, groupKeysColumn(q.GroupKeys))
 		}
-		pb.Queue(`INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, instance)
-			SELECT *, $13 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::smallint[], $7::text[],
-			$8::bigint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])`,
-			ids, tenants, ns, names, seqs, modes, holders, ttls, idems, tks, queued, dls, instance)
+		pb.Queue(`INSERT INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline,
+				lim, lock_delay, max_hold, grp, group_keys, instance)
+			SELECT id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline,
+				lim, lock_delay, max_hold, grp, group_keys::jsonb, $18
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::smallint[], $7::text[],
+				$8::bigint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+				$13::integer[], $14::bigint[], $15::bigint[], $16::text[], $17::text[])
+				u (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline,
+				lim, lock_delay, max_hold, grp, group_keys)`,
+			ids, tenants, ns, names, seqs, modes, holders, ttls, idems, tks, queued, dls,
+			limits, delays, holds, groups, keys, instance)
 	}
 	if len(retaken) > 0 {
 		// The retry waits here now: the entry lives as long as this instance.

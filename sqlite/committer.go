@@ -174,10 +174,15 @@ func (c *committer) recover(ctx context.Context, opts Options, paths ...string) 
 		found = append(found, records)
 	}
 	// One overlay takes every record: flush writes each table's inserts
-	// before its updates and deletes, so the order of the journals does
-	// not matter.
+	// before its updates and deletes. A lock's lock-delay is as the last
+	// batch left it, so records are read oldest first: the journal that
+	// took over from the other has the higher generation.
 	o := newOverlay()
-	for i := range found {
+	order := []int{0, 1}
+	if c.journals[1].generation < c.journals[0].generation {
+		order = []int{1, 0}
+	}
+	for _, i := range order {
 		for _, p := range found[i] {
 			if err := decodeRecord(p, o); err != nil {
 				return fmt.Errorf("journal %s: %w", paths[i], err)

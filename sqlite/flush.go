@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/dlmhq/dlm"
 )
@@ -10,6 +11,7 @@ import (
 // rows is what one flush writes: the rows of one or more batches.
 type rows struct {
 	tokens   map[dlm.Key]int64
+	delays   map[dlm.Key]time.Time // the last DelayUntil saved, zero when cleared
 	granted  []dlm.Lease
 	renewed  []dlm.Lease
 	ended    []dlm.EndedLease // into ended_leases
@@ -34,11 +36,12 @@ type rows struct {
 // hold some of the journal's batches.
 func (r *rows) gather(batches []applied, fresh bool) {
 	if r.tokens == nil {
-		r.tokens = map[dlm.Key]int64{}
+		r.tokens, r.delays = map[dlm.Key]int64{}, map[dlm.Key]time.Time{}
 		r.leasesBorn, r.leasesGone = map[string]bool{}, map[string]bool{}
 		r.waitersBorn, r.waitersGone = map[string]bool{}, map[string]bool{}
 	}
 	clear(r.tokens)
+	clear(r.delays)
 	clear(r.leasesBorn)
 	clear(r.leasesGone)
 	clear(r.waitersBorn)
@@ -71,6 +74,9 @@ func (r *rows) gather(batches []applied, fresh bool) {
 		}
 		for k, t := range o.tokens {
 			r.tokens[k] = max(r.tokens[k], t)
+		}
+		for k, t := range o.delays {
+			r.delays[k] = t
 		}
 		for _, l := range o.granted {
 			if !r.leasesGone[l.ID] {
@@ -119,6 +125,10 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 	for k, t := range o.tokens {
 		tokens = append(tokens, k.Namespace, k.Name, t)
 	}
+	delays := make([]any, 0, 3*len(o.delays))
+	for k, t := range o.delays {
+		delays = append(delays, k.Namespace, k.Name, nullTime(t))
+	}
 	steps := []struct {
 		query string
 		cols  int
@@ -127,10 +137,15 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 	}{
 		{`INSERT INTO locks (ns, name, token) VALUES %s ON CONFLICT (ns, name) DO UPDATE SET token = max(token, excluded.token)`,
 			3, len(o.tokens), func(args []any, i int) []any { return append(args, tokens[3*i:3*i+3]...) }},
-		{`INSERT OR REPLACE INTO leases (` + holderCols + `) VALUES %s`, 12, len(o.granted), func(args []any, i int) []any {
+		// After the tokens: the lock of a lock-delay has its row by then
+		// (its lease was granted), so the insert never runs.
+		{`INSERT INTO locks (ns, name, token, delay_until) VALUES %s ON CONFLICT (ns, name) DO UPDATE SET delay_until = excluded.delay_until`,
+			4, len(o.delays), func(args []any, i int) []any { return append(args, delays[3*i], delays[3*i+1], 0, delays[3*i+2]) }},
+		{`INSERT OR REPLACE INTO leases (` + holderCols + `) VALUES %s`, 15, len(o.granted), func(args []any, i int) []any {
 			l := &o.granted[i]
 			return append(args, l.ID, l.Tenant, l.Key.Namespace, l.Key.Name, l.Mode, l.HolderID, l.Token,
-				int64(l.TTL), nanos(l.AcquiredAt), nanos(l.ExpiresAt), nullable(l.IdempotencyKey), int64(l.RequestedTTL))
+				int64(l.TTL), nanos(l.AcquiredAt), nanos(l.ExpiresAt), l.Limit, int64(l.LockDelay), int64(l.MaxHold),
+				nullable(l.IdempotencyKey), int64(l.RequestedTTL))
 		}},
 		{`UPDATE leases SET ttl = ?, expires_at = ? WHERE id = ?`, 0, len(o.renewed), func(args []any, i int) []any {
 			l := &o.renewed[i]
@@ -139,16 +154,18 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 		{`DELETE FROM leases WHERE id IN %s`, 1, len(o.deleted), func(args []any, i int) []any {
 			return append(args, o.deleted[i])
 		}},
-		{`INSERT OR REPLACE INTO ended_leases (` + leaseCols + `, reason, ended_at) VALUES %s`, 12, len(o.ended), func(args []any, i int) []any {
+		{`INSERT OR REPLACE INTO ended_leases (` + leaseCols + `, reason, ended_at) VALUES %s`, 15, len(o.ended), func(args []any, i int) []any {
 			e := &o.ended[i]
 			return append(args, e.ID, e.Tenant, e.Key.Namespace, e.Key.Name, e.Mode, e.HolderID, e.Token,
-				int64(e.TTL), nanos(e.AcquiredAt), nanos(e.ExpiresAt), e.Reason, nanos(e.EndedAt))
+				int64(e.TTL), nanos(e.AcquiredAt), nanos(e.ExpiresAt), e.Limit, int64(e.LockDelay), int64(e.MaxHold),
+				e.Reason, nanos(e.EndedAt))
 		}},
-		{`INSERT OR REPLACE INTO waiters (id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline) VALUES %s`,
-			12, len(o.queued), func(args []any, i int) []any {
+		{`INSERT OR REPLACE INTO waiters (` + waiterCols + `) VALUES %s`,
+			17, len(o.queued), func(args []any, i int) []any {
 				q := &o.queued[i]
 				return append(args, q.ID, q.Tenant, q.Key.Namespace, q.Key.Name, q.Seq, q.Mode, q.HolderID,
-					int64(q.TTL), nullable(q.IdempotencyKey), q.Ticket, nanos(q.QueuedAt), nanos(q.Deadline))
+					int64(q.TTL), nullable(q.IdempotencyKey), q.Ticket, nanos(q.QueuedAt), nanos(q.Deadline),
+					q.Limit, int64(q.LockDelay), int64(q.MaxHold), nullable(q.Group), groupKeysColumn(q.GroupKeys))
 			}},
 		{`UPDATE waiters SET ticket = ?, deadline = ? WHERE id = ?`, 0, len(o.retaken), func(args []any, i int) []any {
 			q := &o.retaken[i]

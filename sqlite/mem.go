@@ -14,7 +14,7 @@ import (
 // file, so the copy cannot go stale: batches load locks from here instead of
 // the file, with no I/O. It is loaded once when the committer starts.
 type memTable struct {
-	locks  map[dlm.Key]*memLock // locks with holders or waiters
+	locks  map[dlm.Key]*memLock // locks with holders, waiters or a lock-delay
 	leases map[string]dlm.Key   // live lease ID → its lock
 	idem   map[idemKey]dlm.Key  // idempotency key of a holder or waiter → its lock
 	// idle keeps the fencing token of recently emptied locks, so that
@@ -26,29 +26,41 @@ type memTable struct {
 // memory for as long as it is held, and a server may hold millions.
 type memLock struct {
 	token   int64
+	delay   int64 // DelayUntil in unix nanoseconds, 0 for none
 	holders []memLease
 	waiters []dlm.Waiter // few locks have any: kept whole
 }
 
-// memLease is a dlm.Lease without the key its lock already has, and with
-// its times as unix nanoseconds: 112 bytes instead of 176.
+// memLease is a dlm.Lease without the key its lock already has, with its
+// times as unix nanoseconds, and its terms behind a pointer that most leases
+// leave nil: 120 bytes instead of 200.
 type memLease struct {
 	id, tenant, holder, idem string
 	token, ttl, requested    int64
 	acquired, expires        int64
+	terms                    *dlm.Terms
 	mode                     dlm.Mode
 }
 
 func compact(l *dlm.Lease) memLease {
-	return memLease{id: l.ID, tenant: l.Tenant, holder: l.HolderID, idem: l.IdempotencyKey,
+	m := memLease{id: l.ID, tenant: l.Tenant, holder: l.HolderID, idem: l.IdempotencyKey,
 		token: l.Token, ttl: int64(l.TTL), requested: int64(l.RequestedTTL),
 		acquired: nanos(l.AcquiredAt), expires: nanos(l.ExpiresAt), mode: l.Mode}
+	if l.Terms != (dlm.Terms{}) {
+		t := l.Terms
+		m.terms = &t
+	}
+	return m
 }
 
 func (m *memLease) lease(k dlm.Key) dlm.Lease {
-	return dlm.Lease{ID: m.id, Tenant: m.tenant, Key: k, Mode: m.mode, HolderID: m.holder, Token: m.token,
+	l := dlm.Lease{ID: m.id, Tenant: m.tenant, Key: k, Mode: m.mode, HolderID: m.holder, Token: m.token,
 		TTL: time.Duration(m.ttl), AcquiredAt: fromNanos(m.acquired), ExpiresAt: fromNanos(m.expires),
 		IdempotencyKey: m.idem, RequestedTTL: time.Duration(m.requested)}
+	if m.terms != nil {
+		l.Terms = *m.terms
+	}
+	return l
 }
 
 type idemKey struct{ tenant, key string }
@@ -67,7 +79,7 @@ func newMemTable() *memTable {
 	}
 }
 
-// load reads every lock with holders or waiters from the file.
+// load reads every lock with holders, waiters or a lock-delay from the file.
 func (m *memTable) load(ctx context.Context, conn *sql.Conn) error {
 	tx := &readTx{q: conn}
 	var keys []dlm.Key
@@ -75,7 +87,8 @@ func (m *memTable) load(ctx context.Context, conn *sql.Conn) error {
 		var k dlm.Key
 		keys = append(keys, k)
 		return r.Scan(&keys[len(keys)-1].Namespace, &keys[len(keys)-1].Name)
-	}, `SELECT ns, name FROM leases UNION SELECT ns, name FROM waiters`)
+	}, `SELECT ns, name FROM leases UNION SELECT ns, name FROM waiters
+		UNION SELECT ns, name FROM locks WHERE delay_until IS NOT NULL`)
 	if err != nil {
 		return err
 	}
@@ -90,10 +103,13 @@ func (m *memTable) load(ctx context.Context, conn *sql.Conn) error {
 }
 
 // state returns a copy of the committed state of key, or nil if it has
-// neither holders, waiters nor a remembered token.
+// neither holders, waiters, a lock-delay nor a remembered token.
 func (m *memTable) state(k dlm.Key) *dlm.LockState {
 	if l := m.locks[k]; l != nil {
 		s := &dlm.LockState{Key: k, Token: l.token, Holders: make([]dlm.Lease, len(l.holders)), Waiters: slices.Clone(l.waiters)}
+		if l.delay != 0 {
+			s.DelayUntil = fromNanos(l.delay)
+		}
 		for i := range l.holders {
 			s.Holders[i] = l.holders[i].lease(k)
 		}
@@ -149,7 +165,9 @@ func (m *memTable) put(s *dlm.LockState) {
 			}
 		}
 	}
-	if len(s.Holders) == 0 && len(s.Waiters) == 0 {
+	// A lock-delay is kept with the locks, not the idle tokens, which may
+	// be forgotten: it lasts no longer than a minute, until a sweep clears it.
+	if len(s.Holders) == 0 && len(s.Waiters) == 0 && s.DelayUntil.IsZero() {
 		delete(m.locks, s.Key)
 		if len(m.idle) >= maxIdle {
 			for k := range m.idle {
@@ -162,6 +180,9 @@ func (m *memTable) put(s *dlm.LockState) {
 	}
 	delete(m.idle, s.Key)
 	l := &memLock{token: s.Token, holders: make([]memLease, len(s.Holders))}
+	if !s.DelayUntil.IsZero() {
+		l.delay = nanos(s.DelayUntil)
+	}
 	if len(s.Waiters) > 0 {
 		l.waiters = slices.Clone(s.Waiters)
 	}
@@ -192,6 +213,7 @@ type overlay struct {
 	endedByID map[string]*dlm.EndedLease // leases ended in the overlay
 	usage     map[string]usage           // change to each tenant's counts
 	tokens    map[dlm.Key]int64          // new fencing high-water marks
+	delays    map[dlm.Key]time.Time      // new DelayUntil of locks, zero when cleared
 
 	granted  []dlm.Lease
 	renewed  []dlm.Lease
@@ -205,7 +227,7 @@ type overlay struct {
 func newOverlay() *overlay {
 	return &overlay{
 		locks: map[dlm.Key]*dlm.LockState{}, endedByID: map[string]*dlm.EndedLease{},
-		usage: map[string]usage{}, tokens: map[dlm.Key]int64{},
+		usage: map[string]usage{}, tokens: map[dlm.Key]int64{}, delays: map[dlm.Key]time.Time{},
 	}
 }
 
@@ -214,6 +236,7 @@ func (o *overlay) reset() {
 	clear(o.endedByID)
 	clear(o.usage)
 	clear(o.tokens)
+	clear(o.delays)
 	o.granted, o.renewed, o.ended = o.granted[:0], o.renewed[:0], o.ended[:0]
 	o.queued, o.retaken, o.dequeued, o.events = o.queued[:0], o.retaken[:0], o.dequeued[:0], o.events[:0]
 }
@@ -222,9 +245,10 @@ func (o *overlay) reset() {
 func (o *overlay) empty() bool { return len(o.locks) == 0 && len(o.events) == 0 }
 
 // onlyWaiters reports whether the saves only queued, requeued or dequeued
-// waiters: no lease was granted, renewed or ended.
+// waiters: no lease was granted, renewed or ended, and no lock-delay began
+// or ended.
 func (o *overlay) onlyWaiters() bool {
-	return len(o.granted) == 0 && len(o.renewed) == 0 && len(o.ended) == 0 && len(o.tokens) == 0
+	return len(o.granted) == 0 && len(o.renewed) == 0 && len(o.ended) == 0 && len(o.tokens) == 0 && len(o.delays) == 0
 }
 
 func (o *overlay) count(tenant string, leases, waiters int64) {
@@ -241,6 +265,9 @@ func (o *overlay) save(s *dlm.LockState, c *dlm.Change) {
 	o.locks[s.Key] = s
 	if len(c.Granted) > 0 {
 		o.tokens[s.Key] = s.Token
+	}
+	if c.Delayed {
+		o.delays[s.Key] = s.DelayUntil
 	}
 	for _, l := range c.Granted {
 		o.count(l.Tenant, 1, 0)

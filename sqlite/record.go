@@ -10,6 +10,13 @@ import (
 
 // A journal record is the rows of one batch (an overlay's lists), encoded
 // compactly: varints and length-prefixed strings, in a fixed order.
+//
+// A batch that carries lock terms (dlm.Terms), multi-lock waiters or
+// lock-delays ends its record with an extension: the lock-delays set or
+// cleared, then the terms of each granted and ended lease and the terms
+// and group of each queued waiter, in the order of those lists. A batch
+// without any is written as records were before the extension existed, so
+// those records read the same way and cost no more bytes.
 
 func encodeRecord(buf []byte, o *overlay) []byte {
 	e := encoder{buf: buf[:0]}
@@ -73,12 +80,73 @@ func encodeRecord(buf []byte, o *overlay) []byte {
 		e.int(ev.Token)
 		e.time(ev.At)
 	}
+	if o.extended() {
+		e.extension(o)
+	}
 	return e.buf
+}
+
+// extended reports whether o has anything for the extension.
+func (o *overlay) extended() bool {
+	if len(o.delays) > 0 {
+		return true
+	}
+	for i := range o.granted {
+		if o.granted[i].Terms != (dlm.Terms{}) {
+			return true
+		}
+	}
+	for i := range o.ended {
+		if o.ended[i].Terms != (dlm.Terms{}) {
+			return true
+		}
+	}
+	for i := range o.queued {
+		if w := &o.queued[i]; w.Terms != (dlm.Terms{}) || w.Group != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *encoder) extension(o *overlay) {
+	e.uint(uint64(len(o.delays)))
+	for k, t := range o.delays {
+		e.key(k)
+		// 0 for a lock-delay cleared: none ends at the epoch.
+		var n int64
+		if !t.IsZero() {
+			n = nanos(t)
+		}
+		e.int(n)
+	}
+	for i := range o.granted {
+		e.terms(o.granted[i].Terms)
+	}
+	for i := range o.ended {
+		e.terms(o.ended[i].Terms)
+	}
+	for i := range o.queued {
+		w := &o.queued[i]
+		e.terms(w.Terms)
+		e.str(w.Group)
+		e.uint(uint64(len(w.GroupKeys)))
+		for _, k := range w.GroupKeys {
+			e.key(k)
+		}
+	}
+}
+
+func (e *encoder) terms(t dlm.Terms) {
+	e.uint(uint64(t.Limit))
+	e.int(int64(t.LockDelay))
+	e.int(int64(t.MaxHold))
 }
 
 // decodeRecord adds the rows of record p to o.
 func decodeRecord(p []byte, o *overlay) error {
 	d := decoder{p: p}
+	granted, ended, queued := len(o.granted), len(o.ended), len(o.queued)
 	for n := d.uint(); n > 0 && d.err == nil; n-- {
 		k := d.key()
 		o.tokens[k] = d.int()
@@ -112,9 +180,47 @@ func decodeRecord(p []byte, o *overlay) error {
 		})
 	}
 	if d.err == nil && len(d.p) != 0 {
+		d.extension(o, granted, ended, queued)
+	}
+	if d.err == nil && len(d.p) != 0 {
 		d.err = errors.New("trailing bytes")
 	}
 	return d.err
+}
+
+// extension reads what encoder.extension wrote into o, whose lists of this
+// record start at granted, ended and queued.
+func (d *decoder) extension(o *overlay, granted, ended, queued int) {
+	for n := d.uint(); n > 0 && d.err == nil; n-- {
+		k := d.key()
+		var t time.Time
+		if n := d.int(); n != 0 {
+			t = fromNanos(n)
+		}
+		o.delays[k] = t
+	}
+	for i := range o.granted[granted:] {
+		o.granted[granted+i].Terms = d.terms()
+	}
+	for i := range o.ended[ended:] {
+		o.ended[ended+i].Terms = d.terms()
+	}
+	for i := range o.queued[queued:] {
+		w := &o.queued[queued+i]
+		w.Terms, w.Group = d.terms(), d.str()
+		n := d.uint()
+		if n > uint64(len(d.p)) { // each key takes at least two bytes
+			d.fail()
+			return
+		}
+		for ; n > 0; n-- {
+			w.GroupKeys = append(w.GroupKeys, d.key())
+		}
+	}
+}
+
+func (d *decoder) terms() dlm.Terms {
+	return dlm.Terms{Limit: int(d.uint()), LockDelay: time.Duration(d.int()), MaxHold: time.Duration(d.int())}
 }
 
 type encoder struct{ buf []byte }

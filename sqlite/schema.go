@@ -92,6 +92,24 @@ var migrations = []string{
 	// The TTL a lease's acquire asked for, which renewals leave alone, for
 	// comparing idempotent retries with (NULL in older rows: ttl then).
 	`ALTER TABLE leases ADD COLUMN requested_ttl INTEGER;`,
+	// The terms of an acquire (limit, lock-delay and max hold, durations in
+	// nanoseconds; 0 in older rows: none), the multi-lock acquire a waiter
+	// belongs to (grp, and group_keys: a JSON array of [namespace, name]),
+	// and the end of a lock's lock-delay in force (NULL: none). Adding
+	// columns with a constant default rewrites no rows.
+	`ALTER TABLE locks ADD COLUMN delay_until INTEGER;
+	CREATE INDEX locks_delay ON locks (delay_until) WHERE delay_until IS NOT NULL;
+	ALTER TABLE leases ADD COLUMN lim INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE leases ADD COLUMN lock_delay INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE leases ADD COLUMN max_hold INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ended_leases ADD COLUMN lim INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ended_leases ADD COLUMN lock_delay INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ended_leases ADD COLUMN max_hold INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE waiters ADD COLUMN lim INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE waiters ADD COLUMN lock_delay INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE waiters ADD COLUMN max_hold INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE waiters ADD COLUMN grp TEXT;
+	ALTER TABLE waiters ADD COLUMN group_keys TEXT;`,
 }
 
 // migrate brings the schema up to date on the writer connection. created

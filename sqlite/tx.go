@@ -49,14 +49,48 @@ func (tx *readTx) queryEach(ctx context.Context, scan func(*sql.Rows) error, que
 	return unavailable(rows.Err())
 }
 
-const leaseCols = `id, tenant, ns, name, mode, holder, token, ttl, acquired_at, expires_at`
+const leaseCols = `id, tenant, ns, name, mode, holder, token, ttl, acquired_at, expires_at, lim, lock_delay, max_hold`
 
 func scanLease(rows *sql.Rows, l *dlm.Lease, extra ...any) error {
-	var ttl, acq, exp int64
+	var ttl, acq, exp, delay, hold int64
 	err := rows.Scan(append([]any{&l.ID, &l.Tenant, &l.Key.Namespace, &l.Key.Name, &l.Mode,
-		&l.HolderID, &l.Token, &ttl, &acq, &exp}, extra...)...)
+		&l.HolderID, &l.Token, &ttl, &acq, &exp, &l.Limit, &delay, &hold}, extra...)...)
 	l.TTL, l.AcquiredAt, l.ExpiresAt = time.Duration(ttl), fromNanos(acq), fromNanos(exp)
+	l.LockDelay, l.MaxHold = time.Duration(delay), time.Duration(hold)
 	return err
+}
+
+// waiterCols are the columns of a waiter, which scanWaiter reads.
+const waiterCols = `id, tenant, ns, name, seq, mode, holder, ttl, idem, ticket, queued_at, deadline, lim, lock_delay, max_hold, grp, group_keys`
+
+func scanWaiter(rows *sql.Rows, w *dlm.Waiter) error {
+	var idem, group, keys sql.NullString
+	var ttl, queued, deadline, delay, hold int64
+	err := rows.Scan(&w.ID, &w.Tenant, &w.Key.Namespace, &w.Key.Name, &w.Seq, &w.Mode, &w.HolderID, &ttl, &idem,
+		&w.Ticket, &queued, &deadline, &w.Limit, &delay, &hold, &group, &keys)
+	if err != nil {
+		return err
+	}
+	w.TTL, w.IdempotencyKey, w.QueuedAt, w.Deadline = time.Duration(ttl), idem.String, fromNanos(queued), fromNanos(deadline)
+	w.LockDelay, w.MaxHold, w.Group = time.Duration(delay), time.Duration(hold), group.String
+	w.GroupKeys, err = parseGroupKeys(keys)
+	return err
+}
+
+// nullTime is the column of a time that may be unset: NULL for the zero
+// time, whose nanoseconds are out of range.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return nanos(t)
+}
+
+func fromNullNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return fromNanos(n.Int64)
 }
 
 // holderCols are the columns of a live lease, which scanHolder reads.
@@ -77,8 +111,12 @@ func scanHolder(rows *sql.Rows, l *dlm.Lease) error {
 
 func (tx *readTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, error) {
 	s := &dlm.LockState{Key: key}
-	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&s.Token) },
-		`SELECT token FROM locks WHERE ns = ? AND name = ?`, key.Namespace, key.Name)
+	err := tx.queryEach(ctx, func(r *sql.Rows) error {
+		var delay sql.NullInt64
+		err := r.Scan(&s.Token, &delay)
+		s.DelayUntil = fromNullNanos(delay)
+		return err
+	}, `SELECT token, delay_until FROM locks WHERE ns = ? AND name = ?`, key.Namespace, key.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -93,15 +131,10 @@ func (tx *readTx) LoadLock(ctx context.Context, key dlm.Key) (*dlm.LockState, er
 	}
 	err = tx.queryEach(ctx, func(r *sql.Rows) error {
 		var w dlm.Waiter
-		var idem sql.NullString
-		var ttl, queued, deadline int64
-		err := r.Scan(&w.ID, &w.Tenant, &w.Seq, &w.Mode, &w.HolderID, &ttl, &idem, &w.Ticket, &queued, &deadline)
-		w.Key, w.TTL, w.IdempotencyKey = key, time.Duration(ttl), idem.String
-		w.QueuedAt, w.Deadline = fromNanos(queued), fromNanos(deadline)
+		err := scanWaiter(r, &w)
 		s.Waiters = append(s.Waiters, w)
 		return err
-	}, `SELECT id, tenant, seq, mode, holder, ttl, idem, ticket, queued_at, deadline
-		FROM waiters WHERE ns = ? AND name = ? ORDER BY seq`, key.Namespace, key.Name)
+	}, `SELECT `+waiterCols+` FROM waiters WHERE ns = ? AND name = ? ORDER BY seq`, key.Namespace, key.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -171,14 +204,16 @@ func (tx *readTx) DueLocks(ctx context.Context, limit int) ([]dlm.Key, error) {
 		keys = append(keys, k)
 		return err
 	}, `SELECT ns, name FROM leases WHERE expires_at <= ?1
-		UNION SELECT ns, name FROM waiters WHERE deadline <= ?1 LIMIT ?2`, nanos(tx.now), limit)
+		UNION SELECT ns, name FROM waiters WHERE deadline <= ?1
+		UNION SELECT ns, name FROM locks WHERE delay_until <= ?1 LIMIT ?2`, nanos(tx.now), limit)
 	return keys, err
 }
 
 func (tx *readTx) NextDue(ctx context.Context) (time.Time, error) {
 	var next sql.NullInt64
 	err := tx.queryEach(ctx, func(r *sql.Rows) error { return r.Scan(&next) },
-		`SELECT min(t) FROM (SELECT min(expires_at) AS t FROM leases UNION ALL SELECT min(deadline) FROM waiters)`)
+		`SELECT min(t) FROM (SELECT min(expires_at) AS t FROM leases UNION ALL SELECT min(deadline) FROM waiters
+			UNION ALL SELECT min(delay_until) FROM locks)`)
 	if err != nil || !next.Valid {
 		return time.Time{}, err
 	}

@@ -73,6 +73,8 @@ func run(t *testing.T, open suite) {
 		{"SlowWatcherIsDropped", testSlowWatcherIsDropped},
 		{"WatcherCatchesUpAfterBurst", testWatcherCatchesUpAfterBurst},
 		{"Stats", testStats},
+		{"TermsSurviveReopen", testTermsSurviveReopen},
+		{"LockDelayIsDue", testDelayIsDue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

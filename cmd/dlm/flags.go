@@ -124,6 +124,24 @@ func parseLockName(fs *flag.FlagSet, args []string) (string, error) {
 	return pos[0], nil
 }
 
+// parseLockNames is parseLockName for one or more names.
+func parseLockNames(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos, err := parseFlags(fs, args, -1)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return nil, errUsage
+	}
+	for _, n := range pos {
+		if err := dlm.ValidateName(n); err != nil {
+			return nil, usagef("lock %q: %v", n, err)
+		}
+	}
+	return pos, nil
+}
+
 // errHelp ends a command that printed its --help: exit 0.
 var errHelp = &exitCodeError{code: 0, quiet: true, err: errors.New("help")}
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"time"
@@ -19,6 +20,9 @@ type lockFlags struct {
 	holder string
 	// releaseOnClose: run's --release-on-exit.
 	releaseOnClose bool
+	limit          int
+	lockDelay      time.Duration
+	maxHold        time.Duration
 }
 
 func (f *lockFlags) register(fs *flag.FlagSet) {
@@ -27,11 +31,15 @@ func (f *lockFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.wait, "wait", "how long to wait for the lock: a duration, 0 to try once, or forever (the default)")
 	fs.Var(&f.scope, "scope", "lock scope: tenant or global")
 	fs.StringVar(&f.holder, "holder", "", "holder id shown to others (default hostname:pid; with --idempotency-key, hostname)")
+	fs.IntVar(&f.limit, "limit", 0, "take one of N permits: a semaphore of at most N shared holders (implies --shared; every user of the lock must give the same N)")
+	fs.DurationVar(&f.lockDelay, "lock-delay", 0, "if the lease ends by expiry or force-release, nobody gets the lock for this long after (at most 1m)")
+	fs.DurationVar(&f.maxHold, "max-hold", 0, "never hold the lease longer than this, renewals or not (at least 100ms)")
 }
 
 func (f *lockFlags) options() *client.AcquireOptions {
-	o := &client.AcquireOptions{TTL: f.ttl, Wait: f.wait.d, Scope: client.Scope(f.scope), HolderID: f.holder, ReleaseOnClose: f.releaseOnClose}
-	if f.shared {
+	o := &client.AcquireOptions{TTL: f.ttl, Wait: f.wait.d, Scope: client.Scope(f.scope), HolderID: f.holder, ReleaseOnClose: f.releaseOnClose,
+		Limit: f.limit, LockDelay: f.lockDelay, MaxHold: f.maxHold}
+	if f.shared || f.limit != 0 {
 		o.Mode = dlm.Shared
 	}
 	return o
@@ -52,4 +60,24 @@ func (f *lockFlags) acquire(ctx context.Context, c *client.Client, name string, 
 	stop := startProgress(stderr, name, err)
 	defer stop()
 	return c.Acquire(ctx, name, o)
+}
+
+// acquireMany takes every lock of names at once, as acquire takes one.
+func (f *lockFlags) acquireMany(ctx context.Context, c *client.Client, names []string, o *client.AcquireOptions, stderr io.Writer) ([]*client.Lock, error) {
+	specs := make([]client.LockSpec, len(names))
+	for i, n := range names {
+		specs[i] = client.LockSpec{Name: n, Mode: o.Mode, Scope: o.Scope, Limit: o.Limit}
+	}
+	ls, err := c.TryAcquireMany(ctx, specs, o)
+	if f.wait.set && f.wait.d == 0 || !isConflict(err) {
+		return ls, err
+	}
+	var e *dlm.Error
+	blocker := names[0]
+	if errors.As(err, &e) && e.Lock != "" {
+		blocker = e.Lock
+	}
+	stop := startProgress(stderr, blocker, err)
+	defer stop()
+	return c.AcquireMany(ctx, specs, o)
 }

@@ -45,7 +45,7 @@ func TestUsageErrors(t *testing.T) {
 		{"run without --", []string{"run", "a", "true"}, exitUsage, "missing --"},
 		{"run without command", []string{"run", "a", "--"}, exitUsage, "no command after --"},
 		{"run without name", []string{"run", "--", "true"}, exitUsage, "Usage: dlm run"},
-		{"acquire two names", []string{"acquire", "a", "b"}, exitUsage, "Usage: dlm acquire"},
+		{"dry run of two names", []string{"acquire", "--dry-run", "a", "b"}, exitUsage, "--dry-run takes one name"},
 		{"bad wait", []string{"acquire", "a", "--wait", "-1s"}, exitUsage, "try once"},
 		{"bad scope", []string{"status", "a", "--scope", "planet"}, exitUsage, "tenant or global"},
 		{"tenants nonsense", []string{"tenants", "keys", "drop"}, exitUsage, "usage: dlm tenants"},

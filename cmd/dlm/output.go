@@ -26,9 +26,12 @@ func leasesOut(ls []dlm.Lease) []wire.Lease {
 }
 
 func lockOut(l *client.LockInfo) wire.Lock {
-	out := wire.Lock{Name: l.Name, Scope: string(l.Scope), FencingToken: l.Token, Holders: leasesOut(l.Holders), Waiters: []wire.Waiter{}}
+	out := wire.Lock{Name: l.Name, Scope: string(l.Scope), FencingToken: l.Token, Holders: leasesOut(l.Holders), Waiters: []wire.Waiter{}, Limit: l.Limit}
 	for _, w := range l.Waiters {
-		out.Waiters = append(out.Waiters, wire.Waiter{HolderID: w.HolderID, Mode: w.Mode.String(), QueuedAt: w.QueuedAt, WaitDeadline: w.Deadline})
+		out.Waiters = append(out.Waiters, wire.Waiter{HolderID: w.HolderID, Mode: w.Mode.String(), QueuedAt: w.QueuedAt, WaitDeadline: w.Deadline, Limit: w.Limit, Locks: w.Locks})
+	}
+	if !l.DelayUntil.IsZero() {
+		out.LockDelayUntil = &l.DelayUntil
 	}
 	return out
 }

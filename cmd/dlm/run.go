@@ -34,6 +34,9 @@ when run itself dies (killed, or its machine gone), as soon as its connection
 ends, instead of at the lease's expiry; a broken connection then counts as a
 lost lock.
 
+With --limit N the command holds one of N permits of NAME instead (a
+semaphore): up to N commands run with it at once.
+
 The command runs in its own process group. If the lock is lost, the group
 gets SIGTERM, then SIGKILL after --grace, and run exits 70. The first SIGINT
 or SIGTERM sent to dlm is passed on to the command; a second one kills it.

@@ -41,6 +41,12 @@ func printLock(w io.Writer, l *client.LockInfo) {
 	if len(l.Holders) > 0 {
 		state = "held"
 	}
+	if l.Limit > 0 {
+		state = fmt.Sprintf("%s, semaphore of %d (%d taken)", state, l.Limit, len(l.Holders))
+	}
+	if !l.DelayUntil.IsZero() {
+		state = fmt.Sprintf("%s, lock-delay until %s (%s)", state, clock(l.DelayUntil), until(l.DelayUntil))
+	}
 	fmt.Fprintf(w, "%s%s: %s, last fencing token %d\n", l.Name, scopeNote(string(l.Scope)), state, l.Token)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if len(l.Holders) > 0 {
@@ -52,8 +58,16 @@ func printLock(w io.Writer, l *client.LockInfo) {
 	if len(l.Waiters) > 0 {
 		fmt.Fprintln(tw, "  WAITER\tMODE\t\tQUEUED\tGIVES UP")
 		for _, x := range l.Waiters {
-			fmt.Fprintf(tw, "  %s\t%s\t\t%s\t%s\n", x.HolderID, x.Mode, until(x.QueuedAt), until(x.Deadline))
+			fmt.Fprintf(tw, "  %s\t%s\t\t%s\t%s%s\n", x.HolderID, x.Mode, until(x.QueuedAt), until(x.Deadline), locksNote(x.Locks))
 		}
 	}
 	tw.Flush()
+}
+
+// locksNote says that a waiter is a multi-lock acquire, and of how many.
+func locksNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\t(with %d locks)", n)
 }
