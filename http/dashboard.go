@@ -16,8 +16,8 @@ func (h *Handler) dashboardPage(w http.ResponseWriter, r *http.Request, c *call)
 
 // dashboardFile serves GET /dashboard/{file}: the page's script and styles.
 func (h *Handler) dashboardFile(w http.ResponseWriter, r *http.Request, c *call) error {
-	if !dashboard.Serve(w, r, c.params["file"]) {
-		return dlm.Errorf(dlm.CodeNotFound, "no dashboard file %q", c.params["file"])
+	if !dashboard.Serve(w, r, c.params.get("file")) {
+		return dlm.Errorf(dlm.CodeNotFound, "no dashboard file %q", c.params.get("file"))
 	}
 	return nil
 }

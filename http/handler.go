@@ -109,7 +109,7 @@ func NewHandler(e *engine.Engine, opts ...Option) *Handler {
 // call is what a route's handler learns about its request besides the
 // request itself.
 type call struct {
-	params    map[string]string // decoded path parameters
+	params    pathParams // decoded path parameters
 	query     query
 	principal engine.Principal // zero for public routes
 }

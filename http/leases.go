@@ -13,7 +13,7 @@ import (
 
 // getLease serves GET /v1/leases/{lease_id}.
 func (h *Handler) getLease(w http.ResponseWriter, r *http.Request, c *call) error {
-	l, err := h.engine.Lease(r.Context(), c.principal.Tenant, c.params["lease_id"])
+	l, err := h.engine.Lease(r.Context(), c.principal.Tenant, c.params.get("lease_id"))
 	if err != nil {
 		return err
 	}
@@ -36,7 +36,7 @@ func (h *Handler) renew(w http.ResponseWriter, r *http.Request, c *call) error {
 		// The engine reads a zero TTL as "the lease's own": refuse it here.
 		return dlm.Invalid("ttl_ms", "must be at least %d (omit it to keep the lease's TTL)", dlm.MinTTLMillis)
 	}
-	l, err := h.engine.Renew(r.Context(), c.principal.Tenant, c.params["lease_id"], millis(ms))
+	l, err := h.engine.Renew(r.Context(), c.principal.Tenant, c.params.get("lease_id"), millis(ms))
 	if err != nil {
 		return err
 	}
@@ -46,7 +46,7 @@ func (h *Handler) renew(w http.ResponseWriter, r *http.Request, c *call) error {
 
 // release serves DELETE /v1/leases/{lease_id}: 200 with the ended lease.
 func (h *Handler) release(w http.ResponseWriter, r *http.Request, c *call) error {
-	l, err := h.engine.Release(r.Context(), c.principal.Tenant, c.params["lease_id"])
+	l, err := h.engine.Release(r.Context(), c.principal.Tenant, c.params.get("lease_id"))
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func (h *Handler) acquireRequest(w http.ResponseWriter, r *http.Request, c *call
 	if err != nil {
 		return req, false, err
 	}
-	if dryRun, err = acquireBody(o, &req, c.principal.Tenant, c.params["name"]); err != nil {
+	if dryRun, err = acquireBody(o, &req, c.principal.Tenant, c.params.get("name")); err != nil {
 		return req, false, err
 	}
 	if req.IdempotencyKey, err = idempotencyKey(r, o); err != nil {
@@ -118,7 +118,7 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, c *call) error
 // lockKey returns the key of the lock named in the path, in the namespace
 // the call addresses.
 func (h *Handler) lockKey(r *http.Request, c *call) (dlm.Key, error) {
-	name := c.params["name"]
+	name := c.params.get("name")
 	if err := dlm.ValidateName(name); err != nil {
 		return dlm.Key{}, err
 	}

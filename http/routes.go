@@ -79,7 +79,7 @@ func routeTable() []route {
 // lock "a/acquire", and POST to it acquires the lock "a". A lock whose name
 // ends in "/acquire" or "/force-release" is acquired or force-released with
 // its slashes percent-encoded, as clients do anyway.
-func (h *Handler) find(method, path string) (rt *route, params map[string]string, allow []string, err error) {
+func (h *Handler) find(method, path string) (rt *route, params pathParams, allow []string, err error) {
 	if !strings.HasPrefix(path, "/") {
 		return nil, nil, nil, nil
 	}
@@ -96,15 +96,31 @@ func (h *Handler) find(method, path string) (rt *route, params map[string]string
 			}
 			continue
 		}
-		params = make(map[string]string, len(raw))
-		for k, v := range raw {
-			if params[k], err = url.PathUnescape(v); err != nil {
-				return nil, nil, nil, dlm.Invalid(k, "malformed percent-encoding in the path")
+		for j := range raw {
+			if raw[j].value, err = url.PathUnescape(raw[j].value); err != nil {
+				return nil, nil, nil, dlm.Invalid(raw[j].name, "malformed percent-encoding in the path")
 			}
 		}
-		return r, params, nil, nil
+		return r, raw, nil, nil
 	}
 	return nil, nil, allow, nil
+}
+
+// pathParams are a route's path parameters, in the pattern's order. A
+// route has at most two, so a slice serves them with less garbage than a
+// map, on every request.
+type pathParams []pathParam
+
+type pathParam struct{ name, value string }
+
+// get returns the parameter called name, or "".
+func (p pathParams) get(name string) string {
+	for _, x := range p {
+		if x.name == name {
+			return x.value
+		}
+	}
+	return ""
 }
 
 // pattern is a route's pattern split into segments: literals, and
@@ -141,7 +157,7 @@ func parsePattern(p string) pattern {
 // parameter takes every segment that the literal segments after it do not
 // need. The path is never cleaned: "a//b" is that name, an empty name is
 // refused by validation with 400, and no request is ever redirected.
-func (pt *pattern) match(segs []string) (map[string]string, bool) {
+func (pt *pattern) match(segs []string) (pathParams, bool) {
 	n := len(pt.segs)
 	if pt.rest < 0 && len(segs) != n || pt.rest >= 0 && len(segs) < n {
 		return nil, false
@@ -152,18 +168,15 @@ func (pt *pattern) match(segs []string) (map[string]string, bool) {
 			return nil, false
 		}
 	}
-	var params map[string]string
+	var params pathParams
 	for i, name := range pt.segs {
 		if !pt.params[i] {
 			continue
 		}
-		if params == nil {
-			params = map[string]string{}
-		}
 		if i == pt.rest {
-			params[name] = strings.Join(segs[i:len(segs)-(n-1-i)], "/")
+			params = append(params, pathParam{name, strings.Join(segs[i:len(segs)-(n-1-i)], "/")})
 		} else {
-			params[name] = segs[pt.index(i, len(segs))]
+			params = append(params, pathParam{name, segs[pt.index(i, len(segs))]})
 		}
 	}
 	return params, true

@@ -33,7 +33,12 @@ func TestMatchPattern(t *testing.T) {
 		ok := strings.HasPrefix(c.path, "/")
 		if ok {
 			pt := parsePattern(c.pattern)
-			got, ok = pt.match(strings.Split(c.path[1:], "/"))
+			var params pathParams
+			params, ok = pt.match(strings.Split(c.path[1:], "/"))
+			got = map[string]string{}
+			for _, p := range params {
+				got[p.name] = p.value
+			}
 		}
 		if ok != (c.want != nil) || ok && len(c.want) > 0 && !maps.Equal(got, c.want) {
 			t.Errorf("match(%q, %q) = %v, %v; want %v", c.pattern, c.path, got, ok, c.want)

@@ -49,7 +49,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *call) err
 	if _, err := readObject(w, r); err != nil {
 		return err
 	}
-	id, key, err := h.engine.CreateKey(r.Context(), c.params["tenant"])
+	id, key, err := h.engine.CreateKey(r.Context(), c.params.get("tenant"))
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, c *call) err
 // revokeKey serves DELETE /v1/tenants/{tenant}/keys/{key_id}: 204, and the
 // key is refused from then on.
 func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	if err := h.engine.RevokeKey(r.Context(), c.params["tenant"], c.params["key_id"]); err != nil {
+	if err := h.engine.RevokeKey(r.Context(), c.params.get("tenant"), c.params.get("key_id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

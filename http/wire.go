@@ -72,8 +72,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		}
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = jsonContentType
+	h["Cache-Control"] = noStore
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
 }
+
+// jsonContentType and noStore are the header values of every JSON answer,
+// shared rather than made per answer; nothing changes a header once sent.
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+)

@@ -75,7 +75,7 @@ func (c *committer) load(ctx context.Context, need *dlm.Need) (*batch, error) {
 	}
 	for _, id := range need.Leases {
 		if k, ok := c.mem.leases[id]; ok {
-			if l := c.mem.lease(k, id); l != nil {
+			if l := c.mem.holder(k, id); l != nil {
 				b.live[id] = l
 				if err := b.loadLock(ctx, k); err != nil {
 					return nil, err

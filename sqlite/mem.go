@@ -14,54 +14,103 @@ import (
 // file, so the copy cannot go stale: batches load locks from here instead of
 // the file, with no I/O. It is loaded once when the committer starts.
 type memTable struct {
-	locks  map[dlm.Key]*memLock // locks with holders, waiters or a lock-delay
-	leases map[string]dlm.Key   // live lease ID → its lock
-	idem   map[idemKey]dlm.Key  // idempotency key of a holder or waiter → its lock
+	locks   map[dlm.Key]*memLock     // locks with holders, waiters or a lock-delay
+	waiters map[dlm.Key][]dlm.Waiter // the queues of the few locks that have one
+	delays  map[dlm.Key]int64        // DelayUntil (unix ns) of the few locks in a lock-delay
+	leases  map[string]dlm.Key       // live lease ID → its lock
+	idem    map[idemKey]dlm.Key      // idempotency key of a holder or waiter → its lock
+	tenants interner                 // the tenants that memLeases name by number
 	// idle keeps the fencing token of recently emptied locks, so that
 	// taking one again needs no read. Bounded by maxIdle.
 	idle map[dlm.Key]int64
 }
 
 // memLock is a lock's committed state, kept compact: every held lease costs
-// memory for as long as it is held, and a server may hold millions.
+// memory for as long as it is held, and a server may hold millions. Most
+// locks have one holder, kept in the lock itself (one allocation of 96
+// bytes, not two of 176), and no waiters (kept apart, in memTable.waiters).
 type memLock struct {
-	token   int64
-	delay   int64 // DelayUntil in unix nanoseconds, 0 for none
-	holders []memLease
-	waiters []dlm.Waiter // few locks have any: kept whole
+	token int64
+	one   [1]memLease // the only holder; its id is "" if there is none
+	more  *[]memLease // every holder, when there are several
 }
 
-// memLease is a dlm.Lease without the key its lock already has, with its
-// times as unix nanoseconds, and its terms behind a pointer that most leases
-// leave nil: 120 bytes instead of 200.
-type memLease struct {
-	id, tenant, holder, idem string
-	token, ttl, requested    int64
-	acquired, expires        int64
-	terms                    *dlm.Terms
-	mode                     dlm.Mode
-}
-
-func compact(l *dlm.Lease) memLease {
-	m := memLease{id: l.ID, tenant: l.Tenant, holder: l.HolderID, idem: l.IdempotencyKey,
-		token: l.Token, ttl: int64(l.TTL), requested: int64(l.RequestedTTL),
-		acquired: nanos(l.AcquiredAt), expires: nanos(l.ExpiresAt), mode: l.Mode}
-	if l.Terms != (dlm.Terms{}) {
-		t := l.Terms
-		m.terms = &t
+func (l *memLock) holders() []memLease {
+	switch {
+	case l.more != nil:
+		return *l.more
+	case l.one[0].id != "":
+		return l.one[:]
 	}
-	return m
+	return nil
 }
 
-func (m *memLease) lease(k dlm.Key) dlm.Lease {
-	l := dlm.Lease{ID: m.id, Tenant: m.tenant, Key: k, Mode: m.mode, HolderID: m.holder, Token: m.token,
-		TTL: time.Duration(m.ttl), AcquiredAt: fromNanos(m.acquired), ExpiresAt: fromNanos(m.expires),
-		IdempotencyKey: m.idem, RequestedTTL: time.Duration(m.requested)}
-	if m.terms != nil {
-		l.Terms = *m.terms
+// memLease is a dlm.Lease without the key its lock already has, its times
+// as unix nanoseconds, its tenant as a number and what few leases have (an
+// idempotency key, a requested TTL other than the TTL) behind a pointer:
+// 80 bytes instead of 176.
+type memLease struct {
+	id, holder        string
+	token, ttl        int64
+	acquired, expires int64
+	rare              *memRare // nil: no idempotency key, requested TTL = TTL, no terms
+	tenant            uint32
+	mode              dlm.Mode
+}
+
+type memRare struct {
+	idem      string
+	requested int64
+	terms     dlm.Terms
+}
+
+func (m *memTable) compact(l *dlm.Lease) memLease {
+	ml := memLease{id: l.ID, tenant: m.tenants.number(l.Tenant), holder: l.HolderID,
+		token: l.Token, ttl: int64(l.TTL), acquired: nanos(l.AcquiredAt), expires: nanos(l.ExpiresAt), mode: l.Mode}
+	if l.IdempotencyKey != "" || l.RequestedTTL != l.TTL || l.Terms != (dlm.Terms{}) {
+		ml.rare = &memRare{idem: l.IdempotencyKey, requested: int64(l.RequestedTTL), terms: l.Terms}
+	}
+	return ml
+}
+
+func (m *memTable) lease(k dlm.Key, ml *memLease) dlm.Lease {
+	l := dlm.Lease{ID: ml.id, Tenant: m.tenants.name(ml.tenant), Key: k, Mode: ml.mode, HolderID: ml.holder, Token: ml.token,
+		TTL: time.Duration(ml.ttl), AcquiredAt: fromNanos(ml.acquired), ExpiresAt: fromNanos(ml.expires),
+		RequestedTTL: time.Duration(ml.ttl)}
+	if ml.rare != nil {
+		l.IdempotencyKey, l.RequestedTTL, l.Terms = ml.rare.idem, time.Duration(ml.rare.requested), ml.rare.terms
 	}
 	return l
 }
+
+func (ml *memLease) idem() string {
+	if ml.rare == nil {
+		return ""
+	}
+	return ml.rare.idem
+}
+
+// interner numbers strings: the tenants of held leases, which are few and
+// repeated on every lease. Numbers are never taken back.
+type interner struct {
+	names   []string
+	numbers map[string]uint32
+}
+
+func (in *interner) number(s string) uint32 {
+	if n, ok := in.numbers[s]; ok {
+		return n
+	}
+	if in.numbers == nil {
+		in.numbers = map[string]uint32{}
+	}
+	n := uint32(len(in.names))
+	in.names = append(in.names, s)
+	in.numbers[s] = n
+	return n
+}
+
+func (in *interner) name(n uint32) string { return in.names[n] }
 
 type idemKey struct{ tenant, key string }
 
@@ -72,10 +121,12 @@ var maxIdle = 1 << 16
 
 func newMemTable() *memTable {
 	return &memTable{
-		locks:  map[dlm.Key]*memLock{},
-		leases: map[string]dlm.Key{},
-		idem:   map[idemKey]dlm.Key{},
-		idle:   map[dlm.Key]int64{},
+		locks:   map[dlm.Key]*memLock{},
+		waiters: map[dlm.Key][]dlm.Waiter{},
+		delays:  map[dlm.Key]int64{},
+		leases:  map[string]dlm.Key{},
+		idem:    map[idemKey]dlm.Key{},
+		idle:    map[dlm.Key]int64{},
 	}
 }
 
@@ -106,12 +157,13 @@ func (m *memTable) load(ctx context.Context, conn *sql.Conn) error {
 // neither holders, waiters, a lock-delay nor a remembered token.
 func (m *memTable) state(k dlm.Key) *dlm.LockState {
 	if l := m.locks[k]; l != nil {
-		s := &dlm.LockState{Key: k, Token: l.token, Holders: make([]dlm.Lease, len(l.holders)), Waiters: slices.Clone(l.waiters)}
-		if l.delay != 0 {
-			s.DelayUntil = fromNanos(l.delay)
+		hs := l.holders()
+		s := &dlm.LockState{Key: k, Token: l.token, Holders: make([]dlm.Lease, len(hs)), Waiters: slices.Clone(m.waiters[k])}
+		if d, ok := m.delays[k]; ok {
+			s.DelayUntil = fromNanos(d)
 		}
-		for i := range l.holders {
-			s.Holders[i] = l.holders[i].lease(k)
+		for i := range hs {
+			s.Holders[i] = m.lease(k, &hs[i])
 		}
 		return s
 	}
@@ -121,12 +173,12 @@ func (m *memTable) state(k dlm.Key) *dlm.LockState {
 	return nil
 }
 
-// lease returns the committed holder id of lock k, or nil.
-func (m *memTable) lease(k dlm.Key, id string) *dlm.Lease {
+// holder returns the committed holder id of lock k, or nil.
+func (m *memTable) holder(k dlm.Key, id string) *dlm.Lease {
 	if l := m.locks[k]; l != nil {
-		for i := range l.holders {
-			if l.holders[i].id == id {
-				h := l.holders[i].lease(k)
+		for i, hs := 0, l.holders(); i < len(hs); i++ {
+			if hs[i].id == id {
+				h := m.lease(k, &hs[i])
 				return &h
 			}
 		}
@@ -141,29 +193,31 @@ func (m *memTable) hasIdem(k dlm.Key, tenant, idem string) bool {
 	if l == nil {
 		return false
 	}
-	for i := range l.holders {
-		if h := &l.holders[i]; h.tenant == tenant && h.idem == idem {
+	for i, hs := 0, l.holders(); i < len(hs); i++ {
+		if h := &hs[i]; h.idem() == idem && m.tenants.name(h.tenant) == tenant {
 			return true
 		}
 	}
-	return slices.ContainsFunc(l.waiters, func(w dlm.Waiter) bool { return w.Tenant == tenant && w.IdempotencyKey == idem })
+	return slices.ContainsFunc(m.waiters[k], func(w dlm.Waiter) bool { return w.Tenant == tenant && w.IdempotencyKey == idem })
 }
 
 // put makes s the committed state of its lock and updates the indexes.
 func (m *memTable) put(s *dlm.LockState) {
 	if old := m.locks[s.Key]; old != nil {
-		for i := range old.holders {
-			h := &old.holders[i]
+		for i, hs := 0, old.holders(); i < len(hs); i++ {
+			h := &hs[i]
 			delete(m.leases, h.id)
-			if h.idem != "" {
-				delete(m.idem, idemKey{h.tenant, h.idem})
+			if idem := h.idem(); idem != "" {
+				delete(m.idem, idemKey{m.tenants.name(h.tenant), idem})
 			}
 		}
-		for _, w := range old.waiters {
+		for _, w := range m.waiters[s.Key] {
 			if w.IdempotencyKey != "" {
 				delete(m.idem, idemKey{w.Tenant, w.IdempotencyKey})
 			}
 		}
+		delete(m.waiters, s.Key)
+		delete(m.delays, s.Key)
 	}
 	// A lock-delay is kept with the locks, not the idle tokens, which may
 	// be forgotten: it lasts no longer than a minute, until a sweep clears it.
@@ -179,17 +233,22 @@ func (m *memTable) put(s *dlm.LockState) {
 		return
 	}
 	delete(m.idle, s.Key)
-	l := &memLock{token: s.Token, holders: make([]memLease, len(s.Holders))}
-	if !s.DelayUntil.IsZero() {
-		l.delay = nanos(s.DelayUntil)
+	l := &memLock{token: s.Token}
+	holders := l.one[:min(len(s.Holders), 1)]
+	if len(s.Holders) > 1 {
+		holders = make([]memLease, len(s.Holders))
+		l.more = &holders
 	}
 	if len(s.Waiters) > 0 {
-		l.waiters = slices.Clone(s.Waiters)
+		m.waiters[s.Key] = slices.Clone(s.Waiters)
+	}
+	if !s.DelayUntil.IsZero() {
+		m.delays[s.Key] = nanos(s.DelayUntil)
 	}
 	m.locks[s.Key] = l
 	for i := range s.Holders {
 		h := &s.Holders[i]
-		l.holders[i] = compact(h)
+		holders[i] = m.compact(h)
 		m.leases[h.ID] = s.Key
 		if h.IdempotencyKey != "" {
 			m.idem[idemKey{h.Tenant, h.IdempotencyKey}] = s.Key

@@ -284,6 +284,7 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if pprofLn != nil {
 		servePprof(ctx, pprofLn, log)
 	}
+	paceGC(ctx)
 	if pair != nil {
 		reloadOnHangup(ctx, pair, log)
 		srv.ServeTLS(ln, pair.Config())
