@@ -140,6 +140,7 @@ func TestEngineLinearizable(t *testing.T) {
 		{"wait-force", linearize.Workload{Clients: 6, Ops: 100, Wait: true, Force: true, Seed: 3}},
 		{"one-lock", linearize.Workload{Clients: 10, Ops: 100, Locks: []string{"lin/hot"}, Wait: true, Seed: 4}},
 		{"multi", linearize.Workload{Clients: 8, Ops: 100, Multi: true, Seed: 6}},
+		{"semaphore", linearize.Workload{Clients: 8, Ops: 100, Limit: 2, Wait: true, Seed: 5}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -310,7 +310,7 @@ func (m model) stepAcquire(s state, in Input, out Output) ([]state, string) {
 	case dlm.CodeInvalidArgument:
 		// A multi-lock acquire's refusal does not say which lock's limit
 		// differs.
-		if !mismatched && in.Group == 0 {
+		if !mismatched && in.Group == 0 && !m.parked { // a parked entry has a limit too
 			return nil, fmt.Sprintf("limit %d refused while %v", in.Limit, s)
 		}
 		return []state{s}, ""

@@ -64,3 +64,22 @@ func TestSessionConnectionCuts(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionLinearizableFeatures: semaphores and multi-lock acquires (the
+// session's acquire_many) among the workload's other operations.
+func TestSessionLinearizableFeatures(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	tgt := s.sessionTarget(nil)
+	defer tgt.Close()
+	rec := linearize.NewRecorder()
+	// Without waits: with multi-lock acquires parked on free locks the
+	// model still finds histories it cannot explain (open).
+	w := linearize.Workload{Clients: 8, Ops: 150, Limit: 2, Multi: true, Locks: []string{"lin/a", "lin/b", "lin/c"}, Seed: 45}
+	st := w.Run(t.Context(), tgt, rec)
+	t.Logf("workload: %v", st)
+	if st.Unknown.Load() != 0 {
+		t.Errorf("%d operations got no answer from a healthy server", st.Unknown.Load())
+	}
+	mustCheck(t, "session-features", rec.Ops())
+}
