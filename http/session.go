@@ -313,18 +313,11 @@ func (s *session) acquire(ctx context.Context, o object) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if key, given, err := o.string("idempotency_key"); err != nil {
-		return nil, err
-	} else if given {
-		if err := dlm.ValidateIdempotencyKey(key); err != nil {
-			return nil, err
-		}
-		req.IdempotencyKey = key
-	}
-	releaseOnClose, _, err := o.bool("release_on_close")
+	idem, releaseOnClose, err := sessionAcquireFields(o)
 	if err != nil {
 		return nil, err
 	}
+	req.IdempotencyKey = idem
 	if dryRun {
 		res, err := s.h.engine.DryRun(ctx, req)
 		if err != nil {
@@ -337,15 +330,37 @@ func (s *session) acquire(ctx context.Context, o object) (any, error) {
 	l, replayed, err := s.h.engine.Acquire(ctx, req)
 	if err != nil {
 		s.ln.Unfollow(req.Key)
-		if cause := context.Cause(ctx); errors.Is(cause, errCancelled) && errors.Is(err, context.Canceled) {
-			return nil, errCancelled
-		}
-		return nil, err
+		return nil, cancelledAs(ctx, err)
 	}
 	s.hold(&l, releaseOnClose)
 	wl := wire.OwnLease(&l)
 	wl.Replayed = replayed
 	return wl, nil
+}
+
+// sessionAcquireFields decodes what the session's acquire ops take beside
+// an HTTP acquire body: the idempotency key (a header on HTTP) and
+// release_on_close.
+func sessionAcquireFields(o object) (idem string, releaseOnClose bool, err error) {
+	if key, given, err := o.string("idempotency_key"); err != nil {
+		return "", false, err
+	} else if given {
+		if err := dlm.ValidateIdempotencyKey(key); err != nil {
+			return "", false, err
+		}
+		idem = key
+	}
+	releaseOnClose, _, err = o.bool("release_on_close")
+	return idem, releaseOnClose, err
+}
+
+// cancelledAs answers an acquire that failed because the op was cancelled
+// (see cancelOp) with errCancelled, and any other failure as it is.
+func cancelledAs(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errCancelled) && errors.Is(err, context.Canceled) {
+		return errCancelled
+	}
+	return err
 }
 
 // hold records lease l as acquired over the session; the caller followed its

@@ -1,11 +1,6 @@
 package dlmhttp
 
-import (
-	"context"
-	"errors"
-
-	"github.com/dlmhq/dlm"
-)
+import "context"
 
 // acquireMany serves the session op acquire_many: POST /v1/acquire on the
 // session, whose leases the session then follows one by one, as if each
@@ -15,18 +10,11 @@ func (s *session) acquireMany(ctx context.Context, o object) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if key, given, err := o.string("idempotency_key"); err != nil {
-		return nil, err
-	} else if given {
-		if err := dlm.ValidateIdempotencyKey(key); err != nil {
-			return nil, err
-		}
-		req.IdempotencyKey = key
-	}
-	releaseOnClose, _, err := o.bool("release_on_close")
+	idem, releaseOnClose, err := sessionAcquireFields(o)
 	if err != nil {
 		return nil, err
 	}
+	req.IdempotencyKey = idem
 	// Follow the locks before the grant, so that no end of them is missed.
 	for _, l := range req.Locks {
 		s.ln.Follow(l.Key)
@@ -36,10 +24,7 @@ func (s *session) acquireMany(ctx context.Context, o object) (any, error) {
 		for _, l := range req.Locks {
 			s.ln.Unfollow(l.Key)
 		}
-		if cause := context.Cause(ctx); errors.Is(cause, errCancelled) && errors.Is(err, context.Canceled) {
-			return nil, errCancelled
-		}
-		return nil, err
+		return nil, cancelledAs(ctx, err)
 	}
 	for i := range ls {
 		s.hold(&ls[i], releaseOnClose)
