@@ -181,19 +181,8 @@ func TestAcquireManyAllOrNothing(t *testing.T) {
 		}
 
 		grants := map[string]int{}
-		since := 0.0
-		for {
-			page := a.must(200, "GET", fmt.Sprintf("/v1/events?prefix=aon/&limit=1000&since=%.0f", since), nil)
-			evs := page["events"].([]any)
-			for _, e := range evs {
-				if ev := e.(map[string]any); ev["type"] == "acquired" {
-					grants[ev["holder_id"].(string)]++
-				}
-			}
-			if len(evs) == 0 {
-				break
-			}
-			since = page["next_since"].(float64)
+		for _, ev := range grantsAdjacent(t, a, "aon/") {
+			grants[ev["holder_id"].(string)]++
 		}
 		for holder, n := range grants {
 			c := 0
@@ -249,7 +238,44 @@ func TestAcquireManyNoDeadlock(t *testing.T) {
 				t.Fatalf("round %d failed", round)
 			}
 		}
+		if n := len(grantsAdjacent(t, &api{t, b.urls[0], b.tenantKey}, "dl/")); n != rounds*perRound*len(forward) {
+			t.Errorf("%d grants in the log, want %d", n, rounds*perRound*len(forward))
+		}
 	})
+}
+
+// grantsAdjacent reads the whole log under prefix and returns its
+// "acquired" events, failing t unless the grants of each holder are
+// adjacent (one commit writes a multi-lock acquire's grants together). The
+// tests give every request a holder_id of its own.
+func grantsAdjacent(t *testing.T, a *api, prefix string) []map[string]any {
+	t.Helper()
+	var all []map[string]any
+	for since := 0.0; ; {
+		page := a.must(200, "GET", fmt.Sprintf("/v1/events?prefix=%s&limit=1000&since=%.0f", prefix, since), nil)
+		evs := page["events"].([]any)
+		if len(evs) == 0 {
+			break
+		}
+		for _, e := range evs {
+			all = append(all, e.(map[string]any))
+		}
+		since = page["next_since"].(float64)
+	}
+	var grants []map[string]any
+	last := map[string]int{} // holder → index in all of its latest grant
+	for i, ev := range all {
+		if ev["type"] != "acquired" {
+			continue
+		}
+		h := ev["holder_id"].(string)
+		if j, seen := last[h]; seen && j != i-1 {
+			t.Errorf("%s's grants are not adjacent in the log: %v, then %v", h, all[j], ev)
+		}
+		last[h] = i
+		grants = append(grants, ev)
+	}
+	return grants
 }
 
 // TestAcquireManyIdempotent: a retry with the same idempotency key replays

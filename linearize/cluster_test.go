@@ -243,3 +243,19 @@ func TestClusterExpiryEdges(t *testing.T) {
 		t.Error(v)
 	}
 }
+
+// TestClusterLinearizableFeatures: semaphores and blocking multi-lock
+// acquires spread over three instances on one PostgreSQL, so that a group's
+// locks are released and granted through different instances.
+func TestClusterLinearizableFeatures(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, freshDatabase(t, dlmtest.PostgresURL(t)), 3)
+	rec := linearize.NewRecorder()
+	w := linearize.Workload{Clients: 6, Ops: 100, Limit: 2, Multi: true, Wait: true, Force: true, Locks: []string{"lin/a", "lin/b", "lin/c"}, Seed: 54}
+	st := w.Run(t.Context(), c.target(), rec)
+	t.Logf("workload: %v", st)
+	if st.Unknown.Load() != 0 {
+		t.Errorf("%d operations got no answer from a healthy cluster", st.Unknown.Load())
+	}
+	mustCheck(t, "cluster-features", rec.Ops())
+}

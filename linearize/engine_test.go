@@ -141,6 +141,7 @@ func TestEngineLinearizable(t *testing.T) {
 		{"one-lock", linearize.Workload{Clients: 10, Ops: 100, Locks: []string{"lin/hot"}, Wait: true, Seed: 4}},
 		{"multi", linearize.Workload{Clients: 8, Ops: 100, Multi: true, Seed: 6}},
 		{"semaphore", linearize.Workload{Clients: 8, Ops: 100, Limit: 2, Wait: true, Seed: 5}},
+		{"multi-wait", linearize.Workload{Clients: 8, Ops: 200, Multi: true, Limit: 2, Wait: true, Force: true, Locks: []string{"lin/a", "lin/b", "lin/c"}, Seed: 7}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

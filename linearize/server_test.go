@@ -129,3 +129,18 @@ func TestHTTPExpiryEdges(t *testing.T) {
 		t.Error(v)
 	}
 }
+
+// TestHTTPLinearizableFeatures: semaphores and blocking multi-lock
+// acquires (POST /v1/acquire) among waits and force-releases over HTTP.
+func TestHTTPLinearizableFeatures(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	rec := linearize.NewRecorder()
+	w := linearize.Workload{Clients: 8, Ops: 150, Limit: 2, Multi: true, Wait: true, Force: true, Locks: []string{"lin/a", "lin/b", "lin/c"}, Seed: 49}
+	st := w.Run(t.Context(), s.target(nil), rec)
+	t.Logf("workload: %v", st)
+	if st.Unknown.Load() != 0 {
+		t.Errorf("%d operations got no answer from a healthy server", st.Unknown.Load())
+	}
+	mustCheck(t, "http-features", rec.Ops())
+}

@@ -66,16 +66,15 @@ func TestSessionConnectionCuts(t *testing.T) {
 }
 
 // TestSessionLinearizableFeatures: semaphores and multi-lock acquires (the
-// session's acquire_many) among the workload's other operations.
+// session's acquire_many), blocking and not, among waits and
+// force-releases.
 func TestSessionLinearizableFeatures(t *testing.T) {
 	t.Parallel()
 	s := newServer(t)
 	tgt := s.sessionTarget(nil)
 	defer tgt.Close()
 	rec := linearize.NewRecorder()
-	// Without waits: with multi-lock acquires parked on free locks the
-	// model still finds histories it cannot explain (open).
-	w := linearize.Workload{Clients: 8, Ops: 150, Limit: 2, Multi: true, Locks: []string{"lin/a", "lin/b", "lin/c"}, Seed: 45}
+	w := linearize.Workload{Clients: 8, Ops: 150, Limit: 2, Multi: true, Wait: true, Force: true, Locks: []string{"lin/a", "lin/b", "lin/c"}, Seed: 45}
 	st := w.Run(t.Context(), tgt, rec)
 	t.Logf("workload: %v", st)
 	if st.Unknown.Load() != 0 {
