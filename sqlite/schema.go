@@ -110,6 +110,12 @@ var migrations = []string{
 	ALTER TABLE waiters ADD COLUMN max_hold INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE waiters ADD COLUMN grp TEXT;
 	ALTER TABLE waiters ADD COLUMN group_keys TEXT;`,
+	// No index of events by lock: it put each event on its lock's own page,
+	// so that a window of the applier touched a page per lock, which was
+	// two thirds of what writing an event cost (PERFORMANCE.md, "The
+	// events' lock index"). Reads follow the log in id order; those of one
+	// lock or prefix filter that scan, bounded by the log's retention.
+	`DROP INDEX events_lock;`,
 }
 
 // migrate brings the schema up to date on the writer connection. created
