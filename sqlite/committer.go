@@ -254,7 +254,7 @@ func (c *committer) close() {
 	if c.w == nil {
 		return // a dead committer (see deadCommitter)
 	}
-	c.w.stmts.close()
+	c.w.close()
 	c.w.conn.Close()
 	if c.rconn != nil {
 		c.rstmts.close()

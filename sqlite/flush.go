@@ -120,7 +120,7 @@ func (r *rows) gather(batches []applied, fresh bool) {
 // insert → update → delete, and IDs are unique, so running the inserts of a
 // table before its updates and deletes is right whatever the order of the
 // saves.
-func (w *writer) flush(ctx context.Context, o *rows) error {
+func (w *writer) flush(ctx context.Context, dc any, o *rows) error {
 	tokens := make([]any, 0, 3*len(o.tokens))
 	for k, t := range o.tokens {
 		tokens = append(tokens, k.Namespace, k.Name, t)
@@ -140,11 +140,13 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 		// After the tokens: the lock of a lock-delay has its row by then
 		// (its lease was granted), so the insert never runs.
 		{`INSERT INTO locks (ns, name, token, delay_until) VALUES %s ON CONFLICT (ns, name) DO UPDATE SET delay_until = excluded.delay_until`,
-			4, len(o.delays), func(args []any, i int) []any { return append(args, delays[3*i], delays[3*i+1], 0, delays[3*i+2]) }},
+			4, len(o.delays), func(args []any, i int) []any {
+				return append(args, delays[3*i], delays[3*i+1], int64(0), delays[3*i+2])
+			}},
 		{`INSERT OR REPLACE INTO leases (` + holderCols + `) VALUES %s`, 15, len(o.granted), func(args []any, i int) []any {
 			l := &o.granted[i]
-			return append(args, l.ID, l.Tenant, l.Key.Namespace, l.Key.Name, l.Mode, l.HolderID, l.Token,
-				int64(l.TTL), nanos(l.AcquiredAt), nanos(l.ExpiresAt), l.Limit, int64(l.LockDelay), int64(l.MaxHold),
+			return append(args, l.ID, l.Tenant, l.Key.Namespace, l.Key.Name, int64(l.Mode), l.HolderID, l.Token,
+				int64(l.TTL), nanos(l.AcquiredAt), nanos(l.ExpiresAt), int64(l.Limit), int64(l.LockDelay), int64(l.MaxHold),
 				nullable(l.IdempotencyKey), int64(l.RequestedTTL))
 		}},
 		{`UPDATE leases SET ttl = ?, expires_at = ? WHERE id = ?`, 0, len(o.renewed), func(args []any, i int) []any {
@@ -156,16 +158,16 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 		}},
 		{`INSERT OR REPLACE INTO ended_leases (` + leaseCols + `, reason, ended_at) VALUES %s`, 15, len(o.ended), func(args []any, i int) []any {
 			e := &o.ended[i]
-			return append(args, e.ID, e.Tenant, e.Key.Namespace, e.Key.Name, e.Mode, e.HolderID, e.Token,
-				int64(e.TTL), nanos(e.AcquiredAt), nanos(e.ExpiresAt), e.Limit, int64(e.LockDelay), int64(e.MaxHold),
-				e.Reason, nanos(e.EndedAt))
+			return append(args, e.ID, e.Tenant, e.Key.Namespace, e.Key.Name, int64(e.Mode), e.HolderID, e.Token,
+				int64(e.TTL), nanos(e.AcquiredAt), nanos(e.ExpiresAt), int64(e.Limit), int64(e.LockDelay), int64(e.MaxHold),
+				int64(e.Reason), nanos(e.EndedAt))
 		}},
 		{`INSERT OR REPLACE INTO waiters (` + waiterCols + `) VALUES %s`,
 			17, len(o.queued), func(args []any, i int) []any {
 				q := &o.queued[i]
-				return append(args, q.ID, q.Tenant, q.Key.Namespace, q.Key.Name, q.Seq, q.Mode, q.HolderID,
+				return append(args, q.ID, q.Tenant, q.Key.Namespace, q.Key.Name, int64(q.Seq), int64(q.Mode), q.HolderID,
 					int64(q.TTL), nullable(q.IdempotencyKey), q.Ticket, nanos(q.QueuedAt), nanos(q.Deadline),
-					q.Limit, int64(q.LockDelay), int64(q.MaxHold), nullable(q.Group), groupKeysColumn(q.GroupKeys))
+					int64(q.Limit), int64(q.LockDelay), int64(q.MaxHold), nullable(q.Group), groupKeysColumn(q.GroupKeys))
 			}},
 		{`UPDATE waiters SET ticket = ?, deadline = ? WHERE id = ?`, 0, len(o.retaken), func(args []any, i int) []any {
 			q := &o.retaken[i]
@@ -176,11 +178,11 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 		}},
 		{`INSERT OR REPLACE INTO events (id, type, ns, name, holder, mode, token, at) VALUES %s`, 8, len(o.events), func(args []any, i int) []any {
 			e := &o.events[i]
-			return append(args, e.ID, e.Type, e.Key.Namespace, e.Key.Name, e.HolderID, e.Mode, e.Token, nanos(e.At))
+			return append(args, e.ID, int64(e.Type), e.Key.Namespace, e.Key.Name, e.HolderID, int64(e.Mode), e.Token, nanos(e.At))
 		}},
 	}
 	for _, st := range steps {
-		if err := w.multi(ctx, st.query, st.cols, st.n, st.row); err != nil {
+		if err := w.multi(ctx, dc, st.query, st.cols, st.n, st.row); err != nil {
 			return err
 		}
 	}
@@ -192,10 +194,12 @@ func (w *writer) flush(ctx context.Context, o *rows) error {
 // needs few of them.
 var chunkSizes = [...]int{64, 8, 1}
 
-// multi runs query for n rows. With cols > 0 the query's %s becomes a list
-// of up to 64 rows of cols placeholders each ("(?, ?), (?, ?)" — or "(?, ?)"
-// for an IN list with cols 1); with cols 0 it runs once per row as it is.
-func (w *writer) multi(ctx context.Context, query string, cols, n int, row func(args []any, i int) []any) error {
+// multi runs query for n rows on the driver connection dc. With cols > 0
+// the query's %s becomes a list of up to 64 rows of cols placeholders each
+// ("(?, ?), (?, ?)" — or "(?, ?)" for an IN list with cols 1); with cols 0
+// it runs once per row as it is. row appends driver values (int64, string,
+// nil): there is no database/sql to convert them.
+func (w *writer) multi(ctx context.Context, dc any, query string, cols, n int, row func(args []any, i int) []any) error {
 	for start := 0; start < n; {
 		size := 1
 		if cols > 0 {
@@ -209,7 +213,7 @@ func (w *writer) multi(ctx context.Context, query string, cols, n int, row func(
 		for i := start; i < start+size; i++ {
 			args = row(args, i)
 		}
-		if _, err := w.stmts.ExecContext(ctx, w.expand(query, cols, size), args...); err != nil {
+		if err := w.rawExec(ctx, dc, w.expand(query, cols, size), args); err != nil {
 			return unavailable(err)
 		}
 		w.args = args[:0]
