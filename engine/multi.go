@@ -355,16 +355,15 @@ func (e *Engine) grantReadyGroups(v *view) {
 		if !e.enter() {
 			return
 		}
-		go func() {
-			defer e.wg.Done()
-			e.grantGroup(w)
-		}()
+		go e.grantGroup(w)
 	}
 }
 
 // grantGroup grants the group of entry w if it is grantable on all of its
-// locks now (dlm.GrantGroup).
+// locks now (dlm.GrantGroup). It runs on a goroutine of its own, counted in
+// e.wg (see enter).
 func (e *Engine) grantGroup(w dlm.Waiter) {
+	defer e.wg.Done()
 	keys := w.GroupKeys
 	err := e.write(context.Background(), dlm.Need{Keys: keys}, func(v *view) error {
 		ss := make([]*dlm.LockState, len(keys))

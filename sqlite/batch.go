@@ -137,8 +137,9 @@ func (c *committer) state(ctx context.Context, k dlm.Key) (*dlm.LockState, error
 // written yet, then in the file. Lazy batches end no lease.
 func (c *committer) endedLease(ctx context.Context, id string) (*dlm.EndedLease, error) {
 	for _, b := range slices.Backward(c.pending) {
-		if e := b.o.endedByID[id]; e != nil {
-			return e, nil
+		if i, ok := b.o.endedByID[id]; ok {
+			e := b.o.ended[i] // a copy: the overlay is reused once applied
+			return &e, nil
 		}
 	}
 	_, e, err := (&readTx{q: &c.rstmts}).FindLease(ctx, id)

@@ -269,7 +269,7 @@ func (m *memTable) put(s *dlm.LockState) {
 // yet (see committer.token and committer.ended).
 type overlay struct {
 	locks     map[dlm.Key]*dlm.LockState // the last saved state of each lock, until the commit
-	endedByID map[string]*dlm.EndedLease // leases ended in the overlay
+	endedByID map[string]int             // leases ended in the overlay: their index in ended
 	usage     map[string]usage           // change to each tenant's counts
 	tokens    map[dlm.Key]int64          // new fencing high-water marks
 	delays    map[dlm.Key]time.Time      // new DelayUntil of locks, zero when cleared
@@ -285,7 +285,7 @@ type overlay struct {
 
 func newOverlay() *overlay {
 	return &overlay{
-		locks: map[dlm.Key]*dlm.LockState{}, endedByID: map[string]*dlm.EndedLease{},
+		locks: map[dlm.Key]*dlm.LockState{}, endedByID: map[string]int{},
 		usage: map[string]usage{}, tokens: map[dlm.Key]int64{}, delays: map[dlm.Key]time.Time{},
 	}
 }
@@ -331,8 +331,8 @@ func (o *overlay) save(s *dlm.LockState, c *dlm.Change) {
 	for _, l := range c.Granted {
 		o.count(l.Tenant, 1, 0)
 	}
-	for _, e := range c.Ended {
-		o.endedByID[e.ID] = &e
+	for i, e := range c.Ended {
+		o.endedByID[e.ID] = len(o.ended) + i
 		o.count(e.Tenant, -1, 0)
 	}
 	for _, w := range c.Queued {
