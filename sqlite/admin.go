@@ -27,17 +27,23 @@ func (s *Store) direct(ctx context.Context, fn func(q querier) (int64, error)) (
 		return 0, err
 	}
 	c.forgetApplied()
-	if err := c.w.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
+	// The transaction's ends run whatever becomes of ctx: a statement of
+	// fn's cut short by the caller must not leave it open.
+	tctx := context.WithoutCancel(ctx)
+	if err := c.w.exec(tctx, `BEGIN IMMEDIATE`); err != nil {
 		return 0, unavailable(err)
 	}
 	n, err := fn(&c.w.stmts)
 	if err != nil {
-		if rerr := c.w.exec(ctx, `ROLLBACK`); rerr != nil {
+		if rerr := c.w.exec(tctx, `ROLLBACK`); rerr != nil {
 			c.broken = rerr
+		}
+		if ctx.Err() != nil {
+			return 0, context.Cause(ctx)
 		}
 		return 0, unavailable(err)
 	}
-	if err := c.w.exec(ctx, `COMMIT`); err != nil {
+	if err := c.w.exec(tctx, `COMMIT`); err != nil {
 		c.broken = err
 		return 0, unavailable(err)
 	}

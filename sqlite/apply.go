@@ -69,15 +69,18 @@ func (w *writer) rawExec(ctx context.Context, dc any, query string, args []any) 
 	return err
 }
 
-// close closes the statements; the connection is the caller's.
+// close closes the statements and has database/sql discard the driver's
+// connection rather than pool it: a failure may have left it inside a
+// transaction, and the next committer must start on a clean one.
 func (w *writer) close() {
 	w.stmts.close()
 	_ = w.conn.Raw(func(any) error {
 		for _, st := range w.raw {
 			st.Close()
 		}
-		return nil
+		return driver.ErrBadConn
 	})
+	w.conn.Close()
 }
 
 func (w *writer) exec(ctx context.Context, query string) error {

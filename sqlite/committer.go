@@ -255,7 +255,6 @@ func (c *committer) close() {
 		return // a dead committer (see deadCommitter)
 	}
 	c.w.close()
-	c.w.conn.Close()
 	if c.rconn != nil {
 		c.rstmts.close()
 		c.rconn.Close()
