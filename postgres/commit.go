@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -17,9 +16,9 @@ var errBatchEnded = errors.New("postgres: the batch has already committed or abo
 // few multi-row statements, the events with ids from the sequence, and
 // COMMIT, so that one WAL flush makes the whole group durable. Event IDs
 // are left 0 (see events.go). The rows it writes are those of locks the
-// batch holds, new rows, and last the usage counters, in tenant order: a
-// commit then waits for nothing but other commits' counters, which they
-// take in the same order, so commits never wait for each other in a cycle.
+// batch holds, new rows, and the usage counters of its own backend ("Usage
+// rows" in writes.go): a commit waits for no other transaction, of this
+// instance or another.
 //
 // If the connection is lost, the answer is unavailable and the connection
 // is discarded; the transaction may or may not have committed.
@@ -43,7 +42,7 @@ func (b *batch) Commit(ctx context.Context, saves []dlm.Save) error {
 		}
 		pb.Queue(`DELETE FROM waiters WHERE id = ANY($1)`, ids)
 	}
-	w.queue(pb, b.s.instance, rand.Int32N(usageShards))
+	w.queue(pb, b.s.instance)
 	if len(w.events) > 0 {
 		w.queueEvents(pb)
 	}
@@ -101,10 +100,3 @@ func (b *batch) end() {
 	defer cancel()
 	_, _ = c.Exec(ctx, `ROLLBACK`)
 }
-
-// usageShards is how many rows each tenant's counts are spread over. A
-// commit updates a shard drawn at random, so two concurrent commits of one
-// tenant collide on a counter row (and one waits for the other's) once in
-// usageShards, whichever instances and connections they run on. Reading the
-// usage sums at most this many rows.
-const usageShards = 64

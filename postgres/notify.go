@@ -109,7 +109,8 @@ func notify(ctx context.Context, conn *pgx.Conn, channel, instance string) error
 const instanceRetention = time.Hour
 
 // janitor records this instance's heartbeat, so that other instances know its
-// waiters are still wanted, and forgets instances long gone.
+// waiters are still wanted, forgets instances long gone and folds the usage
+// rows of backends that are gone (foldUsage).
 func (s *Store) janitor() {
 	ctx, cancel := s.quitContext()
 	defer cancel()
@@ -127,6 +128,9 @@ func (s *Store) janitor() {
 		if err == nil && n%60 == 0 {
 			_, err = s.pool.Exec(hctx, `DELETE FROM instances WHERE seen_at < clock_timestamp() - make_interval(secs => $1)`,
 				instanceRetention.Seconds())
+			if err == nil {
+				err = s.foldUsage(hctx)
+			}
 		}
 		hcancel()
 		if err != nil && ctx.Err() == nil {

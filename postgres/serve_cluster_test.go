@@ -47,6 +47,7 @@ func serveClusterVia(t testing.TB, n int, addr string) (insts []*instance, key, 
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
+	q.Set("application_name", schema) // what BenchmarkClusterScaling samples
 	u.RawQuery = q.Encode()
 	for i := range n {
 		s := dlmtest.MustServe(t, dlmtest.ServeOptions{Args: []string{"--postgres", u.String()}, Env: []string{"DLM_POSTGRES_URL="}})

@@ -17,7 +17,11 @@
 // Event ids come from a sequence, and readers read only up to an id below
 // which every transaction has ended (events.go), so that a reader tailing
 // the log by id never misses an event that commits late, while no lock is
-// held across a commit cluster-wide. Changes are announced with LISTEN/NOTIFY
+// held across a commit cluster-wide. Nor is any row: a group locks the rows
+// of its own locks and the advisory locks of its own idempotency keys, and
+// counts its tenants' leases and waiters in rows of its own backend
+// ("Usage rows" in writes.go), so that instances commit side by side.
+// Changes are announced with LISTEN/NOTIFY apart from the commits
 // (notify.go); instances record a heartbeat so that the waiters of an
 // instance that died are dropped (janitor in notify.go).
 //
@@ -32,7 +36,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	mrand "math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -240,8 +243,8 @@ func (s *Store) Close() error {
 	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `WITH d AS (DELETE FROM waiters WHERE instance = $1 RETURNING tenant)
-			INSERT INTO waiter_usage (tenant, shard, n) SELECT tenant, $2, -count(*) FROM d GROUP BY tenant
-			ON CONFLICT (tenant, shard) DO UPDATE SET n = waiter_usage.n + excluded.n`, s.instance, mrand.Int32N(usageShards))
+			INSERT INTO waiter_usage (tenant, shard, n) SELECT tenant, pg_backend_pid(), -count(*) FROM d GROUP BY tenant
+			ON CONFLICT (tenant, shard) DO UPDATE SET n = waiter_usage.n + excluded.n`, s.instance)
 		if err != nil {
 			return err
 		}

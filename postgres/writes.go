@@ -1,7 +1,7 @@
 package postgres
 
 import (
-	"slices"
+	"context"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -105,10 +105,8 @@ func (w *writes) apply(s *dlm.LockState, c *dlm.Change) {
 	w.events = append(w.events, c.Events...)
 }
 
-// queue queues the statements that write w. The usage counters come last
-// and in tenant order: a transaction that updates one then waits for
-// nothing, so two never wait for each other's counters.
-func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
+// queue queues the statements that write w.
+func (w *writes) queue(pb *pgx.Batch, instance string) {
 	if len(w.tokens) > 0 {
 		var ns, names []string
 		var tokens []int64
@@ -177,8 +175,8 @@ func (w *writes) queue(pb *pgx.Batch, instance string, shard int32) {
 			append(ended.args()[:13], ended.reasons, ended.endedAt)...)
 	}
 	w.queueWaiters(pb, instance)
-	queueUsage(pb, "lease_usage", w.leaseUsage, shard)
-	queueUsage(pb, "waiter_usage", w.waiterUsage, shard)
+	queueUsage(pb, "lease_usage", w.leaseUsage)
+	queueUsage(pb, "waiter_usage", w.waiterUsage)
 }
 
 // leaseRows are leases as columns, for unnest.
@@ -291,22 +289,61 @@ func (w *writes) queueEvents(pb *pgx.Batch) {
 			ORDER BY i) v`, types, ns, names, holders, modes, tokens, at)
 }
 
-// queueUsage adds delta to the counters of table, tenants in order.
-func queueUsage(pb *pgx.Batch, table string, delta map[string]int64, shard int32) {
+// queueUsage adds delta to the counters of table of this backend ("Usage
+// rows").
+func queueUsage(pb *pgx.Batch, table string, delta map[string]int64) {
 	var tenants []string
+	var ds []int64
 	for tn, d := range delta {
 		if d != 0 {
-			tenants = append(tenants, tn)
+			tenants, ds = append(tenants, tn), append(ds, d)
 		}
 	}
 	if len(tenants) == 0 {
 		return
 	}
-	slices.Sort(tenants)
-	ds := make([]int64, len(tenants))
-	for i, tn := range tenants {
-		ds[i] = delta[tn]
-	}
-	pb.Queue(`INSERT INTO `+table+` (tenant, shard, n) SELECT t, $2, d FROM unnest($1::text[], $3::bigint[]) v (t, d)
-		ON CONFLICT (tenant, shard) DO UPDATE SET n = `+table+`.n + excluded.n`, tenants, shard, ds)
+	pb.Queue(`INSERT INTO `+table+` (tenant, shard, n) SELECT t, pg_backend_pid(), d FROM unnest($1::text[], $2::bigint[]) v (t, d)
+		ON CONFLICT (tenant, shard) DO UPDATE SET n = `+table+`.n + excluded.n`, tenants, ds)
+}
+
+// Usage rows.
+//
+// A tenant's counts of leases and waiters are the sums of its rows in
+// lease_usage and waiter_usage. A transaction adds its deltas to the rows
+// of its own backend (shard = pg_backend_pid(); the first migration's
+// comment predates this), so no two transactions running at once update
+// the same row: a commit never waits for another's counter row, locked
+// until that one's COMMIT and WAL flush are done, whatever instance it runs
+// on. A PID names one backend at a time; a backend under a reused PID adds
+// to its predecessor's rows, which keeps every sum. foldUsage folds the rows
+// of backends that are gone into the tenant's row 0 (no backend has PID
+// 0), so a tenant has a row per backend that changed its counts lately,
+// plus one.
+
+// foldUsage folds the usage rows of backends that no longer run into row 0,
+// keeping every sum. Instances take turns at it (an advisory lock, tried,
+// not waited for), and it skips rows locked by a transaction in flight (of
+// a backend that started under a reused PID), so it waits for nothing on
+// the lock path and can be in no cycle with it. A backend that starts under
+// a PID being folded waits for the fold to end, as for any row lock, and
+// then adds to a fresh row.
+func (s *Store) foldUsage(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var mine bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lockKey("fold", s.schema)).Scan(&mine); err != nil || !mine {
+			return err
+		}
+		for _, table := range []string{"lease_usage", "waiter_usage"} {
+			_, err := tx.Exec(ctx, `WITH gone AS (DELETE FROM `+table+` WHERE (tenant, shard) IN (
+					SELECT tenant, shard FROM `+table+` u WHERE shard <> 0
+						AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = u.shard)
+					FOR UPDATE SKIP LOCKED) RETURNING tenant, n)
+				INSERT INTO `+table+` (tenant, shard, n) SELECT tenant, 0, sum(n) FROM gone GROUP BY tenant
+				ON CONFLICT (tenant, shard) DO UPDATE SET n = `+table+`.n + excluded.n`)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -7,6 +7,9 @@
 // direction of a connection has a reader that stamps what it reads and a
 // writer that sends it once its time has come, so that a stream keeps its
 // throughput and its byte order, and connections never wait for each other.
+//
+// The proxy also counts round trips (RoundTrips), which is what a latency
+// costs: a benchmark reports them per operation.
 package latencyproxy
 
 import (
@@ -14,6 +17,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +26,7 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 	delay  time.Duration
+	trips  atomic.Int64
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -46,6 +51,12 @@ func Start(addr, target string, delay time.Duration) (*Proxy, error) {
 
 // Addr is the address the proxy listens on, as host:port.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// RoundTrips is how many times, over all connections so far, a client sent
+// something after the server had last spoken (or first): each such turn
+// waits out a round trip. A pipelined exchange (many requests written before
+// the answers are read) counts once, as it costs one.
+func (p *Proxy) RoundTrips() int64 { return p.trips.Load() }
 
 // Close stops accepting, cuts every open connection and returns once they
 // are all gone.
@@ -103,9 +114,18 @@ func (p *Proxy) serve(client net.Conn) {
 		p.untrack(client)
 		return
 	}
+	// answered is whether the server spoke since the client's last turn.
+	var answered atomic.Bool
+	answered.Store(true)
 	var wg sync.WaitGroup
-	wg.Go(func() { p.forward(server, client) })
-	wg.Go(func() { p.forward(client, server) })
+	wg.Go(func() {
+		p.forward(server, client, func() {
+			if answered.Swap(false) {
+				p.trips.Add(1)
+			}
+		})
+	})
+	wg.Go(func() { p.forward(client, server, func() { answered.Store(true) }) })
 	wg.Wait()
 	p.untrack(client, server)
 }
@@ -124,10 +144,10 @@ const (
 )
 
 // forward copies src to dst, every chunk held back until delay after it was
-// read. When src ends cleanly dst is closed for writing, and the other
+// read; read is called as each chunk arrives. When src ends cleanly dst is closed for writing, and the other
 // direction goes on, as TCP's half-close lets it; any other end, of either
 // side, closes both connections, which ends the other direction too.
-func (p *Proxy) forward(dst, src net.Conn) {
+func (p *Proxy) forward(dst, src net.Conn, read func()) {
 	chunks := make(chan chunk, queued)
 	var readErr error
 	go func() {
@@ -136,6 +156,7 @@ func (p *Proxy) forward(dst, src net.Conn) {
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
+				read()
 				chunks <- chunk{append([]byte(nil), buf[:n]...), time.Now().Add(p.delay)}
 			}
 			if err != nil {

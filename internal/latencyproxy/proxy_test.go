@@ -204,3 +204,66 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// requestServer answers every 4-byte request read whole with the same 4
+// bytes: it speaks only once a request is complete.
+func requestServer(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				req := make([]byte, 4)
+				for {
+					if _, err := io.ReadFull(c, req); err != nil {
+						return
+					}
+					if _, err := c.Write(req); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestRoundTrips: a request answered before the next is sent counts once,
+// though it came in two writes that the proxy read apart; three requests
+// written at once and then answered count once too.
+func TestRoundTrips(t *testing.T) {
+	p := start(t, requestServer(t), time.Millisecond)
+	c := dial(t, p)
+	for range 3 {
+		if _, err := c.Write([]byte("ab")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond) // the proxy reads the half alone
+		if _, err := c.Write([]byte("cd")); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "abcd" {
+			t.Fatalf("answer %q, %v; want abcd", got, err)
+		}
+	}
+	if err := roundTrip(c, []byte("abcdabcdabcd")); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.RoundTrips(); got != 4 {
+		t.Errorf("RoundTrips = %d after 3 exchanges and a pipeline of 3 requests, want 4", got)
+	}
+}
