@@ -17,7 +17,8 @@ func (h *Handler) getLease(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, wire.OwnLease(&l))
+	wl := wire.OwnLease(&l)
+	writeLease(w, &wl)
 	return nil
 }
 
@@ -40,7 +41,8 @@ func (h *Handler) renew(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, wire.OwnLease(&l))
+	wl := wire.OwnLease(&l)
+	writeLease(w, &wl)
 	return nil
 }
 
@@ -50,6 +52,7 @@ func (h *Handler) release(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, wire.OwnLease(&l))
+	wl := wire.OwnLease(&l)
+	writeLease(w, &wl)
 	return nil
 }

@@ -111,7 +111,7 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, c *call) error
 	}
 	wl := wire.OwnLease(&l)
 	wl.Replayed = replayed
-	writeJSON(w, http.StatusOK, wl)
+	writeLease(w, &wl)
 	return nil
 }
 

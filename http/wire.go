@@ -3,6 +3,7 @@ package dlmhttp
 import (
 	"encoding/json"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/dlmhq/dlm"
@@ -61,21 +62,32 @@ type wireStatus struct {
 // writeJSON answers with status and v as JSON. Responses carry no cache: they
 // describe state that changes any moment.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var b []byte
-	if l, ok := v.(wire.Lease); ok {
-		b = l.AppendJSON(make([]byte, 0, 320)) // the lock path's answer
-	} else {
-		var err error
-		if b, err = json.Marshal(v); err != nil {
-			// Only our own types reach here, and they always marshal.
-			panic("dlmhttp: marshal response: " + err.Error())
-		}
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own types reach here, and they always marshal.
+		panic("dlmhttp: marshal response: " + err.Error())
 	}
+	writeBody(w, status, append(b, '\n'))
+}
+
+// writeLease answers 200 with a lease: the lock path's answer, encoded
+// without reflection into a pooled buffer.
+func writeLease(w http.ResponseWriter, l *wire.Lease) {
+	bp := leaseBuffers.Get().(*[]byte)
+	b := append(l.AppendJSON((*bp)[:0]), '\n')
+	writeBody(w, http.StatusOK, b)
+	*bp = b
+	leaseBuffers.Put(bp)
+}
+
+var leaseBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func writeBody(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["Cache-Control"] = noStore
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
 }
 
 // jsonContentType and noStore are the header values of every JSON answer,
