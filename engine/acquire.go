@@ -194,16 +194,24 @@ func (e *Engine) Acquire(ctx context.Context, r AcquireRequest) (lease dlm.Lease
 		old := sub
 		sub = e.waiters.subscribe(waiter.ID, req)
 		e.waiters.unsubscribe(old)
-		if l, ok, err := e.liveLease(ctx, waiter.ID); err != nil || ok {
-			return l, true, err
+		if ls, ok, err := e.liveLeases(ctx, []dlm.Waiter{waiter}); err != nil || ok {
+			return first(ls), ok, err
 		}
 		replayed = true
 	}
-	lease, outcome, err := e.park(ctx, req, waiter, sub, start.Add(req.Wait))
+	leases, outcome, err := e.park(ctx, req, []dlm.Waiter{waiter}, sub, start.Add(req.Wait))
 	if e.opts.Observer != nil {
 		e.opts.Observer.Waited(e.now().Sub(start), outcome)
 	}
-	return lease, replayed && err == nil, err
+	return first(leases), replayed && err == nil, err
+}
+
+// first is the lease of a one-lock wait, if any.
+func first(ls []dlm.Lease) dlm.Lease {
+	if len(ls) == 0 {
+		return dlm.Lease{}
+	}
+	return ls[0]
 }
 
 // conflict is the lock_conflict error of a lock held by holders, or in a
@@ -228,10 +236,12 @@ func (e *Engine) checkUsage(leases, waiters int64, out dlm.Outcome, newWaiter bo
 	return nil
 }
 
-// park waits for the queued request's grant until deadline, ctx's end or
-// Close, and takes it out of the queue if it gives up. outcome says which
+// park waits for the grant of the queued entries ws until deadline, ctx's
+// end or Close, and takes them out of the queue if it gives up. ws is one
+// waiter, or the entries of a multi-lock acquire, which are granted in one
+// commit, so that the grant of the first stands for all. outcome says which
 // ended the wait; a grant found while leaving the queue counts as granted.
-func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *subscription, deadline time.Time) (_ dlm.Lease, outcome WaitOutcome, _ error) {
+func (e *Engine) park(ctx context.Context, req dlm.Request, ws []dlm.Waiter, sub *subscription, deadline time.Time) (_ []dlm.Lease, outcome WaitOutcome, _ error) {
 	timer := e.opts.Clock.NewTimer(deadline.Sub(e.now()))
 	defer timer.Stop()
 	var poll <-chan time.Time
@@ -243,80 +253,126 @@ func (e *Engine) park(ctx context.Context, req dlm.Request, w dlm.Waiter, sub *s
 	for {
 		select {
 		case l := <-sub.lease:
-			return l, WaitGranted, nil
+			if len(ws) == 1 {
+				return []dlm.Lease{l}, WaitGranted, nil
+			}
 		case <-sub.check:
-			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
-				return l, WaitGranted, nil
-			}
 		case <-poll:
-			if l, ok, err := e.liveLease(ctx, w.ID); err == nil && ok {
-				return l, WaitGranted, nil
-			}
 		case <-timer.C():
-			l, granted, holders, err := e.leaveQueue(w, req.ID)
+			leases, granted, blocked, err := e.leaveQueue(ws, req.ID)
 			if err == nil && granted {
-				return l, WaitGranted, nil
+				return leases, WaitGranted, nil
 			}
 			if err != nil {
-				return l, WaitTimedOut, err
+				return nil, WaitTimedOut, err
 			}
-			return dlm.Lease{}, WaitTimedOut, &dlm.Error{Code: dlm.CodeWaitTimeout, Message: "waited " + req.Wait.String() + " without a grant", Holders: holders}
+			blocked.Code, blocked.Message = dlm.CodeWaitTimeout, "waited "+req.Wait.String()+" without a grant"
+			return nil, WaitTimedOut, blocked
 		case <-ctx.Done():
-			l, granted, _, err := e.leaveQueue(w, req.ID)
+			leases, granted, _, err := e.leaveQueue(ws, req.ID)
 			revoked := errors.Is(context.Cause(ctx), ErrKeyRevoked)
 			if err == nil && granted && (req.IdempotencyKey == "" || revoked) {
-				// Nobody can learn this lease's ID any more, or nobody
-				// may: give it back.
-				_, err = e.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
+				// Nobody can learn these leases' IDs any more, or nobody
+				// may: give them back.
+				for _, l := range leases {
+					_, rerr := e.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
+					err = errors.Join(err, rerr)
+				}
 			}
-			return dlm.Lease{}, WaitCancelled, errors.Join(context.Cause(ctx), err)
+			return nil, WaitCancelled, errors.Join(context.Cause(ctx), err)
 		case <-e.closing:
-			l, granted, _, err := e.leaveQueue(w, req.ID)
+			leases, granted, _, err := e.leaveQueue(ws, req.ID)
 			if err == nil && granted {
-				return l, WaitGranted, nil
+				return leases, WaitGranted, nil
 			}
 			if err != nil {
-				return l, WaitShutdown, err
+				return nil, WaitShutdown, err
 			}
-			return dlm.Lease{}, WaitShutdown, errShuttingDown
+			return nil, WaitShutdown, errShuttingDown
+		}
+		if leases, ok, err := e.liveLeases(ctx, ws); err == nil && ok {
+			return leases, WaitGranted, nil
 		}
 	}
 }
 
-// leaveQueue removes the waiter w if ticket still owns it. If w was granted
-// in the meantime it returns that lease and granted true — even if the lease
-// has already ended again (say, force-released before the waiter looked):
-// the grant happened, and the lease's own calls will say how it ended. A
-// lease that has already run out is not returned, though: no answer
-// carries an expires_at in the past. Otherwise it returns the current
-// holders.
-func (e *Engine) leaveQueue(w dlm.Waiter, ticket string) (lease dlm.Lease, granted bool, holders []dlm.Lease, err error) {
-	need := dlm.Need{Keys: []dlm.Key{w.Key}, Leases: []string{w.ID}}
+// leaveQueue withdraws the entries ws in one decision if ticket still owns
+// them. If they were granted in the meantime it returns their leases and
+// granted true — even if the leases have already ended again (say,
+// force-released before the waiter looked): the grant happened, and the
+// leases' own calls will say how they ended. A lease that has already run
+// out is not returned, though: no answer carries an expires_at in the past.
+// If they were not granted, blocked is a lock_conflict with the holders of
+// a lock still in the way (named, for a multi-lock acquire).
+func (e *Engine) leaveQueue(ws []dlm.Waiter, ticket string) (leases []dlm.Lease, granted bool, blocked *dlm.Error, err error) {
+	need := dlm.Need{}
+	ids := make([]string, len(ws))
+	for i, w := range ws {
+		need.Keys = append(need.Keys, w.Key)
+		need.Leases = append(need.Leases, w.ID)
+		ids[i] = w.ID
+	}
 	// The request's own context may be over: the cleanup runs anyway.
 	err = e.write(context.Background(), need, func(v *view) error {
-		s := v.lock(w.Key)
-		c := new(dlm.Change)
-		lease, granted = s.CancelWait(v.now, w.ID, ticket, c)
-		holders = s.View(v.now).Holders
+		ss := make([]*dlm.LockState, len(ws))
+		cs := make([]*dlm.Change, len(ws))
+		for i, w := range ws {
+			ss[i], cs[i] = v.lock(w.Key), new(dlm.Change)
+		}
+		leases, granted = dlm.CancelGroup(v.now, ss, ids, ticket, cs)
 		if !granted {
-			if _, ended := v.findLease(w.ID); ended != nil && ended.ExpiresAt.After(v.now) {
-				lease, granted = ended.Lease, true
+			if _, ended := v.findLease(ids[0]); ended != nil && ended.ExpiresAt.After(v.now) {
+				for _, id := range ids {
+					if l, ended := v.findLease(id); l != nil {
+						leases = append(leases, *l)
+					} else if ended != nil {
+						leases = append(leases, ended.Lease)
+					}
+				}
+				granted = true
 			}
 		}
-		v.save(s, c)
+		for i := range ss {
+			if !granted && blocked == nil {
+				if view := ss[i].View(v.now); len(view.Holders) > 0 || !view.DelayUntil.IsZero() {
+					blocked = conflict(view.Holders, view.DelayUntil)
+					blocked.Lock = ss[i].Key.Name
+				}
+			}
+			v.save(ss[i], cs[i])
+		}
 		return nil
 	})
-	return lease, granted, holders, err
+	if err == nil && !granted && blocked == nil {
+		blocked = conflict(nil, time.Time{})
+		blocked.Lock = ws[0].Key.Name
+	}
+	if blocked != nil && len(ws) == 1 {
+		blocked.Lock = "" // one lock's error needs no name
+	}
+	return leases, granted, blocked, err
 }
 
-// liveLease returns the lease id if it is held now.
-func (e *Engine) liveLease(ctx context.Context, id string) (l dlm.Lease, ok bool, err error) {
+// liveLeases returns the leases of the queued entries ws if they were
+// granted and the first is still held, or ended but not yet run out (see
+// leaveQueue).
+func (e *Engine) liveLeases(ctx context.Context, ws []dlm.Waiter) (leases []dlm.Lease, ok bool, err error) {
 	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
-		found, _, err := tx.FindLease(ctx, id)
-		if err == nil && found != nil && found.Live(tx.Now()) {
-			l, ok = *found, true
+		for _, w := range ws {
+			found, ended, err := tx.FindLease(ctx, w.ID)
+			switch {
+			case err != nil:
+				return err
+			case found != nil:
+				leases = append(leases, *found)
+			case ended != nil:
+				leases = append(leases, ended.Lease)
+			default:
+				return nil
+			}
 		}
-		return err
+		ok = leases[0].Live(tx.Now())
+		return nil
 	})
-	return l, ok, err
+	return leases, ok, err
 }

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strconv"
 	"time"
@@ -163,7 +162,7 @@ func (e *Engine) AcquireMany(ctx context.Context, r AcquireManyRequest) (leases 
 		e.waiters.unsubscribe(old)
 		replayed = true
 	}
-	granted, outcome, err := e.parkMany(ctx, first, waiters, sub, start.Add(first.Wait))
+	granted, outcome, err := e.park(ctx, first, waiters, sub, start.Add(first.Wait))
 	if e.opts.Observer != nil {
 		e.opts.Observer.Waited(e.now().Sub(start), outcome)
 	}
@@ -204,138 +203,6 @@ func collect(rs []dlm.Request, replayed, granted []dlm.Lease) []dlm.Lease {
 		}
 	}
 	return out
-}
-
-// parkMany waits for the grant of a queued group, as park does for one
-// waiter, and returns every lease of the group. The group is granted in one
-// commit, so the grant of its first entry stands for all of them.
-func (e *Engine) parkMany(ctx context.Context, req dlm.Request, ws []dlm.Waiter, sub *subscription, deadline time.Time) (_ []dlm.Lease, outcome WaitOutcome, _ error) {
-	timer := e.opts.Clock.NewTimer(deadline.Sub(e.now()))
-	defer timer.Stop()
-	var poll <-chan time.Time
-	if e.opts.WaitPoll > 0 {
-		t := time.NewTicker(e.opts.WaitPoll)
-		defer t.Stop()
-		poll = t.C
-	}
-	for {
-		var wake bool
-		select {
-		case <-sub.lease:
-			wake = true
-		case <-sub.check:
-			wake = true
-		case <-poll:
-			wake = true
-		case <-timer.C():
-			leases, granted, blocked, err := e.leaveQueueMany(ws, req.ID)
-			if err == nil && granted {
-				return leases, WaitGranted, nil
-			}
-			if err != nil {
-				return nil, WaitTimedOut, err
-			}
-			blocked.Code, blocked.Message = dlm.CodeWaitTimeout, "waited "+req.Wait.String()+" without a grant"
-			return nil, WaitTimedOut, blocked
-		case <-ctx.Done():
-			leases, granted, _, err := e.leaveQueueMany(ws, req.ID)
-			revoked := errors.Is(context.Cause(ctx), ErrKeyRevoked)
-			if err == nil && granted && (req.IdempotencyKey == "" || revoked) {
-				for _, l := range leases {
-					_, rerr := e.Release(context.WithoutCancel(ctx), req.Tenant, l.ID)
-					err = errors.Join(err, rerr)
-				}
-			}
-			return nil, WaitCancelled, errors.Join(context.Cause(ctx), err)
-		case <-e.closing:
-			leases, granted, _, err := e.leaveQueueMany(ws, req.ID)
-			if err == nil && granted {
-				return leases, WaitGranted, nil
-			}
-			if err != nil {
-				return nil, WaitShutdown, err
-			}
-			return nil, WaitShutdown, errShuttingDown
-		}
-		if wake {
-			if leases, ok, err := e.liveLeases(ctx, ws); err == nil && ok {
-				return leases, WaitGranted, nil
-			}
-		}
-	}
-}
-
-// liveLeases returns the leases of the group entries ws if the group was
-// granted and its first lease is still held.
-func (e *Engine) liveLeases(ctx context.Context, ws []dlm.Waiter) (leases []dlm.Lease, ok bool, err error) {
-	err = e.store.View(ctx, func(tx dlm.ReadTx) error {
-		for _, w := range ws {
-			found, ended, err := tx.FindLease(ctx, w.ID)
-			switch {
-			case err != nil:
-				return err
-			case found != nil:
-				leases = append(leases, *found)
-			case ended != nil:
-				leases = append(leases, ended.Lease)
-			default:
-				return nil
-			}
-		}
-		ok = leases[0].Live(tx.Now())
-		return nil
-	})
-	return leases, ok, err
-}
-
-// leaveQueueMany is leaveQueue for the entries of a group: it withdraws
-// them all in one decision, unless the group was granted meanwhile. If it
-// was not, blocked is a lock_conflict naming a lock still in the way.
-func (e *Engine) leaveQueueMany(ws []dlm.Waiter, ticket string) (leases []dlm.Lease, granted bool, blocked *dlm.Error, err error) {
-	need := dlm.Need{}
-	ids := make([]string, len(ws))
-	for i, w := range ws {
-		need.Keys = append(need.Keys, w.Key)
-		need.Leases = append(need.Leases, w.ID)
-		ids[i] = w.ID
-	}
-	err = e.write(context.Background(), need, func(v *view) error {
-		ss := make([]*dlm.LockState, len(ws))
-		cs := make([]*dlm.Change, len(ws))
-		for i, w := range ws {
-			ss[i], cs[i] = v.lock(w.Key), new(dlm.Change)
-		}
-		leases, granted = dlm.CancelGroup(v.now, ss, ids, ticket, cs)
-		if !granted {
-			if _, ended := v.findLease(ids[0]); ended != nil && ended.ExpiresAt.After(v.now) {
-				// Granted, then ended before the waiter looked: the
-				// grant happened, as for one lock.
-				for _, id := range ids {
-					if l, ended := v.findLease(id); l != nil {
-						leases = append(leases, *l)
-					} else if ended != nil {
-						leases = append(leases, ended.Lease)
-					}
-				}
-				granted = true
-			}
-		}
-		for i := range ss {
-			if !granted && blocked == nil {
-				if view := ss[i].View(v.now); len(view.Holders) > 0 || !view.DelayUntil.IsZero() {
-					blocked = conflict(view.Holders, view.DelayUntil)
-					blocked.Lock = ss[i].Key.Name
-				}
-			}
-			v.save(ss[i], cs[i])
-		}
-		return nil
-	})
-	if err == nil && !granted && blocked == nil {
-		blocked = conflict(nil, time.Time{})
-		blocked.Lock = ws[0].Key.Name
-	}
-	return leases, granted, blocked, err
 }
 
 // grantReadyGroups looks, after a group's commit, for multi-lock entries
