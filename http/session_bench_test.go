@@ -14,9 +14,10 @@ import (
 // and across two PostgreSQL instances (the session on one, the force-release
 // on the other). Each op is one lease; p50, p99 and max are reported in ms,
 // and the max of each part of the lag: until the end is decided (the
-// event's "at": the force-release's request, or the sweeper's wake-up after
-// expires_at) and from then until the push is read (the commit, the feed,
-// the session's write and the client's read).
+// event's "at": the force-release's request and decision) and from then
+// until the push is read (the commit, the feed, the session's write and
+// the client's read). An expiry's "at" is its expires_at, so all of its
+// lag counts as the second part, the sweep's wake-up included.
 //
 //	go test ./http/ -run '^$' -bench LeaseEndedPush -benchtime 200x
 func BenchmarkLeaseEndedPush(b *testing.B) {
