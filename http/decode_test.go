@@ -3,6 +3,7 @@ package dlmhttp
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"testing"
 )
 
@@ -90,4 +91,54 @@ func FuzzDuplicateKey(f *testing.F) {
 			t.Errorf("duplicateKey(%s) = %q, %v; want %q, %v", s, gotKey, got, wantKey, want)
 		}
 	})
+}
+
+var splitObjectSeeds = []string{
+	`{}`,
+	` { } `,
+	`{"a":1,"b":"x","c":[1,{"d":"}"}],"e":{"f":[]},"g":null,"h":true,"i":-1.5e3}`,
+	"{ \"a\" :\t1 ,\n\"b\" : \"\\\"\" \r}",
+	`{"k\"":"v\\","":0}`,
+	"{\"\xb2\":0}",
+	`{"a":1,"a":2}`,
+}
+
+// FuzzSplitObject checks splitObject against encoding/json on valid objects.
+func FuzzSplitObject(f *testing.F) {
+	for _, s := range splitObjectSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := bytes.TrimSpace([]byte(s))
+		if !json.Valid(b) || len(b) == 0 || b[0] != '{' {
+			return // splitObject is only ever given one parsed object
+		}
+		var want object
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got := splitObject(b); !maps.EqualFunc(got, want, func(x, y json.RawMessage) bool { return bytes.Equal(x, y) }) {
+			t.Errorf("splitObject(%s) = %q; want %q", b, got, want)
+		}
+	})
+}
+
+// TestFieldPlain checks the decoder-free paths of object.field against
+// encoding/json.
+func TestFieldPlain(t *testing.T) {
+	for _, raw := range []string{`"a/b-c_1.2"`, `""`, `"a\"b"`, `"é"`, `"<&>"`, `"a\u0041"`, `7`, `-0`, `9223372036854775807`, `9223372036854775808`, `1e3`, `1.0`, `"5"`} {
+		o := object{"f": json.RawMessage(raw)}
+		var s, ws string
+		_, err := o.field("f", &s, "a string")
+		werr := json.Unmarshal([]byte(raw), &ws)
+		if s != ws || (err == nil) != (werr == nil) {
+			t.Errorf("string %s: %q, %v; want %q, %v", raw, s, err, ws, werr)
+		}
+		var n, wn int64
+		_, err = o.field("f", &n, "an integer")
+		werr = json.Unmarshal([]byte(raw), &wn)
+		if n != wn || (err == nil) != (werr == nil) {
+			t.Errorf("int %s: %d, %v; want %d, %v", raw, n, err, wn, werr)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package dlmhttp
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -243,18 +242,7 @@ func (c *frameCache) frame(ev *dlm.Event) []byte {
 		return b
 	}
 	msg, _ := json.Marshal(wire.FromEvent(ev))
-	b := make([]byte, 0, len(msg)+10)
-	b = append(b, 0x81) // FIN, text
-	switch n := len(msg); {
-	case n < 126:
-		b = append(b, byte(n))
-	case n <= 0xffff:
-		b = append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	b = append(b, msg...)
+	b := appendTextFrame(make([]byte, 0, len(msg)+10), msg)
 	if c.m == nil {
 		c.m = make(map[int64][]byte, frameCacheSize)
 	}

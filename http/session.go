@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -52,8 +53,8 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	cw := &corkWriter{ResponseWriter: w}
-	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{Subprotocols: []string{watchSubprotocol}})
+	fw := &frameWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(fw, r, &websocket.AcceptOptions{Subprotocols: []string{watchSubprotocol}})
 	if err != nil {
 		ln.Close()
 		return nil // Accept has answered the request
@@ -61,7 +62,7 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request, c *call) error
 	conn.SetReadLimit(sessionMaxMessage)
 	ctx, cancel := context.WithCancelCause(base)
 	s := &session{
-		h: h, conn: conn, cork: cw.conn, tenant: c.principal.Tenant, ln: ln,
+		h: h, conn: conn, fc: fw.conn, tenant: c.principal.Tenant, ln: ln,
 		ctx: ctx, cancel: cancel,
 		inflight: map[int64]context.CancelCauseFunc{},
 		leases:   map[string]*held{}, grants: map[grant]*held{}, byKey: map[dlm.Key]map[*held]struct{}{}, early: map[grant]*dlm.Event{},
@@ -84,7 +85,7 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request, c *call) error
 type session struct {
 	h      *Handler
 	conn   *websocket.Conn
-	cork   *corkConn
+	fc     *frameConn
 	tenant string
 	ln     *engine.Listener
 	ctx    context.Context // ends with the connection
@@ -103,9 +104,9 @@ type session struct {
 	// early are ends of grants on followed locks that no lease of the
 	// session had yet: an end can overtake the acquire's return.
 	early map[grant]*dlm.Event
-	// out are the messages ready to be written, outBytes their size.
-	out      [][]byte
-	outBytes int
+	// out are the frames ready to be written; spare is the buffer the
+	// writer gives back for the next ones.
+	out, spare []byte
 	// writing is set while a goroutine writes out (see flush); dead once
 	// a write failed.
 	writing, dead bool
@@ -135,8 +136,13 @@ func (s *session) run() {
 	defer s.ln.Close()
 	go s.pushes()
 	go ping(s.ctx, s.conn, func() { s.cancel(errors.New("no pong")) })
+	// Reads take no context: one that ends them would be registered and
+	// unregistered with each message. The end of the session closes the
+	// connection instead, which ends the read.
+	stop := context.AfterFunc(s.ctx, func() { s.conn.CloseNow() })
+	defer stop()
 	for {
-		typ, msg, err := s.conn.Read(s.ctx)
+		typ, msg, err := s.conn.Read(context.Background())
 		if err != nil {
 			break
 		}
@@ -569,6 +575,15 @@ func (s *session) pushes() {
 			return
 		case ev := <-s.ln.Events():
 			s.event(&ev)
+			// Whatever else has arrived goes out in the same write.
+			for more := true; more; {
+				select {
+				case ev := <-s.ln.Events():
+					s.event(&ev)
+				default:
+					more = false
+				}
+			}
 			s.flush()
 		}
 	}
@@ -618,15 +633,52 @@ type wireReply struct {
 
 // reply queues the answer to request id.
 func (s *session) reply(id int64, result any, err error) {
-	r := wireReply{ID: id, Result: result}
+	var buf [512]byte
+	var b []byte
 	if err != nil {
 		we := s.wireError(err)
-		r.Error, r.Result = &we, nil
+		b = mustMarshal(wireReply{ID: id, Error: &we})
+	} else {
+		b = appendReply(buf[:0], id, result)
 	}
 	s.mu.Lock()
-	s.push(r)
+	s.queue(b)
 	s.mu.Unlock()
 	s.flush()
+}
+
+// appendReply appends the reply with result to request id. Leases, the
+// result of nearly every request, are encoded by hand (wire.Lease.AppendJSON).
+func appendReply(b []byte, id int64, result any) []byte {
+	b = strconv.AppendInt(append(b, `{"id":`...), id, 10)
+	switch r := result.(type) {
+	case wire.Lease:
+		b = r.AppendJSON(append(b, `,"result":`...))
+	case wireRenewResult:
+		b = append(b, `,"result":{"leases":[`...)
+		for i, l := range r.Leases {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if wl, ok := l.(wire.Lease); ok {
+				b = wl.AppendJSON(b)
+			} else {
+				b = append(b, mustMarshal(l)...)
+			}
+		}
+		b = append(b, "]}"...)
+	default:
+		return append(b[:0], mustMarshal(wireReply{ID: id, Result: result})...)
+	}
+	return append(b, '}')
+}
+
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("dlmhttp: marshal session message: " + err.Error())
+	}
+	return b
 }
 
 // wireError shows err as a reply's error, as the HTTP API would.
@@ -645,26 +697,24 @@ func (s *session) wireError(err error) wireError {
 	return wireError{Code: dlm.CodeInternal, Message: "internal error"}
 }
 
-// push queues message v for the writer; s.mu is held. A client that lets
-// too much pile up is closed: it must not hold the server's memory.
-func (s *session) push(v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic("dlmhttp: marshal session message: " + err.Error())
-	}
-	if s.outBytes+len(b) > sessionMaxOutbox {
+// push queues message v for the writer; s.mu is held.
+func (s *session) push(v any) { s.queue(mustMarshal(v)) }
+
+// queue queues msg, as its frame, for the writer; s.mu is held. A client
+// that lets too much pile up is closed: it must not hold the server's
+// memory.
+func (s *session) queue(msg []byte) {
+	if len(s.out)+len(msg) > sessionMaxOutbox {
 		go s.conn.Close(closeSlowConsumer, dlm.CodeSlowConsumer+": too many messages not read")
 		return
 	}
-	s.out = append(s.out, b)
-	s.outBytes += len(b)
+	s.out = appendTextFrame(s.out, msg)
 }
 
-// flush writes the queued messages, unless another goroutine is writing
+// flush writes the queued frames, unless another goroutine is writing
 // them: the goroutine whose reply finds the connection idle writes it and
 // whatever queues meanwhile, so that a reply needs no hand-off to a writer,
-// and the messages ready at one time go out corked, in one write to the
-// socket.
+// and the frames ready at one time go out in one write to the socket.
 func (s *session) flush() {
 	s.mu.Lock()
 	if s.writing || len(s.out) == 0 {
@@ -672,36 +722,24 @@ func (s *session) flush() {
 		return
 	}
 	s.writing = true
-	s.mu.Unlock()
-	var batch [][]byte
-	for {
-		s.mu.Lock()
-		if len(s.out) == 0 || s.dead {
-			s.writing = false
-			s.mu.Unlock()
-			return
-		}
-		batch, s.out = s.out, batch[:0]
-		s.outBytes = 0
+	for len(s.out) > 0 && !s.dead {
+		batch := s.out
+		s.out, s.spare = s.spare[:0], nil
 		s.mu.Unlock()
-		s.cork.corkUp()
-		var err error
-		for _, msg := range batch {
-			if err = s.conn.Write(s.ctx, websocket.MessageText, msg); err != nil {
-				break
-			}
+		// Not read for writeTimeout: as slow as a watcher left behind.
+		err := s.fc.writeFrames(batch, writeTimeout)
+		s.mu.Lock()
+		if cap(batch) <= 64<<10 {
+			s.spare = batch // a burst's buffer is not kept for the session's life
 		}
-		if ferr := s.cork.flush(writeTimeout); err == nil {
-			// Not read for writeTimeout: as slow as a watcher left behind.
-			err = ferr
-		}
-		clear(batch)
 		if err != nil {
-			s.mu.Lock()
 			s.dead = true
 			s.mu.Unlock()
 			s.conn.CloseNow()
 			s.cancel(err)
+			s.mu.Lock()
 		}
 	}
+	s.writing = false
+	s.mu.Unlock()
 }
