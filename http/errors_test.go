@@ -246,7 +246,8 @@ func TestStorageErrorIsGeneric(t *testing.T) {
 	a.acquireRelease("before")
 	// Break the store under the server: its reads of the event log fail
 	// in the SQLite driver.
-	db, err := sql.Open("sqlite", filepath.Join(s.Dir, "dlm.db"))
+	// The server's applier may hold the write lock a moment: wait for it.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.Dir, "dlm.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
