@@ -71,10 +71,11 @@ func (e *Engine) write(ctx context.Context, need dlm.Need, decide func(v *view) 
 	return err
 }
 
-// lead runs a group of first and everything queued, answers them, and then
-// hands the lead to the oldest op queued meanwhile, if any: the goroutines
-// of callers take turns running groups, so no op waits for a dedicated
-// goroutine to be scheduled.
+// lead runs a group of first and everything queued, hands the lead to the
+// oldest op queued meanwhile, if any, and then answers the group: the
+// goroutines of callers take turns running groups, so no op waits for a
+// dedicated goroutine to be scheduled, and the next group starts before
+// this one's callers are woken.
 func (e *Engine) lead(first *op) {
 	g := &e.group
 	g.mu.Lock()
@@ -83,21 +84,21 @@ func (e *Engine) lead(first *op) {
 	g.mu.Unlock()
 
 	e.runGroup(ops)
-	for _, o := range ops[1:] {
-		o.wake <- struct{}{}
-	}
 
 	g.mu.Lock()
 	if len(g.queue) == 0 {
 		g.running--
 		g.mu.Unlock()
-		return
+	} else {
+		next := g.queue[0]
+		g.queue = g.queue[1:]
+		g.mu.Unlock()
+		next.lead = true
+		next.wake <- struct{}{}
 	}
-	next := g.queue[0]
-	g.queue = g.queue[1:]
-	g.mu.Unlock()
-	next.lead = true
-	next.wake <- struct{}{}
+	for _, o := range ops[1:] {
+		o.wake <- struct{}{}
+	}
 }
 
 // runGroup loads what ops need, decides each, commits their saves and then
