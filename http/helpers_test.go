@@ -3,6 +3,7 @@ package dlmhttp_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -76,6 +77,16 @@ func (r *response) details(t testing.TB) map[string]any {
 // sent as is. Extra headers come in name, value pairs.
 func (a *api) do(method, path string, body any, hdr ...string) *response {
 	a.t.Helper()
+	r, err := a.try(method, path, body, hdr...)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// try is do that returns an error of the exchange instead of failing.
+func (a *api) try(method, path string, body any, hdr ...string) (*response, error) {
+	a.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -108,15 +119,15 @@ func (a *api) do(method, path string, body any, hdr ...string) *response {
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		a.t.Fatalf("%s %s: reading body: %v", method, path, err)
+		return nil, fmt.Errorf("reading body: %w", err)
 	}
 	checkResponse(a.t, req, resp, b)
-	return &response{status: resp.StatusCode, header: resp.Header, body: b}
+	return &response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 // must sends a request and fails the test unless the status is want.
