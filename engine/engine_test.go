@@ -260,3 +260,48 @@ func TestGroupFreesIdempotencyKeyOfEndedLease(t *testing.T) {
 		t.Fatalf("loads %+v; want the release and the acquire in one group", g.needs)
 	}
 }
+
+// A Listener is told of the ends of leases and of waiters queued on the
+// locks it follows, in order, but not of grants and renewals.
+func TestListenerGetsEndsAndWaitersOnly(t *testing.T) {
+	e, _ := open(t, dlmtest.NewManualClock(epoch), engine.Options{})
+	ctx := t.Context()
+	ln, err := e.Listen(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ln.Follow(key("x"))
+	a, _, err := e.Acquire(ctx, req("x", "a", 10*time.Second, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Renew(ctx, tenant, a.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	queued := make(chan error, 1)
+	go func() {
+		_, _, err := e.Acquire(ctx, req("x", "b", 10*time.Second, time.Minute))
+		queued <- err
+	}()
+	for i, w := range []dlm.EventType{dlm.EventWaiting, dlm.EventReleased} {
+		ev := <-ln.Events()
+		if ev.Type != w {
+			t.Fatalf("event %d is %v, want %v", i, ev.Type, w)
+		}
+		if w == dlm.EventWaiting {
+			if _, err := e.Release(ctx, tenant, a.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := <-queued; err != nil {
+		t.Fatal(err)
+	}
+	// b's grant came after the release: nothing more is delivered.
+	select {
+	case ev := <-ln.Events():
+		t.Fatalf("unexpected %v event", ev.Type)
+	default:
+	}
+}

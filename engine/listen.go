@@ -7,10 +7,13 @@ import (
 	"github.com/dlmhq/dlm"
 )
 
-// Listener receives the events of the locks it follows, from every instance
-// on a shared store: what a session needs to push lease ends and waiters to
-// its client. Unlike a Watcher it has no backlog and follows names one by
-// one, so the feed hands each event only to the listeners of its lock.
+// Listener receives the events of the locks it follows that end a lease or
+// queue a waiter, from every instance on a shared store: what a session
+// needs to push lease ends and waiters to its client. Grants and renewals
+// are left out: a session learns of its own from their answers, and a wake
+// for each would cost every acquire. Unlike a Watcher it has no backlog and
+// follows names one by one, so the feed hands each event only to the
+// listeners of its lock.
 type Listener struct {
 	e    *Engine
 	ch   chan dlm.Event
@@ -129,6 +132,9 @@ func (f *feed) notifyLocal(events []dlm.Event) {
 // On a shared store the feed calls it for every event it reads from the
 // log, which has those of every instance; otherwise afterCommit does.
 func (f *feed) notify(ev *dlm.Event) {
+	if ev.Type == dlm.EventAcquired || ev.Type == dlm.EventRenewed {
+		return
+	}
 	for l := range f.byKey[ev.Key] {
 		select {
 		case l.ch <- *ev:
