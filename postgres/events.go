@@ -14,8 +14,11 @@ import (
 // Event ids.
 //
 // A writer takes its events' ids from the sequence event_ids as it inserts
-// them, in the round trip that carries its COMMIT, and holds no lock for
-// them: instances commit side by side. But transactions commit in another
+// them, in the round trip that carries its COMMIT, as one block of
+// consecutive ids (event_id_block: an advisory lock held only while the
+// function runs, so that a commit's events, a multi-lock acquire's grants
+// among them, are adjacent in the log), and holds no lock past that:
+// instances commit side by side. But transactions commit in another
 // order than they took ids, so at any instant a committed event may have an
 // id above one still in flight. A reader that read it and moved on would
 // miss the late one.

@@ -8,9 +8,9 @@ import (
 	"github.com/dlmhq/dlm/storetest"
 )
 
-// undoTerms takes the schema back to before migration 4 (terms, groups and
-// lock-delays).
-const undoTerms = `DROP INDEX locks_delay;
+// undoTerms takes the schema back to before migration 5 (event_id_block)
+// and migration 4 (terms, groups and lock-delays).
+const undoTerms = `DROP FUNCTION event_id_block; DROP INDEX locks_delay;
 	ALTER TABLE locks DROP COLUMN delay_until;
 	ALTER TABLE leases DROP COLUMN lim, DROP COLUMN lock_delay, DROP COLUMN max_hold;
 	ALTER TABLE ended_leases DROP COLUMN lim, DROP COLUMN lock_delay, DROP COLUMN max_hold;

@@ -163,6 +163,25 @@ var migrations = []string{
 	ALTER TABLE waiters ADD COLUMN lim integer NOT NULL DEFAULT 0,
 		ADD COLUMN lock_delay bigint NOT NULL DEFAULT 0, ADD COLUMN max_hold bigint NOT NULL DEFAULT 0,
 		ADD COLUMN grp text, ADD COLUMN group_keys jsonb;`,
+	// A commit's events take a block of consecutive ids (events.go): the
+	// sequence hands them out one call at a time, so two commits calling it
+	// at once would interleave theirs, and a multi-lock acquire's grants
+	// would not be adjacent in the log. The block is taken under a
+	// session-level advisory lock held only while the function runs, never
+	// across a round trip or a commit, and given back if it fails.
+	`CREATE FUNCTION event_id_block(n integer) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+	DECLARE
+		k constant bigint := 'event_ids'::regclass::oid::bigint;
+	BEGIN
+		PERFORM pg_advisory_lock(k);
+		BEGIN
+			RETURN QUERY SELECT nextval('event_ids') FROM generate_series(1, n);
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			PERFORM pg_advisory_unlock(k);
+			RAISE;
+		END;
+		PERFORM pg_advisory_unlock(k);
+	END $$;`,
 }
 
 // migrate brings the schema up to date. It holds a transaction-scoped

@@ -280,13 +280,14 @@ func (w *writes) queueEvents(pb *pgx.Batch) {
 		tokens[i], at[i] = e.Token, e.At
 	}
 	pb.Queue(`SELECT pg_current_xact_id()`)
-	// The outer query numbers the rows as the sorted subquery yields them,
-	// so that ids follow the order the events were saved in.
+	// The events take one block of consecutive ids (event_id_block, in the
+	// schema's migrations), the i-th id for the i-th event saved, so that
+	// no other commit's events come between them.
 	pb.Queue(`INSERT INTO events (id, type, ns, name, holder, mode, token, at)
-		SELECT nextval('event_ids'), v.type, v.ns, v.name, v.holder, v.mode, v.token, v.at FROM (
-			SELECT * FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::timestamptz[])
-				WITH ORDINALITY u (type, ns, name, holder, mode, token, at, i)
-			ORDER BY i) v`, types, ns, names, holders, modes, tokens, at)
+		SELECT b.id, u.type, u.ns, u.name, u.holder, u.mode, u.token, u.at
+		FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::timestamptz[])
+			WITH ORDINALITY u (type, ns, name, holder, mode, token, at, i)
+		JOIN event_id_block($8) WITH ORDINALITY b (id, i) USING (i)`, types, ns, names, holders, modes, tokens, at, n)
 }
 
 // queueUsage adds delta to the counters of table of this backend ("Usage
