@@ -16,6 +16,12 @@ import (
 // echoServer answers every connection with what it receives, and closes its
 // side when the client has closed its own.
 func echoServer(t testing.TB) string {
+	return serve(t, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// serve runs handle on every connection to a new listener until the test
+// ends, and returns the listener's address.
+func serve(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,7 +40,7 @@ func echoServer(t testing.TB) string {
 			}
 			wg.Go(func() {
 				defer c.Close()
-				io.Copy(c, c)
+				handle(c)
 			})
 		}
 	})
@@ -208,37 +214,17 @@ func BenchmarkThroughput(b *testing.B) {
 // requestServer answers every 4-byte request read whole with the same 4
 // bytes: it speaks only once a request is complete.
 func requestServer(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
+	return serve(t, func(c net.Conn) {
+		req := make([]byte, 4)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := io.ReadFull(c, req); err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				req := make([]byte, 4)
-				for {
-					if _, err := io.ReadFull(c, req); err != nil {
-						return
-					}
-					if _, err := c.Write(req); err != nil {
-						return
-					}
-				}
-			})
+			if _, err := c.Write(req); err != nil {
+				return
+			}
 		}
 	})
-	return ln.Addr().String()
 }
 
 // TestRoundTrips: a request answered before the next is sent counts once,
