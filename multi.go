@@ -160,30 +160,15 @@ func GrantGroup(now time.Time, ss []*LockState, group string, cs []*Change) bool
 
 // CancelGroup withdraws the entries ids[i] from ss[i] if ticket still owns
 // them, and grants the waiters that this unblocks. If the group was
-// already granted, it returns the leases still held and true.
+// already granted, it returns the leases still held and true. A group is
+// granted in one decision, so either all of its entries are queued or none
+// is: withdrawing them lock by lock (CancelWait) withdraws them all.
 func CancelGroup(now time.Time, ss []*LockState, ids []string, ticket string, cs []*Change) ([]Lease, bool) {
-	for i, s := range ss {
-		s.Expire(now, cs[i])
-	}
 	var held []Lease
 	for i, s := range ss {
-		if j := s.Holder(ids[i]); j >= 0 {
-			held = append(held, s.Holders[j])
+		if l, ok := s.CancelWait(now, ids[i], ticket, cs[i]); ok {
+			held = append(held, l)
 		}
 	}
-	if len(held) > 0 {
-		return held, true
-	}
-	for i, s := range ss {
-		for j := range s.Waiters {
-			if s.Waiters[j].ID == ids[i] {
-				if s.Waiters[j].Ticket == ticket {
-					s.dequeue(j, cs[i])
-					s.grantWaiters(now, cs[i])
-				}
-				break
-			}
-		}
-	}
-	return nil, false
+	return held, len(held) > 0
 }

@@ -336,7 +336,7 @@ func (e *Engine) leaveQueue(ws []dlm.Waiter, ticket string) (leases []dlm.Lease,
 			if !granted && blocked == nil {
 				if view := ss[i].View(v.now); len(view.Holders) > 0 || !view.DelayUntil.IsZero() {
 					blocked = conflict(view.Holders, view.DelayUntil)
-					blocked.Lock = ss[i].Key.Name
+					blocked.Lock = named(ws, i)
 				}
 			}
 			v.save(ss[i], cs[i])
@@ -345,12 +345,18 @@ func (e *Engine) leaveQueue(ws []dlm.Waiter, ticket string) (leases []dlm.Lease,
 	})
 	if err == nil && !granted && blocked == nil {
 		blocked = conflict(nil, time.Time{})
-		blocked.Lock = ws[0].Key.Name
-	}
-	if blocked != nil && len(ws) == 1 {
-		blocked.Lock = "" // one lock's error needs no name
+		blocked.Lock = named(ws, 0)
 	}
 	return leases, granted, blocked, err
+}
+
+// named is the name a conflict of entry i of ws carries: a multi-lock
+// acquire's says which of its locks is in the way, one lock's needs none.
+func named(ws []dlm.Waiter, i int) string {
+	if len(ws) == 1 {
+		return ""
+	}
+	return ws[i].Key.Name
 }
 
 // liveLeases returns the leases of the queued entries ws if they were
